@@ -1,0 +1,142 @@
+"""What perfgate asks a running OpenAI-compatible (vLLM) server besides generating text.
+
+Model list and context length (``/v1/models``), version (``/version``), tokenizer round trips
+(``/tokenize``, ``/detokenize``) and the Prometheus text of ``/metrics``. Every failure becomes an
+``EndpointError`` whose message names the URL and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+
+class EndpointError(Exception):
+    """The server could not be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    base_url: str
+    models: tuple[str, ...]
+    model: str
+    max_model_len: int | None
+    version: str | None
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    try:
+        async with session.get(url) as resp:
+            if resp.status != 200:
+                body = (await resp.text())[:300]
+                raise EndpointError(f"GET {url} answered HTTP {resp.status}: {body.strip()}")
+            return await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise EndpointError(
+            f"cannot reach {url} ({_short(exc)}); is the server running and is --url right?"
+        ) from exc
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
+    try:
+        async with session.post(url, json=body) as resp:
+            if resp.status != 200:
+                text = (await resp.text())[:300]
+                raise EndpointError(f"POST {url} answered HTTP {resp.status}: {text.strip()}")
+            return await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise EndpointError(f"cannot reach {url} ({_short(exc)})") from exc
+
+
+async def probe(session: aiohttp.ClientSession, base_url: str, model: str | None) -> ServerInfo:
+    """Check the server answers and serves ``model`` (default: the first it lists)."""
+    base = base_url.rstrip("/")
+    listing = await get_json(session, f"{base}/v1/models")
+    data = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(data, list) or not data:
+        raise EndpointError(
+            f"{base}/v1/models lists no models; is this an OpenAI-compatible server?"
+        )
+    ids = tuple(str(m.get("id")) for m in data if isinstance(m, dict))
+    chosen = model or ids[0]
+    if chosen not in ids:
+        raise EndpointError(
+            f"--model {chosen!r} is not served at {base}; it serves {', '.join(ids)} "
+            "(pass one of those, or leave --model out to use the first)"
+        )
+    entry = next(m for m in data if isinstance(m, dict) and str(m.get("id")) == chosen)
+    max_len = entry.get("max_model_len")
+    try:
+        version_doc = await get_json(session, f"{base}/version")
+        version = version_doc.get("version") if isinstance(version_doc, dict) else None
+    except EndpointError:
+        version = None  # not every OpenAI-compatible server has /version
+    return ServerInfo(
+        base_url=base,
+        models=ids,
+        model=chosen,
+        max_model_len=max_len if isinstance(max_len, int) else None,
+        version=version,
+    )
+
+
+class Tokenizer:
+    """The server's own tokenizer, reached over HTTP, so lengths are what the server counts."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._model = model
+
+    async def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        doc = await post_json(
+            self._session,
+            f"{self._base}/tokenize",
+            {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens},
+        )
+        return [int(t) for t in doc["tokens"]]
+
+    async def count_prompt(self, text: str) -> int:
+        """Tokens the server will count for ``text`` sent to /v1/completions."""
+        doc = await post_json(
+            self._session,
+            f"{self._base}/tokenize",
+            {"model": self._model, "prompt": text, "add_special_tokens": True},
+        )
+        return int(doc["count"])
+
+    async def count_chat(self, text: str) -> int:
+        """Tokens the server will count for ``text`` as the one user message of a chat request."""
+        doc = await post_json(
+            self._session,
+            f"{self._base}/tokenize",
+            {
+                "model": self._model,
+                "messages": [{"role": "user", "content": text}],
+                "add_generation_prompt": True,
+            },
+        )
+        return int(doc["count"])
+
+    async def decode(self, ids: list[int]) -> str:
+        doc = await post_json(
+            self._session, f"{self._base}/detokenize", {"model": self._model, "tokens": ids}
+        )
+        return str(doc["prompt"])
+
+
+async def scrape_metrics(session: aiohttp.ClientSession, base_url: str) -> str | None:
+    """The Prometheus text of ``/metrics``, or None when the server has none."""
+    try:
+        async with session.get(base_url.rstrip("/") + "/metrics") as resp:
+            if resp.status != 200:
+                return None
+            return await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None

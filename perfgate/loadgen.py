@@ -1,0 +1,121 @@
+"""The load generator: sends prompts at a request rate under a concurrency cap, one record each.
+
+Arrivals follow ``vllm bench serve``: with ``request_rate = inf`` every request arrives at once;
+otherwise gaps are drawn from a gamma distribution with mean ``1 / request_rate`` and shape
+``burstiness`` (1.0 = Poisson), seeded. A request that arrives while ``max_concurrency``
+requests are in flight waits in the client; that wait is recorded (``queue_wait``) and is not part
+of its TTFT, since TTFT starts when the request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+
+from perfgate.client import Clock, Endpoint, build_payload, send_request
+from perfgate.records import RequestRecord
+from perfgate.workload import Prompt
+
+REQUEST_TIMEOUT_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    base_url: str
+    endpoint: Endpoint
+    model: str
+    max_concurrency: int | None  # None = no cap
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    seed: int = 0
+    temperature: float = 0.0
+
+
+def arrival_gaps_s(n: int, request_rate: float, burstiness: float, seed: int) -> list[float]:
+    """Seconds to wait before each of ``n`` arrivals (the first arrives at once)."""
+    if n == 0:
+        return []
+    if math.isinf(request_rate):
+        return [0.0] * n
+    rng = np.random.default_rng(seed)
+    theta = 1.0 / (request_rate * burstiness)
+    gaps = rng.gamma(shape=burstiness, scale=theta, size=n)
+    gaps[0] = 0.0
+    return [float(g) for g in gaps]
+
+
+def new_session(max_concurrency: int | None) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=max_concurrency or 0, force_close=False)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        read_bufsize=1 << 20,
+    )
+
+
+async def run_load(
+    session: aiohttp.ClientSession,
+    spec: LoadSpec,
+    prompts: Sequence[Prompt],
+    *,
+    t0_ns: int,
+    warmup: bool = False,
+    first_index: int = 0,
+    on_done: Callable[[RequestRecord], None] | None = None,
+    clock: Clock = time.perf_counter_ns,
+) -> list[RequestRecord]:
+    """Send every prompt once; records come back in prompt order, times relative to ``t0_ns``."""
+    slots = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+    gaps = arrival_gaps_s(len(prompts), spec.request_rate, spec.burstiness, spec.seed)
+
+    async def one(i: int, prompt: Prompt, scheduled_ns: int) -> RequestRecord:
+        payload = build_payload(
+            spec.endpoint,
+            spec.model,
+            prompt.text,
+            prompt.output_tokens,
+            temperature=spec.temperature,
+        )
+        if slots is None:
+            send_ns, result = await send_request(
+                session, spec.base_url, spec.endpoint, payload, clock
+            )
+        else:
+            async with slots:
+                send_ns, result = await send_request(
+                    session, spec.base_url, spec.endpoint, payload, clock
+                )
+        record = RequestRecord(
+            index=first_index + i,
+            expected_prompt_tokens=prompt.prompt_tokens,
+            expected_output_tokens=prompt.output_tokens,
+            scheduled_ns=scheduled_ns - t0_ns,
+            send_ns=send_ns - t0_ns,
+            end_ns=None if result.end_ns is None else result.end_ns - t0_ns,
+            chunk_ns=tuple(t - t0_ns for t in result.chunk_ns),
+            chunk_tokens=None if result.chunk_tokens is None else tuple(result.chunk_tokens),
+            prompt_tokens=result.prompt_tokens,
+            output_tokens=result.output_tokens,
+            error=result.error,
+            warmup=warmup,
+        )
+        if on_done is not None:
+            on_done(record)
+        return record
+
+    tasks: list[asyncio.Task[RequestRecord]] = []
+    try:
+        for i, (prompt, gap) in enumerate(zip(prompts, gaps, strict=True)):
+            if gap > 0:
+                await asyncio.sleep(gap)
+            tasks.append(asyncio.create_task(one(i, prompt, clock())))
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()

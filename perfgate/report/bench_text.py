@@ -1,0 +1,104 @@
+"""Plain-text summary of a bench result, laid out like ``vllm bench serve``'s, plus perfgate rows.
+
+A pure function of the result document (the JSON written by ``perfgate bench``), so a stored
+result renders the same as a fresh one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+WIDTH = 60
+
+
+def _num(v: Any, fmt: str = "{:.2f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return fmt.format(v)
+
+
+def _row(label: str, value: str) -> str:
+    return f"{label:<44} {value}"
+
+
+def _title(text: str, fill: str = "-") -> str:
+    return f"{text:{fill}^{WIDTH}}"
+
+
+def _pct_label(key: str) -> str:
+    return key.split("_", 1)[0].upper()  # "p99" -> "P99"
+
+
+def _latency_block(m: dict[str, Any], name: str, title: str, label: str) -> list[str]:
+    lines = [_title(title)]
+    lines.append(_row(f"Mean {label} (ms):", _num(m.get(f"mean_{name}_ms"))))
+    lines.append(_row(f"Median {label} (ms):", _num(m.get(f"median_{name}_ms"))))
+    pcts = [k for k in m if k.startswith("p") and k.endswith(f"_{name}_ms")]
+    for key in pcts:
+        lines.append(_row(f"{_pct_label(key)} {label} (ms):", _num(m.get(key))))
+    return lines
+
+
+def render_bench_text(doc: dict[str, Any]) -> str:
+    m = doc["metrics"]
+    cfg = doc["config"]
+    lines = [_title(" Serving Benchmark Result ", "=")]
+    lines.append(_row("Successful requests:", str(m.get("completed"))))
+    lines.append(_row("Failed requests:", str(m.get("failed"))))
+    if cfg.get("max_concurrency") is not None:
+        lines.append(_row("Maximum request concurrency:", str(cfg["max_concurrency"])))
+    if cfg.get("request_rate") not in (None, "inf"):
+        lines.append(_row("Request rate configured (RPS):", _num(cfg["request_rate"])))
+    lines.append(_row("Benchmark duration (s):", _num(m.get("duration"))))
+    lines.append(_row("Total input tokens:", _num(m.get("total_input_tokens"), "{}")))
+    lines.append(_row("Total generated tokens:", _num(m.get("total_output_tokens"), "{}")))
+    lines.append(_row("Request throughput (req/s):", _num(m.get("request_throughput"))))
+    lines.append(_row("Output token throughput (tok/s):", _num(m.get("output_throughput"))))
+    lines.append(
+        _row("Peak output token throughput (tok/s):", _num(m.get("max_output_tokens_per_s")))
+    )
+    lines.append(_row("Peak concurrent requests:", _num(m.get("max_concurrent_requests"), "{}")))
+    lines.append(_row("Total token throughput (tok/s):", _num(m.get("total_token_throughput"))))
+    lines += _latency_block(m, "ttft", "Time to First Token", "TTFT")
+    lines += _latency_block(m, "tpot", "Time per Output Token (excl. 1st token)", "TPOT")
+    lines += _latency_block(m, "itl", "Inter-token Latency", "ITL")
+    lines += _latency_block(m, "e2el", "End-to-end Latency", "E2EL")
+
+    lines.append(_title(" perfgate: tokens, not chunks "))
+    lines.append(_row("Mean tokens per chunk:", _num(m.get("mean_tokens_per_chunk_n"))))
+    lines.append(_row("Max tokens per chunk:", _num(m.get("max_tokens_per_chunk_n"), "{:.0f}")))
+    lines.append(_row("Chunks with >1 token:", _num(m.get("multi_token_chunk_fraction"), "{:.1%}")))
+    lines.append(_row("Mean ITL per token (ms):", _num(m.get("mean_itl_per_token_ms"))))
+    lines.append(_row("Median ITL per token (ms):", _num(m.get("median_itl_per_token_ms"))))
+    lines.append(
+        _row(
+            "Peak output throughput, tokens (tok/s):",
+            _num(m.get("max_output_tokens_per_s_by_tokens")),
+        )
+    )
+    lines.append(_row("Mean client queue wait (ms):", _num(m.get("mean_queue_wait_ms"))))
+    lines.append(_row("Max client queue wait (ms):", _num(m.get("max_queue_wait_ms"))))
+
+    checks = doc.get("server_cross_check") or []
+    if checks:
+        lines.append(_title(" Server /metrics cross-check "))
+        lines.append(f"{'':<32} {'server':>10} {'client':>10}  agrees")
+        for c in checks:
+            fmt = "{:.2f}" if c["unit"] == "ms" else "{:.0f}"
+            agrees = {True: "yes", False: "NO", None: "-"}[c["agrees"]]
+            label = f"{c['name']} ({c['unit']})"
+            lines.append(
+                f"{label:<32} {_num(c['server'], fmt):>10} {_num(c['client'], fmt):>10}  {agrees}"
+            )
+    lines.append("=" * WIDTH)
+
+    for w in doc.get("warnings") or []:
+        remedy = f" -> {w['remedy']}" if w.get("remedy") else ""
+        lines.append(f"warning: {w['message']}{remedy}")
+    problems = doc.get("problems") or []
+    if problems:
+        lines.append("INVALID RUN (exit 2):")
+        for p in problems:
+            lines.append(f"  - {p['message']}")
+    return "\n".join(lines) + "\n"

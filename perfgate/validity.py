@@ -1,0 +1,109 @@
+"""Is a run fit to be measured at all? Checks on the records, before any verdict.
+
+A run is invalid when any measured request failed, when the server's ``usage`` says a prompt
+was not the asked length or an output was shorter (or longer) than asked, or when the server did
+not report token counts so none of that could be checked. An invalid run exits with code 2 and
+is never a pass, whatever its timings say.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from perfgate.records import RequestRecord
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the run is invalid, with how many requests showed it."""
+
+    kind: str  # failed_requests | prompt_length_mismatch | output_length_mismatch | ...
+    count: int
+    message: str
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "count": self.count, "message": self.message}
+
+
+def check_records(records: Sequence[RequestRecord]) -> list[Problem]:
+    measured = [r for r in records if not r.warmup]
+    problems: list[Problem] = []
+    if not measured:
+        return [Problem("no_requests", 0, "no request was measured")]
+
+    failed = [r for r in measured if not r.ok]
+    if failed:
+        common = Counter(r.error for r in failed).most_common(3)
+        shown = "; ".join(f"{n}x {err}" for err, n in common)
+        problems.append(
+            Problem(
+                "failed_requests",
+                len(failed),
+                f"{len(failed)} of {len(measured)} requests failed: {shown}",
+            )
+        )
+
+    ok = [r for r in measured if r.ok]
+    no_usage = [r for r in ok if r.prompt_tokens is None or r.output_tokens is None]
+    if no_usage:
+        problems.append(
+            Problem(
+                "missing_usage",
+                len(no_usage),
+                f"{len(no_usage)} requests came back without token counts (usage); perfgate "
+                "cannot check their lengths. Use a server that honours "
+                "stream_options.include_usage (vLLM does)",
+            )
+        )
+
+    prompt_bad = [
+        r for r in ok if r.prompt_tokens is not None and r.prompt_tokens != r.expected_prompt_tokens
+    ]
+    if prompt_bad:
+        r = prompt_bad[0]
+        problems.append(
+            Problem(
+                "prompt_length_mismatch",
+                len(prompt_bad),
+                f"{len(prompt_bad)} prompts were not the asked length as the server counted them "
+                f"(e.g. request {r.index}: {r.prompt_tokens} tokens, asked "
+                f"{r.expected_prompt_tokens})",
+            )
+        )
+
+    output_bad = [
+        r for r in ok if r.output_tokens is not None and r.output_tokens != r.expected_output_tokens
+    ]
+    if output_bad:
+        r = output_bad[0]
+        problems.append(
+            Problem(
+                "output_length_mismatch",
+                len(output_bad),
+                f"{len(output_bad)} outputs were not the asked length (e.g. request {r.index}: "
+                f"{r.output_tokens} tokens, asked {r.expected_output_tokens}); is ignore_eos "
+                "honoured by the server?",
+            )
+        )
+
+    chunk_mismatch = [
+        r
+        for r in ok
+        if r.chunk_tokens is not None
+        and r.output_tokens is not None
+        and sum(r.chunk_tokens) != r.output_tokens
+    ]
+    if chunk_mismatch:
+        r = chunk_mismatch[0]
+        problems.append(
+            Problem(
+                "token_count_mismatch",
+                len(chunk_mismatch),
+                f"{len(chunk_mismatch)} streams' chunks did not add up to their usage count "
+                f"(e.g. request {r.index}: {sum(r.chunk_tokens or ())} streamed, "
+                f"{r.output_tokens} reported)",
+            )
+        )
+    return problems

@@ -1,0 +1,60 @@
+from perfgate.bench import BenchConfig, BenchResult, collect_warnings
+from perfgate.endpoint import ServerInfo
+from perfgate.metrics import compute_metrics
+from perfgate.report.bench_text import render_bench_text
+from perfgate.server_metrics import cross_check
+from perfgate.validity import check_records
+from tests.golden_util import assert_golden
+from tests.test_metrics import MS, rec
+from tests.test_server_metrics import AFTER, BEFORE
+
+
+def sample_doc(records):
+    metrics = compute_metrics(records)
+    checks = cross_check(BEFORE, AFTER, metrics)
+    return BenchResult(
+        config=BenchConfig(
+            url="http://127.0.0.1:8000",
+            num_prompts=len(records),
+            input_len=4,
+            output_len=4,
+            max_concurrency=2,
+        ),
+        server=ServerInfo("http://127.0.0.1:8000", ("tiny",), "tiny", 4096, "0.32.0"),
+        environment={"perfgate_version": "test"},
+        records=records,
+        metrics=metrics,
+        problems=check_records(records),
+        cross_checks=checks,
+        warnings=collect_warnings(metrics, checks),
+    ).to_json()
+
+
+def records():
+    return [
+        rec(index=0, send=0, chunks=(20 * MS, 30 * MS, 40 * MS), tokens=(1, 2, 1), out=4),
+        rec(
+            index=1,
+            send=5 * MS,
+            chunks=(25 * MS, 35 * MS, 45 * MS, 55 * MS),
+            tokens=(1, 1, 1, 1),
+            out=4,
+        ),
+    ]
+
+
+def test_bench_summary_matches_golden_file():
+    assert_golden("bench_summary.txt", render_bench_text(sample_doc(records())))
+
+
+def test_invalid_run_summary_says_why():
+    bad = [*records(), rec(index=2, send=0, error="HTTP 500: engine dead")]
+    text = render_bench_text(sample_doc(bad))
+    assert "INVALID RUN (exit 2):" in text
+    assert "1 of 3 requests failed: 1x HTTP 500: engine dead" in text
+
+
+def test_all_failed_renders_na_not_zero():
+    bad = [rec(index=i, send=0, error="boom") for i in range(2)]
+    text = render_bench_text(sample_doc(bad))
+    assert "Mean TTFT (ms):                              n/a" in text

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from perfgate.cli import main
+from perfgate.server import free_port
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--random-input-len", "-5"], "--random-input-len"),
+        (["--random-output-len", "0"], "--random-output-len"),
+        (["--num-prompts", "0"], "--num-prompts"),
+        (["--max-concurrency", "0"], "--max-concurrency"),
+        (["--num-warmups", "-1"], "--num-warmups"),
+        (["--endpoint", "embeddings"], "--endpoint"),
+        (["--metric-percentiles", "p99"], "--metric-percentiles"),
+        (["--metric-percentiles", "99,150"], "--metric-percentiles"),
+        (["--request-rate", "0"], "--request-rate"),
+        (["--burstiness", "-1"], "--burstiness"),
+        (["--url", "localhost:8000"], "--url must start with http://"),
+        (["--url", "http://x", "--serve", "m"], "--url and --serve exclude each other"),
+        (["--serve-arg=--enforce-eager"], "--serve-arg needs --serve"),
+    ],
+)
+def test_bad_bench_flags_exit_2_naming_the_flag(args, message):
+    result = run("bench", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_unreachable_url_exits_2_and_says_what_to_check():
+    port = free_port()  # nothing listens there
+    result = run("bench", "--url", f"http://127.0.0.1:{port}", "--num-prompts", "1")
+    assert result.exit_code == 2
+    assert f"cannot reach http://127.0.0.1:{port}/v1/models" in result.output
+    assert "is the server running" in result.output
+
+
+def test_bench_help_documents_the_vllm_named_flags():
+    result = run("bench", "--help")
+    assert result.exit_code == 0
+    for flag in ("--max-concurrency", "--random-input-len", "--random-output-len",
+                 "--num-prompts", "--num-warmups", "--seed", "--request-rate", "--endpoint",
+                 "--out"):
+        assert flag in result.output
+
+
+def test_report_rejects_a_file_that_is_not_a_result(tmp_path):
+    missing = run("report", str(tmp_path / "nope.json"))
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    result = run("report", str(other))
+    assert result.exit_code == 2 and "not a perfgate result" in result.output
