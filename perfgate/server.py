@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,28 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
             return "".join(collections.deque(f, maxlen=lines))
     except OSError:
         return ""
+
+
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): ")
+
+
+def first_error(path: Path) -> str | None:
+    """The first ``SomethingError: message`` line of a log: usually the root cause, which the
+    last lines (a chain of re-raises) often no longer show."""
+    try:
+        with path.open(errors="replace") as f:
+            for line in f:
+                if _ERROR_LINE.search(line) and "Traceback" not in line:
+                    return line.strip()
+    except OSError:
+        return None
+    return None
+
+
+def _failure_context(path: Path) -> str:
+    cause = first_error(path)
+    head = f"first error in the log: {cause}\n" if cause else ""
+    return f"{head}last {LOG_TAIL_LINES} log lines:\n{log_tail(path)}(full log: {path})"
 
 
 @dataclass(frozen=True)
@@ -135,8 +158,7 @@ class VllmServer:
             if code is not None:
                 raise ServerError(
                     f"server {self.spec.name!r} exited with code {code} before becoming healthy; "
-                    f"last {LOG_TAIL_LINES} log lines:\n{log_tail(self.spec.log_path)}"
-                    f"(full log: {self.spec.log_path})"
+                    + _failure_context(self.spec.log_path)
                 )
             if self.healthy():
                 self.startup_s = time.monotonic() - started
@@ -145,8 +167,7 @@ class VllmServer:
                 raise ServerError(
                     f"server {self.spec.name!r} was not healthy after "
                     f"{self.spec.startup_timeout_s:.0f} s (raise the start-up timeout if it is "
-                    f"still loading); last {LOG_TAIL_LINES} log lines:\n"
-                    f"{log_tail(self.spec.log_path)}(full log: {self.spec.log_path})"
+                    "still loading); " + _failure_context(self.spec.log_path)
                 )
             time.sleep(0.5)
 

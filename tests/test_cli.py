@@ -46,9 +46,17 @@ def test_unreachable_url_exits_2_and_says_what_to_check():
 def test_bench_help_documents_the_vllm_named_flags():
     result = run("bench", "--help")
     assert result.exit_code == 0
-    for flag in ("--max-concurrency", "--random-input-len", "--random-output-len",
-                 "--num-prompts", "--num-warmups", "--seed", "--request-rate", "--endpoint",
-                 "--out"):
+    for flag in (
+        "--max-concurrency",
+        "--random-input-len",
+        "--random-output-len",
+        "--num-prompts",
+        "--num-warmups",
+        "--seed",
+        "--request-rate",
+        "--endpoint",
+        "--out",
+    ):
         assert flag in result.output
 
 
