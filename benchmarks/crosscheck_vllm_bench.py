@@ -86,7 +86,12 @@ def server_for(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, s
         served_model_name="tiny",
         log_path=workdir / "server.log",
         serve_args=("--enforce-eager", "--max-model-len", "2048"),
-        env={"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")},
+        env={
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+            # Engine on core 0 only: the API server and the clients keep core 1 (see
+            # docs/crosscheck.md for what happens when the engine's threads take every core).
+            "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0"),
+        },
     )
     with VllmServer(spec) as server:
         yield server.url, "tiny", str(model)

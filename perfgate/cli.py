@@ -7,19 +7,34 @@ Exit codes: 0 = pass (a valid run), 1 = regression found, 2 = the run failed or 
 from __future__ import annotations
 
 import math
+import shlex
+import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from perfgate import __version__
 from perfgate.bench import BenchConfig, BenchError, run_bench
 from perfgate.report.bench_text import render_bench_text
+from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import ResultError, read_json, write_json
+from perfgate.runner import RunFailed, run_compare
+from perfgate.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_names,
+    load_builtin,
+    parse_env_pairs,
+    with_overrides,
+)
+from perfgate.scenario import load as load_scenario
 from perfgate.server import ServerError, ServerSpec, VllmServer
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_INVALID, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -269,12 +284,174 @@ def bench(
     sys.exit(EXIT_PASS if result.valid else EXIT_INVALID)
 
 
+def _arm_options(fn: Any) -> Any:
+    """--baseline-* / --candidate-* overrides, one set per arm."""
+    for arm in ("candidate", "baseline"):
+        fn = click.option(
+            f"--{arm}-url",
+            default=None,
+            metavar="URL",
+            help=f"The {arm} is this already-running server.",
+        )(fn)
+        fn = click.option(
+            f"--{arm}-vllm",
+            default=None,
+            metavar="EXE",
+            help=f"`vllm` executable for the {arm} (`EXE serve MODEL`).",
+        )(fn)
+        fn = click.option(
+            f"--{arm}-python",
+            default=None,
+            metavar="PYTHON",
+            help=f"Python with vLLM installed for the {arm} "
+            "(`PYTHON -m vllm.entrypoints.openai.api_server`).",
+        )(fn)
+        fn = click.option(
+            f"--{arm}-env",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help=f"Extra environment variable for the {arm}'s server (repeatable).",
+        )(fn)
+        fn = click.option(
+            f"--{arm}-arg",
+            multiple=True,
+            metavar="ARG",
+            help=f"Extra `vllm serve` argument for the {arm} (repeatable; "
+            f"--{arm}-arg=--flag for flags).",
+        )(fn)
+    return fn
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Scenario TOML file.",
+)
+@click.option(
+    "--model",
+    "builtin",
+    default=None,
+    metavar="NAME",
+    help="Built-in scenario NAME (scenarios/NAME.toml), e.g. gpt-oss-120b, demo-cpu.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Repeats per arm (overrides the scenario).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory. Default: reports/<scenario>-<time>.",
+)
+@_arm_options
+def compare(
+    scenario_path: Path | None,
+    builtin: str | None,
+    repeats: int | None,
+    out_dir: Path | None,
+    **arm_flags: Any,
+) -> None:
+    """Compare a baseline and a candidate vLLM and gate on the difference.
+
+    Starts each arm's server in turn (or uses its URL), runs the scenario's workload in
+    interleaved repeats (A B B A ...), compares every gated metric with a confidence interval,
+    and writes results.json, report.md and the server logs to the run directory.
+
+    Exit codes: 0 pass, 1 regression, 2 invalid or failed run, 3 inconclusive.
+
+    \b
+    Examples:
+      perfgate compare --model gpt-oss-120b --candidate-vllm /venvs/pr/bin/vllm
+      perfgate compare --scenario scenarios/demo-cpu.toml --candidate-arg=--max-num-seqs=2
+    """
+    try:
+        scenario = _load_scenario(scenario_path, builtin, repeats, arm_flags)
+    except ScenarioError as exc:
+        fail(str(exc))
+    run_dir = out_dir or Path("reports") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = shlex.join(["perfgate", *sys.argv[1:]]) if sys.argv[1:] else "perfgate compare"
+
+    def say(message: str) -> None:
+        err_console.print(message, markup=False)
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        with _Progress() as bar:
+            run = run_compare(scenario, run_dir, command, say, bar if bar.tty else None)
+    except ScenarioError as exc:
+        fail(str(exc))
+    except RunFailed as exc:
+        _write_report(run_dir)
+        fail(f"{exc}\n(results so far: {run_dir / 'results.json'})")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report_path = _write_report(run_dir)
+    out_console.print(Markdown(render_compare_markdown(run.to_json())))
+    err_console.print(f"report: {report_path}  results: {run.results_path}", markup=False)
+    sys.exit(run.exit_code)
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _load_scenario(
+    path: Path | None, builtin: str | None, repeats: int | None, flags: dict[str, Any]
+) -> Scenario:
+    if (path is None) == (builtin is None):
+        raise ScenarioError(
+            "give exactly one of --scenario FILE or --model NAME "
+            f"(built-in: {', '.join(builtin_names())})"
+        )
+    scenario = load_scenario(path) if path is not None else load_builtin(str(builtin))
+    overrides: dict[str, dict[str, Any]] = {}
+    for arm in ("baseline", "candidate"):
+        overrides[arm] = {
+            "url": flags[f"{arm}_url"],
+            "vllm": flags[f"{arm}_vllm"],
+            "python": flags[f"{arm}_python"],
+            "env": parse_env_pairs(flags[f"{arm}_env"], f"--{arm}-env"),
+            "args": tuple(flags[f"{arm}_arg"]),
+        }
+    return with_overrides(scenario, arm_overrides=overrides, repeats=repeats)
+
+
+def _write_report(run_dir: Path) -> Path | None:
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    report_path = run_dir / "report.md"
+    report_path.write_text(render_compare_markdown(read_json(path)))
+    return report_path
+
+
 @main.command()
 @click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
-def report(result: Path) -> None:
-    """Render a stored result file again."""
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "text"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown for a PR description, or text for a terminal.",
+)
+def report(result: Path, fmt: str) -> None:
+    """Render a stored result file (from bench --out or compare) again."""
     try:
         doc = read_json(result)
     except ResultError as exc:
         fail(str(exc))
+    if doc["schema"].startswith("perfgate.compare/"):
+        md = render_compare_markdown(doc)
+        if fmt == "markdown":
+            click.echo(md, nl=False)
+        else:
+            out_console.print(Markdown(md))
+        return
     out_console.print(render_bench_text(doc), markup=False, end="")

@@ -140,7 +140,10 @@ class VllmServer:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env=env,
-                    start_new_session=True,
+                    # A process group of its own (to signal it whole), in perfgate's session:
+                    # a new session would put the server in its own scheduler autogroup,
+                    # and on a small machine its API server then stalled for seconds.
+                    process_group=0,
                 )
             except OSError as exc:
                 raise ServerError(
@@ -186,7 +189,7 @@ class VllmServer:
         proc = self.proc
         if proc is None:
             return
-        pgid = proc.pid  # start_new_session: the leader's pid is the group id
+        pgid = proc.pid  # process_group=0: the leader's pid is the group id
         for sig, grace_s in ((signal.SIGINT, 20.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
             if not _group_alive(pgid) and proc.poll() is not None:
                 break

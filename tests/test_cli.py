@@ -1,9 +1,11 @@
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from perfgate.cli import main
+from perfgate.environment import gpus
 from perfgate.server import free_port
 
 
@@ -67,3 +69,27 @@ def test_report_rejects_a_file_that_is_not_a_result(tmp_path):
     other.write_text(json.dumps({"hello": 1}))
     result = run("report", str(other))
     assert result.exit_code == 2 and "not a perfgate result" in result.output
+
+
+@pytest.mark.skipif(bool(gpus()), reason="this machine has a GPU")
+def test_gpu_scenario_fails_fast_on_a_machine_without_a_gpu():
+    started = time.monotonic()
+    result = run("compare", "--model", "gpt-oss-120b")
+    assert result.exit_code == 2
+    assert "needs an NVIDIA GPU" in result.output and "demo-cpu" in result.output
+    assert time.monotonic() - started < 10  # before any server start
+
+
+def test_compare_needs_exactly_one_scenario_source():
+    result = run("compare")
+    assert result.exit_code == 2 and "give exactly one of --scenario FILE or --model NAME" in (
+        result.output
+    )
+    result = run("compare", "--model", "nope")
+    assert result.exit_code == 2 and "--model 'nope' names no built-in scenario" in result.output
+
+
+def test_compare_rejects_a_bad_env_override():
+    result = run("compare", "--model", "demo-cpu", "--candidate-env", "NOEQUALS")
+    assert result.exit_code == 2
+    assert "--candidate-env takes KEY=VALUE, got 'NOEQUALS'" in result.output

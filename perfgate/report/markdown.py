@@ -1,0 +1,198 @@
+"""report.md: a compare result as a Markdown section to paste into a pull request.
+
+A pure function of the result document (``results.json``), so ``perfgate report`` renders a
+stored run exactly as the run itself did.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+VERDICT_LINE = {
+    "pass": "✅ **pass**: no gated metric regressed",
+    "regressed": "❌ **regressed**: at least one gated metric is worse beyond its tolerance",
+    "inconclusive": "⚠️ **inconclusive**: the noise is too large to decide",
+    "invalid": "⛔ **invalid**: a gated metric could not be measured",
+}
+STATUS_LINE = {
+    "invalid": "⛔ **invalid run**",
+    "failed": "⛔ **run failed**",
+    "interrupted": "⛔ **interrupted**",
+    "running": "⏳ **incomplete**",
+}
+
+# (label, key, format) of the side-by-side table, in `vllm bench serve`'s order.
+SERVING_ROWS = [
+    ("Successful requests", "completed", "{:.0f}"),
+    ("Failed requests", "failed", "{:.0f}"),
+    ("Benchmark duration (s)", "duration", "{:.2f}"),
+    ("Request throughput (req/s)", "request_throughput", "{:.2f}"),
+    ("Output token throughput (tok/s)", "output_throughput", "{:.2f}"),
+    ("Peak output token throughput (tok/s)", "max_output_tokens_per_s", "{:.2f}"),
+    ("Total token throughput (tok/s)", "total_token_throughput", "{:.2f}"),
+    ("Mean TTFT (ms)", "mean_ttft_ms", "{:.2f}"),
+    ("Median TTFT (ms)", "median_ttft_ms", "{:.2f}"),
+    ("P99 TTFT (ms)", "p99_ttft_ms", "{:.2f}"),
+    ("Mean TPOT (ms)", "mean_tpot_ms", "{:.2f}"),
+    ("Median TPOT (ms)", "median_tpot_ms", "{:.2f}"),
+    ("P99 TPOT (ms)", "p99_tpot_ms", "{:.2f}"),
+    ("Mean ITL (ms)", "mean_itl_ms", "{:.2f}"),
+    ("Median ITL (ms)", "median_itl_ms", "{:.2f}"),
+    ("P99 ITL (ms)", "p99_itl_ms", "{:.2f}"),
+    ("Mean E2EL (ms)", "mean_e2el_ms", "{:.2f}"),
+    ("Median E2EL (ms)", "median_e2el_ms", "{:.2f}"),
+    ("P99 E2EL (ms)", "p99_e2el_ms", "{:.2f}"),
+    ("Mean tokens per chunk", "mean_tokens_per_chunk_n", "{:.2f}"),
+    ("Mean ITL per token (ms)", "mean_itl_per_token_ms", "{:.2f}"),
+    ("Peak output throughput, tokens (tok/s)", "max_output_tokens_per_s_by_tokens", "{:.2f}"),
+]
+
+
+def _fmt(v: Any, fmt: str = "{:.2f}") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return fmt.format(v)
+
+
+def _pct(v: float) -> str:
+    if not math.isfinite(v):
+        return "∞" if v > 0 else "-∞"
+    return f"{v * 100:+.1f}%"
+
+
+def _median_over_repeats(repeats: list[dict[str, Any]], key: str) -> float | None:
+    values = [r["metrics"].get(key) for r in repeats]
+    values = [float(v) for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _verdict_cell(row: dict[str, Any]) -> str:
+    verdict = row["verdict"]
+    if verdict == "inconclusive" and row.get("repeats_to_decide"):
+        return f"inconclusive (~{row['repeats_to_decide']} repeats/arm to decide)"
+    return str(verdict)
+
+
+def render_compare_markdown(doc: dict[str, Any]) -> str:
+    sc = doc["scenario"]
+    arms = doc["arms"]
+    status = doc["status"]
+    reps = {a: len(arms[a]["repeats"]) for a in ("baseline", "candidate")}
+    lines = [f"## perfgate: {sc['name']}", ""]
+    if status == "complete":
+        head = VERDICT_LINE.get(doc["verdict"], str(doc["verdict"]))
+    else:
+        head = STATUS_LINE.get(status, status)
+    lines.append(f"{head} (exit {doc['exit_code']}). {sc.get('description') or ''}".rstrip())
+    if doc.get("error"):
+        lines += ["", "```", str(doc["error"]).strip()[-3000:], "```"]
+    lines.append("")
+    w = sc["workload"]
+    lines.append(
+        f"Workload: {w['num_prompts']} prompts x {reps['baseline']} + {reps['candidate']} "
+        f"repeats (baseline + candidate, interleaved A B B A), {w['input_len']} in / "
+        f"{w['output_len']} out, concurrency {w['max_concurrency']}, endpoint "
+        f"`{w['endpoint']}`. Intervals: {sc['confidence']:.0%} confidence."
+    )
+    lines.append("")
+
+    rows = doc.get("comparison") or []
+    if rows:
+        lines += [
+            "| metric | baseline | candidate | change (CI) | tolerance | verdict |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            better = "higher" if r["higher_is_better"] else "lower"
+            change = (
+                f"{_pct(r['estimate'])} ({_pct(r['low'])} to {_pct(r['high'])})"
+                if r["estimate"] is not None and math.isfinite(r["estimate"])
+                else "n/a"
+            )
+            lines.append(
+                f"| {r['label']} | {_fmt(r['baseline'])} | {_fmt(r['candidate'])} | {change} "
+                f"| {r['tolerance'] * 100:.0f}% ({better} is better) | {_verdict_cell(r)} |"
+            )
+        lines.append("")
+
+    if any(arms[a]["repeats"] for a in arms):
+        lines += [
+            "<details><summary>Serving benchmark, side by side (median over repeats)</summary>",
+            "",
+            "| | baseline | candidate |",
+            "|---|---:|---:|",
+        ]
+        for label, key, fmt in SERVING_ROWS:
+            b = _median_over_repeats(arms["baseline"]["repeats"], key)
+            c = _median_over_repeats(arms["candidate"]["repeats"], key)
+            lines.append(f"| {label} | {_fmt(b, fmt)} | {_fmt(c, fmt)} |")
+        lines += ["", "</details>", ""]
+
+    warnings = sorted(
+        {
+            f"{a}: {w['message']}"
+            for a in arms
+            for rep in arms[a]["repeats"]
+            for w in rep.get("warnings") or []
+        }
+    )
+    if warnings:
+        lines += ["<details><summary>Warnings</summary>", ""]
+        lines += [f"- {w}" for w in warnings]
+        lines += ["", "</details>", ""]
+
+    lines += ["<details><summary>Environment</summary>", ""]
+    lines += ["| | baseline | candidate |", "|---|---|---|"]
+    env_rows = [
+        ("vLLM version", lambda a: _first(arms[a]["repeats"], "server", "version")),
+        ("model", lambda a: _first(arms[a]["repeats"], "server", "model")),
+        ("launch", lambda a: _launch(arms[a])),
+    ]
+    for label, fn in env_rows:
+        lines.append(f"| {label} | {fn('baseline')} | {fn('candidate')} |")
+    env = doc.get("environment") or {}
+    gpus = env.get("gpus")
+    gpu_text = (
+        ", ".join(f"{g.get('name')} (driver {g.get('driver_version')})" for g in gpus)
+        if gpus
+        else "none (CPU)"
+    )
+    lines += [
+        "",
+        f"Host `{env.get('hostname')}`, {env.get('platform')}, Python {env.get('python')}, "
+        f"GPUs: {gpu_text}, perfgate {env.get('perfgate_version')}.",
+        "",
+        "</details>",
+        "",
+        "Reproduce:",
+        "",
+        "```",
+        doc["command"],
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _first(repeats: list[dict[str, Any]], *path: str) -> str:
+    for r in repeats:
+        v: Any = r
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        if v:
+            return f"`{v}`"
+    return "n/a"
+
+
+def _launch(arm: dict[str, Any]) -> str:
+    spec = arm["spec"]
+    if spec.get("url"):
+        return f"running server `{spec['url']}`"
+    servers = arm.get("servers") or []
+    if servers:
+        argv = " ".join(servers[0]["argv"])
+        env = " ".join(f"{k}={v}" for k, v in (servers[0].get("env") or {}).items())
+        return f"`{(env + ' ' + argv).strip()}`"
+    return "not started"

@@ -1,0 +1,307 @@
+"""``perfgate compare``: owns the phases, the server starts and the A B B A order.
+
+Plan: preflight (machine and model checks, before any server starts) -> for each block of the
+interleaved schedule, start that arm's server (or use its URL), send warmups, run the block's
+repeats with ``perfgate bench``'s engine, stop the server -> compare -> verdict.
+
+The schedule interleaves arms as A B B A A B ... so slow drift of the machine (thermal, clocks,
+background load) falls on both arms alike. Consecutive repeats of one arm share a server start
+unless ``restart_between_repeats`` is set; arms run one at a time, so both never compete for
+the hardware. Repeat ``k`` of both arms uses the same seed, hence the same prompts, and no
+server sees the same prompt twice (no prefix-cache hits across repeats).
+
+``results.json`` is rewritten after every repeat and at every exit (complete, invalid, failed,
+interrupted), so nothing measured is lost when a later phase fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfgate import environment, tinymodel
+from perfgate.bench import BenchConfig, BenchError, run_bench
+from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate
+from perfgate.results import write_json
+from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError
+from perfgate.server import ServerError, ServerSpec, VllmServer
+
+COMPARE_SCHEMA = "perfgate.compare/1"
+ARMS = ("baseline", "candidate")
+
+
+class RunFailed(Exception):
+    """The run could not finish; results so far are written. ``status`` says how it ended."""
+
+    def __init__(self, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def schedule(repeats: int) -> list[str]:
+    """A B B A A B B A ...: each pair of repeats swaps which arm goes first."""
+    order: list[str] = []
+    for i in range(repeats):
+        order += list(ARMS) if i % 2 == 0 else list(reversed(ARMS))
+    return order
+
+
+def blocks(order: list[str], restart_between_repeats: bool) -> list[tuple[str, int]]:
+    """Runs of one arm that share a server start: [(arm, repeats), ...]."""
+    out: list[tuple[str, int]] = []
+    for arm in order:
+        if out and out[-1][0] == arm and not restart_between_repeats:
+            out[-1] = (arm, out[-1][1] + 1)
+        else:
+            out.append((arm, 1))
+    return out
+
+
+def tiny_model_dir() -> Path:
+    return Path(os.environ.get("PERFGATE_TINY_MODEL", Path.cwd() / ".cache" / "tiny-model"))
+
+
+def preflight(scenario: Scenario) -> None:
+    """Fail fast, before any server starts, on a machine that cannot run the scenario."""
+    needs_server = [a for a in scenario.arms.values() if not a.url]
+    if scenario.requires_gpu and needs_server:
+        gpus = environment.gpus()
+        if not gpus or "error" in gpus[0]:
+            raise ScenarioError(
+                f"scenario {scenario.name!r} needs an NVIDIA GPU to start its vLLM servers, "
+                "and nvidia-smi found none on this machine; run it on a GPU machine, give "
+                "both arms a running server (--baseline-url / --candidate-url), or try "
+                "--scenario scenarios/demo-cpu.toml"
+            )
+    if needs_server and scenario.model != BUILTIN_TINY and not _model_available(scenario.model):
+        raise ScenarioError(
+            f"scenario {scenario.name!r}: model {scenario.model!r} is neither a local "
+            "directory nor in the Hugging Face cache, and HF_HUB_OFFLINE is set; download it "
+            "first (huggingface-cli download) or point `model` at a local copy"
+        )
+
+
+def _model_available(model: str) -> bool:
+    if Path(model).exists():
+        return True
+    if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True"):
+        return True  # vLLM may download it
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
+
+
+def resolve_model(scenario: Scenario) -> str:
+    if scenario.model == BUILTIN_TINY:
+        return str(tinymodel.build(tiny_model_dir()))
+    return scenario.model
+
+
+def server_spec(scenario: Scenario, arm: ArmSpec, model: str, log_path: Path) -> ServerSpec:
+    env = {**scenario.server_env, **arm.env}
+    if arm.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = arm.gpus
+    kwargs: dict[str, Any] = {}
+    if arm.python:
+        kwargs["python"] = arm.python
+    return ServerSpec(
+        name=arm.name,
+        model=model,
+        log_path=log_path,
+        served_model_name=scenario.served_model_name,
+        vllm_executable=arm.vllm,
+        serve_args=(*scenario.server_args, *arm.args),
+        env=env,
+        startup_timeout_s=scenario.startup_timeout_s,
+        **kwargs,
+    )
+
+
+ProgressFn = Callable[[str], None]
+BenchProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class CompareRun:
+    scenario: Scenario
+    run_dir: Path
+    command: str
+    repeats: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {a: [] for a in ARMS})
+    servers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {a: [] for a in ARMS})
+    status: str = "running"
+    error: str | None = None
+    comparison: list[MetricComparison] = field(default_factory=list)
+    verdict: str | None = None
+    started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    environment: dict[str, Any] = field(default_factory=environment.capture)
+    bench_progress: BenchProgressFn | None = None
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.json"
+
+    @property
+    def exit_code(self) -> int:
+        if self.status != "complete" or self.verdict is None:
+            return 2
+        return EXIT_FOR[self.verdict]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": COMPARE_SCHEMA,
+            "started_at": self.started_at,
+            "status": self.status,
+            "error": self.error,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "command": self.command,
+            "scenario": self.scenario.to_json(),
+            "environment": self.environment,
+            "arms": {
+                a: {
+                    "spec": asdict(self.scenario.arms[a]),
+                    "servers": self.servers[a],
+                    "repeats": self.repeats[a],
+                }
+                for a in ARMS
+            },
+            "comparison": [c.to_json() for c in self.comparison],
+        }
+
+    def save(self) -> None:
+        write_json(self.results_path, self.to_json())
+
+
+def run_compare(
+    scenario: Scenario,
+    run_dir: Path,
+    command: str,
+    progress: ProgressFn | None = None,
+    bench_progress: BenchProgressFn | None = None,
+) -> CompareRun:
+    """Run the whole comparison. Raises ``RunFailed`` (results written) when it cannot finish.
+
+    ``progress`` gets one line per phase; ``bench_progress`` (optional) per-request progress
+    of each repeat, as ``(label, done, total)``."""
+    say = progress or (lambda _msg: None)
+    preflight(scenario)
+    run = CompareRun(
+        scenario=scenario, run_dir=run_dir, command=command, bench_progress=bench_progress
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run.save()
+    try:
+        model = resolve_model(scenario)
+        _run_blocks(run, model, say)
+        run.comparison = compare(
+            scenario.thresholds,
+            run.repeats["baseline"],
+            run.repeats["candidate"],
+            confidence=scenario.confidence,
+            resamples=scenario.resamples,
+        )
+        run.verdict = gate(run.comparison)
+        run.status = "complete"
+    except KeyboardInterrupt:
+        run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
+        raise RunFailed(run.error, run.status) from None
+    except RunFailed as exc:
+        run.status, run.error = exc.status, str(exc)
+        raise
+    except Exception as exc:
+        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+        raise RunFailed(str(exc)) from exc
+    finally:
+        run.save()
+    return run
+
+
+def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
+    scenario = run.scenario
+    next_repeat = {a: 0 for a in ARMS}
+    for block_no, (arm_name, count) in enumerate(
+        blocks(schedule(scenario.repeats), scenario.restart_between_repeats), start=1
+    ):
+        arm = scenario.arms[arm_name]
+        if arm.url:
+            _run_repeats(run, arm_name, arm.url, count, next_repeat, say, warm=True)
+            continue
+        log = run.run_dir / f"{arm_name}-{block_no}.log"
+        spec = server_spec(scenario, arm, model, log)
+        say(f"[{arm_name}] starting vLLM (log: {log})")
+        try:
+            with VllmServer(spec) as server:
+                run.servers[arm_name].append(
+                    {
+                        "log": str(log),
+                        "argv": server.argv,
+                        "startup_s": server.startup_s,
+                        "env": spec.env,
+                    }
+                )
+                say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
+                _run_repeats(run, arm_name, server.url, count, next_repeat, say, warm=True)
+                if not server.alive():
+                    raise RunFailed(
+                        f"server {arm_name!r} exited during the run (log: {log})", "invalid"
+                    )
+        except ServerError as exc:
+            raise RunFailed(str(exc), "failed") from exc
+
+
+def _run_repeats(
+    run: CompareRun,
+    arm_name: str,
+    url: str,
+    count: int,
+    next_repeat: dict[str, int],
+    say: ProgressFn,
+    *,
+    warm: bool,
+) -> None:
+    w = run.scenario.workload
+    for i in range(count):
+        k = next_repeat[arm_name]
+        cfg = BenchConfig(
+            url=url,
+            model=run.scenario.served_model_name,
+            endpoint=w.endpoint,  # type: ignore[arg-type]
+            num_prompts=w.num_prompts,
+            input_len=w.input_len,
+            output_len=w.output_len,
+            max_concurrency=w.max_concurrency,
+            request_rate=w.request_rate,
+            num_warmups=w.num_warmups if (warm and i == 0) else 0,
+            seed=w.seed + k,
+            temperature=w.temperature,
+        )
+        say(f"[{arm_name}] repeat {k + 1}/{run.scenario.repeats}")
+        try:
+            result = run_bench(cfg, _labelled(run.bench_progress, f"{arm_name} {k + 1}"))
+        except BenchError as exc:
+            raise RunFailed(f"{arm_name}: {exc}") from exc
+        doc = result.to_json()
+        doc["repeat"] = k
+        run.repeats[arm_name].append(doc)
+        next_repeat[arm_name] = k + 1
+        run.save()
+        m = result.metrics
+        say(
+            f"[{arm_name}] repeat {k + 1}: median TPOT {m['median_tpot_ms']:.2f} ms, "
+            f"median TTFT {m['median_ttft_ms']:.2f} ms, {m['output_throughput']:.1f} tok/s"
+        )
+        if not result.valid:
+            problems = "; ".join(p.message for p in result.problems)
+            raise RunFailed(f"{arm_name} repeat {k + 1} is invalid: {problems}", "invalid")
+
+
+def _labelled(bar: BenchProgressFn | None, label: str) -> BenchProgressFn | None:
+    if bar is None:
+        return None
+    return lambda phase, done, total: bar(f"{label} {phase}", done, total)

@@ -1,0 +1,394 @@
+"""Scenarios: what to compare, how to launch each arm, and what counts as a regression.
+
+A scenario is a TOML file (``scenarios/*.toml``; ``--model NAME`` picks the built-in one of
+that name). Every field is validated here, and every error names the file, the field and the
+fix. Unknown keys are errors too, so a typo never silently falls back to a default.
+
+    name = "demo-cpu"
+    model = "builtin:tiny-llama"          # a path, a hub id, or the locally built test model
+    served_model_name = "tiny"
+    requires_gpu = false
+
+    [server]                              # shared by both arms
+    args = ["--enforce-eager", "--max-model-len", "2048"]
+    env = { VLLM_CPU_KVCACHE_SPACE = "1" }
+    startup_timeout_s = 300
+    restart_between_repeats = false
+
+    [workload]                            # as `perfgate bench`
+    num_prompts = 32
+    input_len = 256
+    output_len = 128
+    max_concurrency = 8
+    num_warmups = 4
+
+    [compare]
+    repeats = 2                           # per arm, interleaved A B B A ...
+    confidence = 0.95
+
+    [thresholds]                          # metric = tolerance (relative; 0.05 = 5%)
+    median_tpot_ms = 0.05
+    output_throughput = 0.05
+
+    [arms.baseline]                       # vllm = EXE | python = INTERPRETER | url = URL
+    [arms.candidate]
+    args = ["--max-num-seqs", "2"]
+    env = { SOME_FLAG = "1" }
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+BUILTIN_TINY = "builtin:tiny-llama"
+
+# Metrics a threshold may name, with the better direction.
+HIGHER_IS_BETTER = {"output_throughput", "request_throughput", "total_token_throughput"}
+_LATENCIES = ("ttft", "tpot", "itl", "e2el", "itl_per_token")
+_STATS = ("mean", "median", "p90", "p95", "p99")
+GATEABLE = sorted(HIGHER_IS_BETTER | {f"{s}_{m}_ms" for s in _STATS for m in _LATENCIES})
+DEFAULT_THRESHOLDS = {
+    "median_tpot_ms": 0.02,
+    "p99_tpot_ms": 0.05,
+    "median_itl_ms": 0.02,
+    "output_throughput": 0.02,
+    "median_ttft_ms": 0.05,
+}
+
+
+class ScenarioError(Exception):
+    """A scenario or override is wrong; the message names the file, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    name: str
+    url: str | None = None
+    vllm: str | None = None
+    python: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    gpus: str | None = None
+
+    def describe(self) -> str:
+        if self.url:
+            return f"already running at {self.url}"
+        how = f"`{self.vllm} serve`" if self.vllm else f"{self.python or 'this Python'}"
+        extra = " ".join([*(f"{k}={v}" for k, v in self.env.items()), *self.args])
+        return f"{how} {extra}".strip()
+
+
+@dataclass(frozen=True)
+class Workload:
+    endpoint: str = "completions"
+    num_prompts: int = 80
+    input_len: int = 1024
+    output_len: int = 1024
+    max_concurrency: int | None = 8
+    num_warmups: int = 8
+    request_rate: float = math.inf
+    seed: int = 0
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    tolerance: float
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source: str
+    model: str
+    arms: dict[str, ArmSpec]
+    description: str = ""
+    served_model_name: str | None = None
+    requires_gpu: bool = False
+    server_args: tuple[str, ...] = ()
+    server_env: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 900.0
+    restart_between_repeats: bool = False
+    workload: Workload = field(default_factory=Workload)
+    repeats: int = 3
+    confidence: float = 0.95
+    resamples: int = 2000
+    thresholds: tuple[Threshold, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["workload"]["request_rate"] = (
+            "inf" if math.isinf(self.workload.request_rate) else self.workload.request_rate
+        )
+        return d
+
+
+class _Fields:
+    """Typed reads from one TOML table, each error naming ``file: table.key``."""
+
+    def __init__(self, source: str, prefix: str, table: Any) -> None:
+        self.source, self.prefix = source, prefix
+        if not isinstance(table, dict):
+            raise ScenarioError(f"{source}: {prefix or 'the file'} must be a table")
+        self.table = table
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: {self.prefix}{'.' if self.prefix else ''}{key}"
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.table) - allowed)
+        if unknown:
+            raise ScenarioError(
+                f"{self.where(unknown[0])} is not a known field; known here: "
+                f"{', '.join(sorted(allowed))}"
+            )
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.table.get(key, default)
+        if value is None:
+            if required:
+                raise ScenarioError(f"{self.where(key)} is required (a string)")
+            return None
+        if not isinstance(value, str) or (required and not value):
+            raise ScenarioError(f"{self.where(key)} must be a string, got {value!r} (quote it)")
+        return value
+
+    def integer(self, key: str, default: int | None, *, minimum: int = 0) -> int | None:
+        value = self.table.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ScenarioError(f"{self.where(key)} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float, *, low: float, high: float) -> float:
+        value = self.table.get(key, default)
+        if value == "inf":
+            value = math.inf
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise ScenarioError(
+                f"{self.where(key)} must be a number in [{low:g}, {high:g}], got {value!r}"
+            )
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise ScenarioError(f"{self.where(key)} must be true or false, got {value!r}")
+        return value
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        value = self.table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ScenarioError(
+                f"{self.where(key)} must be a list of strings, got {value!r} "
+                '(e.g. ["--max-num-seqs", "8"])'
+            )
+        return tuple(value)
+
+    def env(self, key: str) -> dict[str, str]:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{self.where(key)} must be a table of strings")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise ScenarioError(f"{self.where(key)}.{k} must be a string, got {v!r} (quote it)")
+        return dict(value)
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(
+            self.source, f"{self.prefix}.{key}" if self.prefix else key, self.table.get(key, {})
+        )
+
+
+def _arm(f: _Fields, name: str) -> ArmSpec:
+    f.check_keys({"url", "vllm", "python", "env", "args", "gpus"})
+    arm = ArmSpec(
+        name=name,
+        url=f.text("url"),
+        vllm=f.text("vllm"),
+        python=f.text("python"),
+        env=f.env("env"),
+        args=f.str_list("args"),
+        gpus=f.text("gpus"),
+    )
+    validate_arm(arm, f.source)
+    return arm
+
+
+def validate_arm(arm: ArmSpec, source: str) -> None:
+    where = f"{source}: arms.{arm.name}"
+    launchers = [k for k in ("url", "vllm", "python") if getattr(arm, k)]
+    if len(launchers) > 1:
+        raise ScenarioError(
+            f"{where} sets {' and '.join(launchers)}; give one: url (a running server), "
+            "vllm (an executable) or python (an interpreter with vLLM installed)"
+        )
+    if arm.url and not arm.url.startswith(("http://", "https://")):
+        raise ScenarioError(f"{where}.url must start with http:// or https://, got {arm.url!r}")
+    for key in ("vllm", "python"):
+        path = getattr(arm, key)
+        if path and not Path(path).exists():
+            raise ScenarioError(f"{where}.{key}: {path} does not exist (give the full path)")
+
+
+def parse(doc: dict[str, Any], source: str) -> Scenario:
+    top = _Fields(source, "", doc)
+    top.check_keys(
+        {
+            "name",
+            "description",
+            "model",
+            "served_model_name",
+            "requires_gpu",
+            "server",
+            "workload",
+            "compare",
+            "thresholds",
+            "arms",
+        }
+    )
+    server = top.sub("server")
+    server.check_keys({"args", "env", "startup_timeout_s", "restart_between_repeats"})
+    wl = top.sub("workload")
+    wl.check_keys(
+        {
+            "endpoint",
+            "num_prompts",
+            "input_len",
+            "output_len",
+            "max_concurrency",
+            "num_warmups",
+            "request_rate",
+            "seed",
+            "temperature",
+        }
+    )
+    endpoint = wl.text("endpoint", "completions")
+    if endpoint not in ("completions", "chat"):
+        raise ScenarioError(
+            f'{wl.where("endpoint")} must be "completions" or "chat", got {endpoint!r}'
+        )
+    workload = Workload(
+        endpoint=endpoint or "completions",
+        num_prompts=wl.integer("num_prompts", 80, minimum=1) or 80,
+        input_len=wl.integer("input_len", 1024, minimum=1) or 1024,
+        output_len=wl.integer("output_len", 1024, minimum=1) or 1024,
+        max_concurrency=wl.integer("max_concurrency", 8, minimum=1),
+        num_warmups=wl.integer("num_warmups", 8) or 0,
+        request_rate=wl.number("request_rate", math.inf, low=1e-9, high=math.inf),
+        seed=wl.integer("seed", 0) or 0,
+        temperature=wl.number("temperature", 0.0, low=0.0, high=10.0),
+    )
+    cmp = top.sub("compare")
+    cmp.check_keys({"repeats", "confidence", "resamples"})
+    th = top.sub("thresholds")
+    th.check_keys(set(GATEABLE))
+    raw_thresholds = th.table or DEFAULT_THRESHOLDS
+    thresholds = tuple(
+        Threshold(
+            m, _Fields(source, "thresholds", raw_thresholds).number(m, 0.0, low=0.0, high=10.0)
+        )
+        for m in raw_thresholds
+    )
+    arms_table = top.sub("arms")
+    arms_table.check_keys({"baseline", "candidate"})
+    for name in ("baseline", "candidate"):
+        if name not in arms_table.table:
+            raise ScenarioError(
+                f"{arms_table.where(name)} is missing; every scenario has a [arms.baseline] "
+                "and an [arms.candidate] table (an empty one runs this Python's vLLM)"
+            )
+    arms = {name: _arm(arms_table.sub(name), name) for name in ("baseline", "candidate")}
+    model = top.text("model", required=True)
+    assert model is not None  # required=True
+    return Scenario(
+        name=top.text("name", Path(source).stem) or Path(source).stem,
+        source=source,
+        description=top.text("description", "") or "",
+        model=model,
+        served_model_name=top.text("served_model_name"),
+        requires_gpu=top.flag("requires_gpu", False),
+        server_args=server.str_list("args"),
+        server_env=server.env("env"),
+        startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
+        restart_between_repeats=server.flag("restart_between_repeats", False),
+        workload=workload,
+        repeats=cmp.integer("repeats", 3, minimum=1) or 3,
+        confidence=cmp.number("confidence", 0.95, low=0.5, high=0.999),
+        resamples=cmp.integer("resamples", 2000, minimum=100) or 2000,
+        thresholds=thresholds,
+        arms=arms,
+    )
+
+
+def load(path: Path) -> Scenario:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML ({exc})") from None
+    return parse(doc, str(path))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def load_builtin(name: str) -> Scenario:
+    path = BUILTIN_DIR / f"{name}.toml"
+    if not path.exists():
+        raise ScenarioError(
+            f"--model {name!r} names no built-in scenario; built-in: "
+            f"{', '.join(builtin_names())} (or pass --scenario FILE)"
+        )
+    return load(path)
+
+
+def parse_env_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ScenarioError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def with_overrides(
+    scenario: Scenario,
+    *,
+    arm_overrides: dict[str, dict[str, Any]],
+    repeats: int | None = None,
+) -> Scenario:
+    """Apply command-line overrides (``--candidate-vllm`` etc.) on top of the file."""
+    arms = dict(scenario.arms)
+    for name, ov in arm_overrides.items():
+        arm = arms[name]
+        launcher = {k: ov[k] for k in ("url", "vllm", "python") if ov.get(k)}
+        if launcher:
+            arm = replace(arm, **{"url": None, "vllm": None, "python": None, **launcher})
+        if ov.get("env"):
+            arm = replace(arm, env={**arm.env, **ov["env"]})
+        if ov.get("args"):
+            arm = replace(arm, args=(*arm.args, *ov["args"]))
+        validate_arm(arm, "command line")
+        arms[name] = arm
+    return replace(scenario, arms=arms, repeats=repeats or scenario.repeats)

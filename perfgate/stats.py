@@ -1,0 +1,231 @@
+"""Confidence intervals for the relative difference between two arms, and the verdict rule.
+
+Two kinds of metric, two methods:
+
+- **Request-level** (TTFT, TPOT, E2EL per request; ITL gaps per request): a two-stage
+  (hierarchical) bootstrap. Each resample draws the arm's repeats with replacement, then each
+  drawn repeat's requests with replacement, pools them and computes the statistic (median,
+  p99, mean). Drawing repeats captures run-to-run variation (server restarts, machine state);
+  drawing requests captures request-to-request variation. The interval is the percentile
+  interval of ``stat(candidate) / stat(baseline) - 1`` over the resamples.
+- **Run-level** (throughputs, one value per repeat): Welch's t interval on the difference of
+  mean log values, so it is an interval for the ratio; it needs at least two repeats per arm.
+
+With two or three repeats the bootstrap's view of run-to-run spread is thin (resampling two
+repeats understates their variance by half), so for request-level metrics perfgate also
+computes Welch's interval on the per-repeat statistics and keeps the envelope of the two
+(``envelope``): wider, never narrower, than either. Its coverage is at least each one's.
+
+The verdict is a non-inferiority rule on the change in the bad direction, ``worse`` (positive =
+worse), with tolerance ``tol`` and the interval ``[lo, hi]``:
+
+- ``regressed``    lo > tol           (worse than the tolerance, and significantly so)
+- ``improved``     hi < 0             (significantly better)
+- ``no change``    hi <= tol          (a regression beyond the tolerance is ruled out)
+- ``inconclusive`` otherwise          (the interval straddles the tolerance)
+
+Identical arms regress only when ``lo > tol >= 0``: at most (1 - confidence) / 2 of the time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+Repeats = Sequence[Sequence[np.ndarray]]  # repeats -> requests -> values of that request
+
+REGRESSED, IMPROVED, NO_CHANGE, INCONCLUSIVE, INVALID = (
+    "regressed",
+    "improved",
+    "no change",
+    "inconclusive",
+    "invalid",
+)
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float  # relative difference candidate vs baseline (0.02 = candidate 2% higher)
+    low: float
+    high: float
+    p_value: float
+    method: str
+
+
+def statistic(kind: str) -> Callable[..., Any]:
+    """'mean', 'median' or 'pNN' -> ``f(array, axis=None)``."""
+    if kind == "mean":
+        return lambda a, axis=None: np.mean(a, axis=axis)
+    if kind == "median":
+        return lambda a, axis=None: np.median(a, axis=axis)
+    if kind.startswith("p"):
+        q = float(kind[1:])
+        return lambda a, axis=None: np.percentile(a, q, axis=axis)
+    raise ValueError(f"unknown statistic {kind!r}")
+
+
+class _Arm:
+    """One arm's repeats, flattened for fast resampling of whole requests."""
+
+    def __init__(self, repeats: Repeats) -> None:
+        self.repeats = []
+        for reqs in repeats:
+            lengths = np.array([len(r) for r in reqs], dtype=np.int64)
+            values = np.concatenate([np.asarray(r, dtype=float) for r in reqs]) if reqs else None
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else lengths
+            self.repeats.append((values, lengths, starts))
+
+    def matrix(self) -> np.ndarray | None:
+        """(repeats, requests) when every request has one value and every repeat as many
+        requests: then resampling vectorises."""
+        if not self.repeats or any(v is None for v, _, _ in self.repeats):
+            return None
+        if any(np.any(lengths != 1) for _, lengths, _ in self.repeats):
+            return None
+        if len({len(lengths) for _, lengths, _ in self.repeats}) != 1:
+            return None
+        return np.stack([v for v, _, _ in self.repeats])  # type: ignore[misc]
+
+    def resample_many(self, rng: np.random.Generator, count: int) -> np.ndarray | None:
+        m = self.matrix()
+        if m is None:
+            return None
+        r, n = m.shape
+        reps = rng.integers(0, r, (count, r))
+        reqs = rng.integers(0, n, (count, r, n))
+        return m[reps[..., None], reqs].reshape(count, r * n)
+
+    def pooled(self) -> np.ndarray:
+        parts = [v for v, _, _ in self.repeats if v is not None]
+        return np.concatenate(parts) if parts else np.array([])
+
+    def resample(self, rng: np.random.Generator) -> np.ndarray:
+        picks = rng.integers(0, len(self.repeats), len(self.repeats))
+        out = []
+        for k in picks:
+            values, lengths, starts = self.repeats[k]
+            if values is None or len(lengths) == 0:
+                continue
+            chosen = rng.integers(0, len(lengths), len(lengths))
+            n = lengths[chosen]
+            # indices of every value of every chosen request, without a Python loop
+            offsets = np.repeat(starts[chosen] - np.concatenate(([0], np.cumsum(n)[:-1])), n)
+            out.append(values[np.arange(n.sum()) + offsets])
+        return np.concatenate(out) if out else np.array([])
+
+
+def bootstrap_relative(
+    baseline: Repeats,
+    candidate: Repeats,
+    kind: str,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Two-stage bootstrap interval for ``stat(candidate) / stat(baseline) - 1``."""
+    stat = statistic(kind)
+    base, cand = _Arm(baseline), _Arm(candidate)
+    pooled_b, pooled_c = base.pooled(), cand.pooled()
+    if pooled_b.size == 0 or pooled_c.size == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, "bootstrap")
+    sb = float(stat(pooled_b))
+    if sb == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, "bootstrap")
+    estimate = float(stat(pooled_c)) / sb - 1
+    rng = np.random.default_rng(seed)
+    many_b, many_c = base.resample_many(rng, resamples), cand.resample_many(rng, resamples)
+    if many_b is not None and many_c is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diffs = stat(many_c, axis=1) / stat(many_b, axis=1) - 1
+    else:
+        diffs = np.empty(resamples)
+        for i in range(resamples):
+            b = float(stat(base.resample(rng)))
+            diffs[i] = float(stat(cand.resample(rng))) / b - 1 if b != 0 else math.nan
+    diffs = diffs[np.isfinite(diffs)]
+    alpha = 1 - confidence
+    low, high = np.percentile(diffs, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    below, above = np.mean(diffs <= 0), np.mean(diffs >= 0)
+    p = min(1.0, 2 * min(below, above))
+    return Interval(float(estimate), float(low), float(high), float(p), "two-stage bootstrap")
+
+
+def welch_log_ratio(
+    baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
+) -> Interval:
+    """Welch t interval for the ratio of geometric means, as a relative difference."""
+    b = np.log(np.asarray(baseline, dtype=float))
+    c = np.log(np.asarray(candidate, dtype=float))
+    if b.size == 0 or c.size == 0 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+        return Interval(math.nan, math.nan, math.nan, math.nan, "welch-log")
+    d = float(c.mean() - b.mean())
+    if b.size < 2 or c.size < 2:
+        return Interval(math.expm1(d), -math.inf, math.inf, math.nan, "welch-log (1 repeat)")
+    vb, vc = b.var(ddof=1) / b.size, c.var(ddof=1) / c.size
+    se = math.sqrt(vb + vc)
+    if se == 0:
+        return Interval(math.expm1(d), math.expm1(d), math.expm1(d), 0.0 if d else 1.0, "welch-log")
+    df = (vb + vc) ** 2 / (vb**2 / (b.size - 1) + vc**2 / (c.size - 1))
+    t = float(sps.t.ppf(0.5 + confidence / 2, df))
+    p = float(2 * sps.t.sf(abs(d) / se, df))
+    return Interval(math.expm1(d), math.expm1(d - t * se), math.expm1(d + t * se), p, "welch-log")
+
+
+def envelope(a: Interval, b: Interval) -> Interval:
+    """The union of two intervals for the same quantity (estimate from ``a``): conservative,
+    it covers at least as often as either."""
+    if math.isnan(b.low) or math.isnan(b.high):
+        return a
+    p = max(a.p_value, b.p_value) if not math.isnan(b.p_value) else a.p_value
+    return Interval(
+        a.estimate, min(a.low, b.low), max(a.high, b.high), p, f"{a.method} + {b.method} envelope"
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    worse: float  # estimate in the bad direction (positive = worse)
+    worse_low: float
+    worse_high: float
+    repeats_to_decide: int | None  # inconclusive only: repeats per arm that would likely decide
+
+
+def decide(
+    interval: Interval, *, higher_is_better: bool, tolerance: float, repeats: int
+) -> Decision:
+    if higher_is_better:
+        worse, lo, hi = -interval.estimate, -interval.high, -interval.low
+    else:
+        worse, lo, hi = interval.estimate, interval.low, interval.high
+    if any(math.isnan(x) for x in (worse, lo, hi)):
+        return Decision(INVALID, worse, lo, hi, None)
+    if lo > tolerance:
+        return Decision(REGRESSED, worse, lo, hi, None)
+    if hi < 0:
+        return Decision(IMPROVED, worse, lo, hi, None)
+    if hi <= tolerance:
+        return Decision(NO_CHANGE, worse, lo, hi, None)
+    return Decision(
+        INCONCLUSIVE, worse, lo, hi, repeats_to_decide(worse, lo, hi, tolerance, repeats)
+    )
+
+
+def repeats_to_decide(
+    worse: float, lo: float, hi: float, tolerance: float, repeats: int
+) -> int | None:
+    """Repeats per arm at which the interval, shrinking as 1/sqrt(n), would clear the
+    tolerance on one side if the estimate held. None when it cannot be estimated."""
+    if not math.isfinite(lo) or not math.isfinite(hi):
+        return max(2, repeats + 1) if repeats < 2 else None
+    half = (hi - lo) / 2
+    gap = abs(worse - tolerance)
+    if gap == 0 or half == 0:
+        return None
+    return max(repeats + 1, math.ceil(repeats * (half / gap) ** 2))

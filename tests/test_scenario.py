@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+
+from perfgate.scenario import (
+    DEFAULT_THRESHOLDS,
+    ScenarioError,
+    builtin_names,
+    load,
+    load_builtin,
+    parse,
+    parse_env_pairs,
+    with_overrides,
+)
+
+MINIMAL = {"model": "m", "arms": {"baseline": {}, "candidate": {}}}
+
+
+def doc(**changes):
+    d = {**MINIMAL, "arms": {"baseline": {}, "candidate": {}}}
+    for key, value in changes.items():
+        d[key] = value
+    return d
+
+
+def test_minimal_scenario_gets_the_default_gate():
+    s = parse(doc(), "x.toml")
+    assert s.model == "m" and s.repeats == 3 and s.workload.max_concurrency == 8
+    assert {t.metric: t.tolerance for t in s.thresholds} == DEFAULT_THRESHOLDS
+    assert [t.higher_is_better for t in s.thresholds if t.metric == "output_throughput"] == [True]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": 3}, "x.toml: model must be a string"),
+        ({"modle": "m"}, "x.toml: modle is not a known field"),
+        ({"workload": {"input_len": -1}}, "x.toml: workload.input_len must be an integer >= 1"),
+        ({"workload": {"endpoint": "embed"}}, 'x.toml: workload.endpoint must be "completions"'),
+        ({"server": {"args": "--enforce-eager"}}, "x.toml: server.args must be a list of strings"),
+        ({"server": {"env": {"VLLM_X": 1}}}, "x.toml: server.env.VLLM_X must be a string, got 1 "
+                                             "(quote it)"),
+        ({"thresholds": {"median_tpot": 0.02}}, "x.toml: thresholds.median_tpot is not a known"),
+        ({"thresholds": {"median_tpot_ms": -1}}, "x.toml: thresholds.median_tpot_ms must be a "
+                                                 "number"),
+        ({"compare": {"repeats": 0}}, "x.toml: compare.repeats must be an integer >= 1"),
+        ({"arms": {"baseline": {}}}, "x.toml: arms.candidate"),
+        ({"arms": {"baseline": {"url": "http://a", "vllm": "/x"}, "candidate": {}}},
+         "arms.baseline sets url and vllm; give one"),
+        ({"arms": {"baseline": {"url": "localhost:1"}, "candidate": {}}},
+         "arms.baseline.url must start with http://"),
+        ({"arms": {"baseline": {"vllm": "/no/such/vllm"}, "candidate": {}}},
+         "arms.baseline.vllm: /no/such/vllm does not exist"),
+        ({"arms": {"baseline": {"env": {"A": 1}}, "candidate": {}}},
+         "arms.baseline.env.A must be a string"),
+    ],
+)
+def test_every_bad_field_names_file_field_and_fix(changes, message):
+    d = doc(**changes)
+    if "arms" in changes and "candidate" not in changes["arms"]:
+        d["arms"] = changes["arms"]
+    with pytest.raises(ScenarioError) as info:
+        parse(d, "x.toml")
+    assert message in str(info.value)
+
+
+def test_missing_candidate_arm_is_an_error():
+    with pytest.raises(ScenarioError, match="arms.candidate"):
+        parse({"model": "m", "arms": {"baseline": {}}}, "x.toml")
+
+
+def test_broken_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("model = ")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load(bad)
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        load(tmp_path / "none.toml")
+
+
+def test_builtin_scenarios_load_and_unknown_names_list_them():
+    assert {"demo-cpu", "gpt-oss-120b"} <= set(builtin_names())
+    gpt = load_builtin("gpt-oss-120b")
+    assert gpt.requires_gpu and gpt.workload.max_concurrency == 8
+    assert (gpt.workload.input_len, gpt.workload.output_len) == (1024, 1024)
+    with pytest.raises(ScenarioError, match="built-in: .*demo-cpu"):
+        load_builtin("llama-9000")
+
+
+def test_command_line_overrides_replace_the_launcher_and_add_env_and_args(tmp_path):
+    exe = tmp_path / "vllm"
+    exe.write_text("")
+    s = parse(doc(arms={"baseline": {}, "candidate": {"env": {"A": "1"}, "args": ["--x"]}}),
+              "x.toml")
+    s = with_overrides(s, arm_overrides={"candidate": {
+        "vllm": str(exe), "env": {"B": "2"}, "args": ("--y",)}}, repeats=5)
+    cand = s.arms["candidate"]
+    assert cand.vllm == str(exe) and cand.url is None
+    assert cand.env == {"A": "1", "B": "2"} and cand.args == ("--x", "--y")
+    assert s.repeats == 5
+
+
+def test_env_pairs_need_an_equals_sign():
+    assert parse_env_pairs(("A=1", "B=x=y"), "--candidate-env") == {"A": "1", "B": "x=y"}
+    with pytest.raises(ScenarioError, match="--candidate-env takes KEY=VALUE, got 'A'"):
+        parse_env_pairs(("A",), "--candidate-env")
+
+
+def test_shipped_scenario_files_parse():
+    for path in Path("scenarios").glob("*.toml"):
+        assert load(path).name == path.stem
