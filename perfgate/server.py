@@ -50,7 +50,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): ")
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): |: error: ")  # raised, or argparse
 
 
 def first_error(path: Path) -> str | None:

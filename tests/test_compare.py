@@ -65,10 +65,20 @@ def test_unmeasurable_metric_makes_the_gate_invalid():
 
 def test_abba_schedule_and_server_blocks():
     assert schedule(2) == ["baseline", "candidate", "candidate", "baseline"]
-    assert schedule(3) == ["baseline", "candidate", "candidate", "baseline", "baseline",
-                           "candidate"]
+    assert schedule(3) == [
+        "baseline",
+        "candidate",
+        "candidate",
+        "baseline",
+        "baseline",
+        "candidate",
+    ]
     assert blocks(schedule(3), restart_between_repeats=False) == [
-        ("baseline", 1), ("candidate", 2), ("baseline", 2), ("candidate", 1)]
+        ("baseline", 1),
+        ("candidate", 2),
+        ("baseline", 2),
+        ("candidate", 1),
+    ]
     assert len(blocks(schedule(3), restart_between_repeats=True)) == 6
 
 

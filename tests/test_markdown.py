@@ -9,26 +9,42 @@ from perfgate.scenario import load
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
 
-ENV = {"hostname": "ci", "platform": "Linux", "python": "3.11.7", "gpus": None,
-       "perfgate_version": "test"}
+ENV = {
+    "hostname": "ci",
+    "platform": "Linux",
+    "python": "3.11.7",
+    "gpus": None,
+    "perfgate_version": "test",
+}
 
 
 def run_doc(cand_tpot, status="complete", error=None):
     scenario = load(Path("scenarios/demo-cpu.toml"))
     rng = np.random.default_rng(0)
-    run = CompareRun(scenario=scenario, run_dir=Path("/tmp/unused"),
-                     command="perfgate compare --scenario scenarios/demo-cpu.toml",
-                     started_at="2026-01-01T00:00:00+0000", environment=ENV)
+    run = CompareRun(
+        scenario=scenario,
+        run_dir=Path("/tmp/unused"),
+        command="perfgate compare --scenario scenarios/demo-cpu.toml",
+        started_at="2026-01-01T00:00:00+0000",
+        environment=ENV,
+    )
     for arm, tpot in (("baseline", 3.0), ("candidate", cand_tpot)):
         for k in range(2):
             doc = repeat(rng, tpot)
             doc["server"] = {"version": "0.32.0", "model": "tiny"}
             doc["repeat"] = k
             run.repeats[arm].append(doc)
-        run.servers[arm].append({"log": f"{arm}-1.log", "argv": ["python", "-m", "vllm"],
-                                 "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}, "startup_s": 30.0})
-    run.comparison = compare(scenario.thresholds, run.repeats["baseline"],
-                             run.repeats["candidate"], resamples=300)
+        run.servers[arm].append(
+            {
+                "log": f"{arm}-1.log",
+                "argv": ["python", "-m", "vllm"],
+                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                "startup_s": 30.0,
+            }
+        )
+    run.comparison = compare(
+        scenario.thresholds, run.repeats["baseline"], run.repeats["candidate"], resamples=300
+    )
     run.verdict = gate(run.comparison)
     run.status, run.error = status, error
     return run.to_json()
@@ -39,8 +55,9 @@ def test_regression_report_matches_golden_file():
 
 
 def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
-    md = render_compare_markdown(run_doc(3.0, status="failed",
-                                         error="server 'candidate' exited with code 1"))
+    md = render_compare_markdown(
+        run_doc(3.0, status="failed", error="server 'candidate' exited with code 1")
+    )
     assert "⛔ **run failed** (exit 2)" in md
     assert "server 'candidate' exited with code 1" in md
     assert "| Median TPOT (ms) |" in md

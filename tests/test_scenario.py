@@ -38,21 +38,33 @@ def test_minimal_scenario_gets_the_default_gate():
         ({"workload": {"input_len": -1}}, "x.toml: workload.input_len must be an integer >= 1"),
         ({"workload": {"endpoint": "embed"}}, 'x.toml: workload.endpoint must be "completions"'),
         ({"server": {"args": "--enforce-eager"}}, "x.toml: server.args must be a list of strings"),
-        ({"server": {"env": {"VLLM_X": 1}}}, "x.toml: server.env.VLLM_X must be a string, got 1 "
-                                             "(quote it)"),
+        (
+            {"server": {"env": {"VLLM_X": 1}}},
+            "x.toml: server.env.VLLM_X must be a string, got 1 (quote it)",
+        ),
         ({"thresholds": {"median_tpot": 0.02}}, "x.toml: thresholds.median_tpot is not a known"),
-        ({"thresholds": {"median_tpot_ms": -1}}, "x.toml: thresholds.median_tpot_ms must be a "
-                                                 "number"),
+        (
+            {"thresholds": {"median_tpot_ms": -1}},
+            "x.toml: thresholds.median_tpot_ms must be a number",
+        ),
         ({"compare": {"repeats": 0}}, "x.toml: compare.repeats must be an integer >= 1"),
         ({"arms": {"baseline": {}}}, "x.toml: arms.candidate"),
-        ({"arms": {"baseline": {"url": "http://a", "vllm": "/x"}, "candidate": {}}},
-         "arms.baseline sets url and vllm; give one"),
-        ({"arms": {"baseline": {"url": "localhost:1"}, "candidate": {}}},
-         "arms.baseline.url must start with http://"),
-        ({"arms": {"baseline": {"vllm": "/no/such/vllm"}, "candidate": {}}},
-         "arms.baseline.vllm: /no/such/vllm does not exist"),
-        ({"arms": {"baseline": {"env": {"A": 1}}, "candidate": {}}},
-         "arms.baseline.env.A must be a string"),
+        (
+            {"arms": {"baseline": {"url": "http://a", "vllm": "/x"}, "candidate": {}}},
+            "arms.baseline sets url and vllm; give one",
+        ),
+        (
+            {"arms": {"baseline": {"url": "localhost:1"}, "candidate": {}}},
+            "arms.baseline.url must start with http://",
+        ),
+        (
+            {"arms": {"baseline": {"vllm": "/no/such/vllm"}, "candidate": {}}},
+            "arms.baseline.vllm: /no/such/vllm does not exist",
+        ),
+        (
+            {"arms": {"baseline": {"env": {"A": 1}}, "candidate": {}}},
+            "arms.baseline.env.A must be a string",
+        ),
     ],
 )
 def test_every_bad_field_names_file_field_and_fix(changes, message):
@@ -65,7 +77,7 @@ def test_every_bad_field_names_file_field_and_fix(changes, message):
 
 
 def test_missing_candidate_arm_is_an_error():
-    with pytest.raises(ScenarioError, match="arms.candidate"):
+    with pytest.raises(ScenarioError, match=r"arms\.candidate"):
         parse({"model": "m", "arms": {"baseline": {}}}, "x.toml")
 
 
@@ -83,17 +95,21 @@ def test_builtin_scenarios_load_and_unknown_names_list_them():
     gpt = load_builtin("gpt-oss-120b")
     assert gpt.requires_gpu and gpt.workload.max_concurrency == 8
     assert (gpt.workload.input_len, gpt.workload.output_len) == (1024, 1024)
-    with pytest.raises(ScenarioError, match="built-in: .*demo-cpu"):
+    with pytest.raises(ScenarioError, match=r"built-in: .*demo-cpu"):
         load_builtin("llama-9000")
 
 
 def test_command_line_overrides_replace_the_launcher_and_add_env_and_args(tmp_path):
     exe = tmp_path / "vllm"
     exe.write_text("")
-    s = parse(doc(arms={"baseline": {}, "candidate": {"env": {"A": "1"}, "args": ["--x"]}}),
-              "x.toml")
-    s = with_overrides(s, arm_overrides={"candidate": {
-        "vllm": str(exe), "env": {"B": "2"}, "args": ("--y",)}}, repeats=5)
+    s = parse(
+        doc(arms={"baseline": {}, "candidate": {"env": {"A": "1"}, "args": ["--x"]}}), "x.toml"
+    )
+    s = with_overrides(
+        s,
+        arm_overrides={"candidate": {"vllm": str(exe), "env": {"B": "2"}, "args": ("--y",)}},
+        repeats=5,
+    )
     cand = s.arms["candidate"]
     assert cand.vllm == str(exe) and cand.url is None
     assert cand.env == {"A": "1", "B": "2"} and cand.args == ("--x", "--y")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from perfgate.stats import (
-    INCONCLUSIVE,
     IMPROVED,
+    INCONCLUSIVE,
     INVALID,
     NO_CHANGE,
     REGRESSED,
@@ -98,6 +98,7 @@ def test_verdict_rule(estimate, low, high, higher_is_better, verdict):
 
 def test_inconclusive_says_how_many_repeats_would_decide():
     # estimate 8%, half-width 4%, tolerance 5%: gap 3% -> n * (4/3)^2 = 3 * 1.78 -> 6
-    d = decide(Interval(0.08, 0.04, 0.12, 0.01, "t"), higher_is_better=False, tolerance=0.05,
-               repeats=3)
+    d = decide(
+        Interval(0.08, 0.04, 0.12, 0.01, "t"), higher_is_better=False, tolerance=0.05, repeats=3
+    )
     assert d.verdict == INCONCLUSIVE and d.repeats_to_decide == 6

@@ -87,7 +87,10 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         head = STATUS_LINE.get(status, status)
     lines.append(f"{head} (exit {doc['exit_code']}). {sc.get('description') or ''}".rstrip())
     if doc.get("error"):
-        lines += ["", "```", str(doc["error"]).strip()[-3000:], "```"]
+        error = str(doc["error"]).strip()
+        if len(error) > 3000:  # the head names the cause; the full text is in results.json
+            error = error[:3000] + "\n... (full text in results.json)"
+        lines += ["", "```", error, "```"]
     lines.append("")
     w = sc["workload"]
     lines.append(

@@ -24,9 +24,9 @@ def test_identical_arms_never_regress(tiny_model, tmp_path):
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     assert doc["status"] == "complete" and doc["verdict"] in ("pass", "inconclusive")
-    assert [len(doc["arms"][a]["repeats"]) for a in ("baseline", "candidate")] == [2, 2]
+    assert [len(doc["arms"][a]["repeats"]) for a in ("baseline", "candidate")] == [3, 3]
     assert all(r["valid"] for a in doc["arms"].values() for r in a["repeats"])
-    assert len(doc["arms"]["candidate"]["servers"]) == 1  # B B shared one server start
+    assert len(doc["arms"]["candidate"]["servers"]) == 2  # A | B B | A A | B: B B shared a start
     report = (run_dir / "report.md").read_text()
     assert "## perfgate: demo-cpu" in report and "| Median TPOT (ms) |" in report
     assert (run_dir / "baseline-1.log").exists() and (run_dir / "candidate-2.log").exists()
@@ -36,8 +36,14 @@ def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
     run_dir = tmp_path / "ab"
     # Two sequences at a time against eight concurrent requests: the candidate serves them in
     # waves, so its throughput collapses and requests queue in the server.
-    proc = perfgate("compare", "--scenario", SCENARIO, "--out-dir", str(run_dir),
-                    "--candidate-arg=--max-num-seqs=2")
+    proc = perfgate(
+        "compare",
+        "--scenario",
+        SCENARIO,
+        "--out-dir",
+        str(run_dir),
+        "--candidate-arg=--max-num-seqs=2",
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     rows = {r["metric"]: r for r in doc["comparison"]}
@@ -46,8 +52,11 @@ def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
     assert rows["median_ttft_ms"]["verdict"] == "regressed"
     report = (run_dir / "report.md").read_text()
     assert "❌ **regressed**" in report
-    assert [line for line in report.splitlines()
-            if line.startswith("| Output token throughput") and "regressed" in line]
+    assert [
+        line
+        for line in report.splitlines()
+        if line.startswith("| Output token throughput") and "regressed" in line
+    ]
     assert "--max-num-seqs=2" in report  # the candidate's launch line
 
 
@@ -55,8 +64,14 @@ def test_candidate_that_cannot_start_fails_with_its_log_and_keeps_the_baseline(
     tiny_model, tmp_path
 ):
     run_dir = tmp_path / "broken"
-    proc = perfgate("compare", "--scenario", SCENARIO, "--out-dir", str(run_dir),
-                    "--candidate-arg=--no-such-flag")
+    proc = perfgate(
+        "compare",
+        "--scenario",
+        SCENARIO,
+        "--out-dir",
+        str(run_dir),
+        "--candidate-arg=--no-such-flag",
+    )
     assert proc.returncode == 2
     assert "server 'candidate' exited with code" in proc.stderr
     assert "no-such-flag" in proc.stderr  # its log tail
@@ -71,9 +86,20 @@ def test_ctrl_c_mid_run_leaves_no_vllm_process(tiny_model, tmp_path):
     before = vllm_processes()
     run_dir = tmp_path / "interrupted"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "perfgate", "compare", "--scenario", SCENARIO,
-         "--out-dir", str(run_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "perfgate",
+            "compare",
+            "--scenario",
+            SCENARIO,
+            "--out-dir",
+            str(run_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **cpu_server_env()},
     )
     try:
