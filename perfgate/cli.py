@@ -11,7 +11,7 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,12 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from perfgate import __version__
+from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
+from perfgate.accuracy import preflight as preflight_accuracy
 from perfgate.bench import BenchConfig, BenchError, run_bench
+from perfgate.endpoint import EndpointError, probe_server
 from perfgate.report.bench_text import render_bench_text
-from perfgate.report.markdown import render_compare_markdown
+from perfgate.report.markdown import render_accuracy_section, render_compare_markdown
 from perfgate.results import ResultError, read_json, write_json
 from perfgate.runner import RunFailed, run_compare
 from perfgate.scenario import (
@@ -36,6 +39,7 @@ from perfgate.scenario import (
 )
 from perfgate.scenario import load as load_scenario
 from perfgate.server import ServerError, ServerSpec, VllmServer
+from perfgate.stats import paired_accuracy
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_INVALID, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
@@ -349,12 +353,21 @@ def _arm_options(fn: Any) -> Any:
     default=None,
     help="Run directory. Default: reports/<scenario>-<time>.",
 )
+@click.option("--skip-accuracy", is_flag=True, help="Leave out the GPQA accuracy phase.")
+@click.option(
+    "--gpqa-path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A local GPQA file (CSV/JSONL in the hub's schema) for the accuracy phase.",
+)
 @_arm_options
 def compare(
     scenario_path: Path | None,
     builtin: str | None,
     repeats: int | None,
     out_dir: Path | None,
+    skip_accuracy: bool,
+    gpqa_path: str | None,
     **arm_flags: Any,
 ) -> None:
     """Compare a baseline and a candidate vLLM and gate on the difference.
@@ -372,6 +385,9 @@ def compare(
     """
     try:
         scenario = _load_scenario(scenario_path, builtin, repeats, arm_flags)
+        scenario = with_overrides(
+            scenario, arm_overrides={}, skip_accuracy=skip_accuracy, gpqa_path=gpqa_path
+        )
     except ScenarioError as exc:
         fail(str(exc))
     run_dir = out_dir or Path("reports") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -455,3 +471,142 @@ def report(result: Path, fmt: str) -> None:
             out_console.print(Markdown(md))
         return
     out_console.print(render_bench_text(doc), markup=False, end="")
+
+
+@main.command("eval")
+@click.option("--url", required=True, help="The (baseline) server.")
+@click.option(
+    "--candidate-url", default=None, help="A second server: compare the two, paired by question."
+)
+@click.option("--model", default=None, help="Served model name (default: the first listed).")
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="Tokenizer (path or hub id) for --endpoint completions; default: the model's "
+    "path as the server reports it.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["bundled", "local", "hub"]),
+    default="bundled",
+    show_default=True,
+    help="GPQA source: perfgate's synthetic file, a local copy, or the gated hub dataset.",
+)
+@click.option("--gpqa-path", default=None, help="Local GPQA file (implies --source local).")
+@click.option(
+    "--subset",
+    type=click.Choice(["diamond", "main", "extended"]),
+    default="diamond",
+    show_default=True,
+)
+@click.option(
+    "--k",
+    "k",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Evaluations per server, each with its own seed.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N questions.")
+@click.option(
+    "--endpoint",
+    type=click.Choice(["completions", "chat"]),
+    default="completions",
+    show_default=True,
+)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--reasoning-effort", type=click.Choice(["low", "medium", "high"]), default=None)
+@click.option("--num-concurrent", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=0.01,
+    show_default=True,
+    help="Tolerated accuracy drop (0.01 = 1 pp).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON result (per-question rows included) here.",
+)
+def eval_(
+    url: str,
+    candidate_url: str | None,
+    model: str | None,
+    tokenizer: str | None,
+    source: str,
+    gpqa_path: str | None,
+    subset: str,
+    k: int,
+    limit: int | None,
+    endpoint: str,
+    temperature: float,
+    max_tokens: int,
+    reasoning_effort: str | None,
+    num_concurrent: int,
+    max_drop: float,
+    out_path: Path | None,
+) -> None:
+    """Accuracy alone (GPQA through lm-eval) against one server, or two compared by question."""
+    spec = AccuracySpec(
+        source="local" if gpqa_path else source,
+        path=gpqa_path,
+        subset=subset,
+        k=k,
+        limit=limit,
+        endpoint=endpoint,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        reasoning_effort=reasoning_effort,
+        num_concurrent=num_concurrent,
+        max_drop=max_drop,
+    )
+    try:
+        preflight_accuracy(spec)
+        results = {}
+        for name, server_url in (("baseline", url), ("candidate", candidate_url)):
+            if server_url is None:
+                continue
+            info = probe_server(server_url, model)
+            work = (out_path.parent if out_path else Path("reports")) / f"eval-{name}"
+            err_console.print(
+                f"[{name}] GPQA x {k} against {info.base_url} ({info.model})", markup=False
+            )
+            results[name] = run_accuracy(
+                spec,
+                base_url=info.base_url,
+                model=info.model,
+                tokenizer=tokenizer or info.root,
+                work_dir=work,
+            )
+    except (AccuracyError, EndpointError) as exc:
+        fail(str(exc))
+    comparison = None
+    if len(results) == 2:
+        b, c = results["baseline"], results["candidate"]
+        if b.questions != c.questions:
+            fail("the two servers answered different questions; cannot pair them")
+        comparison = paired_accuracy(b.correct, c.correct, max_drop=max_drop)
+    doc: dict[str, Any] = {
+        "schema": "perfgate.eval/1",
+        "accuracy": {
+            "spec": spec.to_json(),
+            "arms": {n: r.to_json() for n, r in results.items()},
+            "comparison": None if comparison is None else asdict(comparison),
+        },
+    }
+    if out_path is not None:
+        write_json(out_path, doc)
+    out_console.print(Markdown("\n".join(render_accuracy_section(doc["accuracy"]))))
+    if comparison is None:
+        sys.exit(EXIT_PASS)
+    sys.exit(
+        {
+            "regressed": EXIT_REGRESSION,
+            "inconclusive": EXIT_INCONCLUSIVE,
+            "invalid": EXIT_INVALID,
+        }.get(comparison.verdict, EXIT_PASS)
+    )

@@ -191,3 +191,20 @@ def gate(rows: Sequence[MetricComparison]) -> str:
     if stats.INCONCLUSIVE in verdicts:
         return "inconclusive"
     return "pass"
+
+
+def overall(perf: str, accuracy: Any | None) -> str:
+    """The gate over the perf verdict and the accuracy comparison (if any), worst first."""
+    verdicts = {perf}
+    if accuracy is not None:
+        verdicts.add(
+            {
+                stats.REGRESSED: "regressed",
+                stats.INCONCLUSIVE: "inconclusive",
+                stats.INVALID: "invalid",
+            }.get(accuracy.verdict, "pass")
+        )
+    for v in ("invalid", "regressed", "inconclusive"):
+        if v in verdicts:
+            return v
+    return "pass"

@@ -7,6 +7,7 @@ Model list and context length (``/v1/models``), version (``/version``), tokenize
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ class ServerInfo:
     model: str
     max_model_len: int | None
     version: str | None
+    root: str | None = None  # the model's path or hub id, as the server loaded it
 
 
 def _short(exc: BaseException) -> str:
@@ -72,6 +74,7 @@ async def probe(session: aiohttp.ClientSession, base_url: str, model: str | None
         )
     entry = next(m for m in data if isinstance(m, dict) and str(m.get("id")) == chosen)
     max_len = entry.get("max_model_len")
+    root = entry.get("root")
     try:
         version_doc = await get_json(session, f"{base}/version")
         version = version_doc.get("version") if isinstance(version_doc, dict) else None
@@ -83,7 +86,18 @@ async def probe(session: aiohttp.ClientSession, base_url: str, model: str | None
         model=chosen,
         max_model_len=max_len if isinstance(max_len, int) else None,
         version=version,
+        root=root if isinstance(root, str) else None,
     )
+
+
+def probe_server(base_url: str, model: str | None) -> ServerInfo:
+    """``probe`` with a session of its own, for callers outside an event loop."""
+
+    async def go() -> ServerInfo:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            return await probe(session, base_url, model)
+
+    return asyncio.run(go())
 
 
 class Tokenizer:

@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perfgate import accuracy as acc
 from perfgate import environment, tinymodel
 from perfgate.bench import BenchConfig, BenchError, run_bench
-from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate
+from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall
 from perfgate.results import write_json
 from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError
 from perfgate.server import ServerError, ServerSpec, VllmServer
+from perfgate.stats import AccuracyComparison, paired_accuracy
 
 COMPARE_SCHEMA = "perfgate.compare/1"
 ARMS = ("baseline", "candidate")
@@ -77,6 +79,18 @@ def preflight(scenario: Scenario) -> None:
                 "both arms a running server (--baseline-url / --candidate-url), or try "
                 "--scenario scenarios/demo-cpu.toml"
             )
+    if scenario.accuracy.enabled:
+        try:
+            acc.preflight(scenario.accuracy)
+        except acc.AccuracyError as exc:
+            raise ScenarioError(f"{scenario.source}: {exc}") from None
+        try:
+            import lm_eval  # noqa: F401
+        except ImportError:
+            raise ScenarioError(
+                "the accuracy phase needs lm-eval: pip install 'perfgate[eval]' "
+                "(or pass --skip-accuracy)"
+            ) from None
     if needs_server and scenario.model != BUILTIN_TINY and not _model_available(scenario.model):
         raise ScenarioError(
             f"scenario {scenario.name!r}: model {scenario.model!r} is neither a local "
@@ -137,6 +151,8 @@ class CompareRun:
     status: str = "running"
     error: str | None = None
     comparison: list[MetricComparison] = field(default_factory=list)
+    accuracy: dict[str, acc.ArmAccuracy] = field(default_factory=dict)
+    accuracy_comparison: AccuracyComparison | None = None
     verdict: str | None = None
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     environment: dict[str, Any] = field(default_factory=environment.capture)
@@ -172,6 +188,13 @@ class CompareRun:
                 for a in ARMS
             },
             "comparison": [c.to_json() for c in self.comparison],
+            "accuracy": {
+                "spec": self.scenario.accuracy.to_json(),
+                "arms": {a: r.to_json() for a, r in self.accuracy.items()},
+                "comparison": None
+                if self.accuracy_comparison is None
+                else asdict(self.accuracy_comparison),
+            },
         }
 
     def save(self) -> None:
@@ -206,7 +229,9 @@ def run_compare(
             confidence=scenario.confidence,
             resamples=scenario.resamples,
         )
-        run.verdict = gate(run.comparison)
+        if scenario.accuracy.enabled:
+            run.accuracy_comparison = compare_accuracy(run)
+        run.verdict = overall(gate(run.comparison), run.accuracy_comparison)
         run.status = "complete"
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
@@ -225,12 +250,15 @@ def run_compare(
 def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
     scenario = run.scenario
     next_repeat = {a: 0 for a in ARMS}
-    for block_no, (arm_name, count) in enumerate(
-        blocks(schedule(scenario.repeats), scenario.restart_between_repeats), start=1
-    ):
+    plan = blocks(schedule(scenario.repeats), scenario.restart_between_repeats)
+    last_block = {arm: max(i for i, (a, _) in enumerate(plan, start=1) if a == arm) for arm in ARMS}
+    for block_no, (arm_name, count) in enumerate(plan, start=1):
         arm = scenario.arms[arm_name]
+        with_accuracy = scenario.accuracy.enabled and block_no == last_block[arm_name]
         if arm.url:
             _run_repeats(run, arm_name, arm.url, count, next_repeat, say, warm=True)
+            if with_accuracy:
+                _run_accuracy(run, arm_name, arm.url, model, say)
             continue
         log = run.run_dir / f"{arm_name}-{block_no}.log"
         spec = server_spec(scenario, arm, model, log)
@@ -247,6 +275,10 @@ def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
                 )
                 say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
                 _run_repeats(run, arm_name, server.url, count, next_repeat, say, warm=True)
+                # Accuracy after the timed repeats of the arm's last server start: it can
+                # never disturb a timing.
+                if with_accuracy:
+                    _run_accuracy(run, arm_name, server.url, model, say)
                 if not server.alive():
                     raise RunFailed(
                         f"server {arm_name!r} exited during the run (log: {log})", "invalid"
@@ -299,6 +331,40 @@ def _run_repeats(
         if not result.valid:
             problems = "; ".join(p.message for p in result.problems)
             raise RunFailed(f"{arm_name} repeat {k + 1} is invalid: {problems}", "invalid")
+
+
+def _run_accuracy(run: CompareRun, arm_name: str, url: str, model: str, say: ProgressFn) -> None:
+    spec = run.scenario.accuracy
+    say(f"[{arm_name}] accuracy: GPQA x {spec.k} through lm-eval")
+    served = run.scenario.served_model_name or model
+    try:
+        result = acc.run_accuracy(
+            spec,
+            base_url=url,
+            model=served,
+            tokenizer=model,
+            work_dir=run.run_dir / f"accuracy-{arm_name}",
+        )
+    except acc.AccuracyError as exc:
+        raise RunFailed(f"{arm_name} accuracy: {exc}") from exc
+    run.accuracy[arm_name] = result
+    run.save()
+    say(
+        f"[{arm_name}] accuracy {result.accuracy:.3f} over {len(result.questions)} questions "
+        f"x {result.k} ({result.no_answer} replies without an answer)"
+    )
+
+
+def compare_accuracy(run: CompareRun) -> AccuracyComparison:
+    base, cand = run.accuracy["baseline"], run.accuracy["candidate"]
+    if base.questions != cand.questions:
+        raise RunFailed("the arms answered different questions; cannot pair them", "invalid")
+    return paired_accuracy(
+        base.correct,
+        cand.correct,
+        max_drop=run.scenario.accuracy.max_drop,
+        confidence=run.scenario.confidence,
+    )
 
 
 def _labelled(bar: BenchProgressFn | None, label: str) -> BenchProgressFn | None:

@@ -30,6 +30,11 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     median_tpot_ms = 0.05
     output_throughput = 0.05
 
+    [accuracy]                            # GPQA through lm-eval, after the timed repeats
+    source = "bundled"                    # bundled | local (path = FILE) | hub (gated)
+    k = 2                                 # evaluations per arm, each with its own seed
+    max_drop = 0.01                       # 1 pp: drop beyond it AND significant = regressed
+
     [arms.baseline]                       # vllm = EXE | python = INTERPRETER | url = URL
     [arms.candidate]
     args = ["--max-num-seqs", "2"]
@@ -43,6 +48,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from perfgate.accuracy import AccuracySpec
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 BUILTIN_TINY = "builtin:tiny-llama"
@@ -124,6 +131,7 @@ class Scenario:
     confidence: float = 0.95
     resamples: int = 2000
     thresholds: tuple[Threshold, ...] = ()
+    accuracy: AccuracySpec = field(default_factory=lambda: AccuracySpec(enabled=False))
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -262,6 +270,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "compare",
             "thresholds",
             "arms",
+            "accuracy",
         }
     )
     server = top.sub("server")
@@ -316,6 +325,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
                 "and an [arms.candidate] table (an empty one runs this Python's vLLM)"
             )
     arms = {name: _arm(arms_table.sub(name), name) for name in ("baseline", "candidate")}
+    accuracy = _accuracy(top.sub("accuracy")) if "accuracy" in doc else AccuracySpec(enabled=False)
     model = top.text("model", required=True)
     assert model is not None  # required=True
     return Scenario(
@@ -335,6 +345,53 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         resamples=cmp.integer("resamples", 2000, minimum=100) or 2000,
         thresholds=thresholds,
         arms=arms,
+        accuracy=accuracy,
+    )
+
+
+def _accuracy(f: _Fields) -> AccuracySpec:
+    f.check_keys(
+        {
+            "enabled",
+            "source",
+            "path",
+            "subset",
+            "k",
+            "limit",
+            "endpoint",
+            "temperature",
+            "max_tokens",
+            "reasoning_effort",
+            "num_concurrent",
+            "max_drop",
+            "shuffle_seed",
+        }
+    )
+    source = f.text("source", "bundled") or "bundled"
+    if source not in ("bundled", "local", "hub"):
+        raise ScenarioError(
+            f'{f.where("source")} must be "bundled", "local" or "hub", got {source!r}'
+        )
+    endpoint = f.text("endpoint", "completions") or "completions"
+    if endpoint not in ("completions", "chat"):
+        raise ScenarioError(f'{f.where("endpoint")} must be "completions" or "chat"')
+    effort = f.text("reasoning_effort")
+    if effort is not None and effort not in ("low", "medium", "high"):
+        raise ScenarioError(f"{f.where('reasoning_effort')} must be low, medium or high")
+    return AccuracySpec(
+        enabled=f.flag("enabled", True),
+        source=source,
+        path=f.text("path"),
+        subset=f.text("subset", "diamond") or "diamond",
+        k=f.integer("k", 2, minimum=1) or 2,
+        limit=f.integer("limit", None, minimum=1),
+        endpoint=endpoint,
+        temperature=f.number("temperature", 0.0, low=0.0, high=10.0),
+        max_tokens=f.integer("max_tokens", 1024, minimum=1) or 1024,
+        reasoning_effort=effort,
+        num_concurrent=f.integer("num_concurrent", 8, minimum=1) or 8,
+        max_drop=f.number("max_drop", 0.01, low=0.0, high=1.0),
+        shuffle_seed=f.integer("shuffle_seed", 0) or 0,
     )
 
 
@@ -377,8 +434,16 @@ def with_overrides(
     *,
     arm_overrides: dict[str, dict[str, Any]],
     repeats: int | None = None,
+    skip_accuracy: bool = False,
+    gpqa_path: str | None = None,
 ) -> Scenario:
     """Apply command-line overrides (``--candidate-vllm`` etc.) on top of the file."""
+    accuracy = scenario.accuracy
+    if gpqa_path is not None:
+        accuracy = replace(accuracy, enabled=True, source="local", path=gpqa_path)
+    if skip_accuracy:
+        accuracy = replace(accuracy, enabled=False)
+    scenario = replace(scenario, accuracy=accuracy)
     arms = dict(scenario.arms)
     for name, ov in arm_overrides.items():
         arm = arms[name]

@@ -229,3 +229,151 @@ def repeats_to_decide(
     if gap == 0 or half == 0:
         return None
     return max(repeats + 1, math.ceil(repeats * (half / gap) ** 2))
+
+
+# ---------------------------------------------------------------- paired accuracy
+
+Z_ALPHA_ONE_SIDED = 1.6448536269514722  # 5%
+Z_POWER = 0.8416212335729143  # 80%
+
+
+@dataclass(frozen=True)
+class AccuracyComparison:
+    """Candidate vs baseline accuracy on the same questions, paired by question."""
+
+    n_questions: int
+    k_baseline: int
+    k_candidate: int
+    baseline: float
+    baseline_low: float
+    baseline_high: float
+    candidate: float
+    candidate_low: float
+    candidate_high: float
+    diff: float  # candidate - baseline (negative = accuracy dropped)
+    diff_low: float
+    diff_high: float
+    p_value: float  # one-sided: H1 = the candidate is less accurate
+    test: str
+    min_detectable_drop: float  # at 5% one-sided, 80% power, this n and k
+    max_drop: float
+    verdict: str
+    k_to_decide: int | None
+
+
+def _bootstrap_mean_ci(
+    x: np.ndarray, confidence: float, rng: np.random.Generator, resamples: int
+) -> tuple[float, float]:
+    idx = rng.integers(0, len(x), (resamples, len(x)))
+    means = x[idx].mean(axis=1)
+    alpha = 1 - confidence
+    lo, hi = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def mcnemar_one_sided(baseline: np.ndarray, candidate: np.ndarray) -> float:
+    """Exact McNemar p-value for "candidate is worse", single outcomes per question (k = 1)."""
+    worse = int(np.sum((baseline == 1) & (candidate == 0)))
+    better = int(np.sum((baseline == 0) & (candidate == 1)))
+    n = worse + better
+    if n == 0:
+        return 1.0
+    return float(sps.binom.sf(worse - 1, n, 0.5))  # P(X >= worse), X ~ Bin(n, 1/2)
+
+
+def paired_accuracy(
+    baseline: Sequence[Sequence[int]],
+    candidate: Sequence[Sequence[int]],
+    *,
+    max_drop: float,
+    confidence: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> AccuracyComparison:
+    """Rows are questions (the same, in the same order, for both arms), columns repeats."""
+    if len(baseline) != len(candidate):
+        raise ValueError("both arms must answer the same questions")
+    n = len(baseline)
+    kb = min((len(r) for r in baseline), default=0)
+    kc = min((len(r) for r in candidate), default=0)
+    if n == 0 or kb == 0 or kc == 0:
+        nan = math.nan
+        return AccuracyComparison(
+            n,
+            kb,
+            kc,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            "none",
+            nan,
+            max_drop,
+            INVALID,
+            None,
+        )
+    b = np.array([np.mean(r) for r in baseline])
+    c = np.array([np.mean(r) for r in candidate])
+    d = c - b
+    rng = np.random.default_rng(seed)
+    b_lo, b_hi = _bootstrap_mean_ci(b, confidence, rng, resamples)
+    c_lo, c_hi = _bootstrap_mean_ci(c, confidence, rng, resamples)
+    d_lo, d_hi = _bootstrap_mean_ci(d, confidence, rng, resamples)
+    mean_d = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    if kb == 1 and kc == 1:
+        test = "exact McNemar (one-sided)"
+        p = mcnemar_one_sided(
+            np.array([r[0] for r in baseline]), np.array([r[0] for r in candidate])
+        )
+    else:
+        test = "paired t on per-question means (one-sided)"
+        if sd == 0:
+            p = 0.0 if mean_d < 0 else 1.0
+        else:
+            p = float(sps.t.cdf(mean_d / (sd / math.sqrt(n)), n - 1))
+    # With no variation seen, plan with coin-flip questions: the worst case.
+    planning_sd = sd if sd > 0 else math.sqrt(0.25 / kb + 0.25 / kc)
+    mde = (Z_ALPHA_ONE_SIDED + Z_POWER) * planning_sd / math.sqrt(n)
+
+    drop, drop_hi = -mean_d, -d_lo
+    alpha = 1 - confidence
+    k_to_decide = None
+    if drop > max_drop and p < alpha:  # the drop is beyond the tolerance and significant
+        verdict = REGRESSED
+    elif d_lo > 0:
+        verdict = IMPROVED
+    elif drop_hi <= max_drop:
+        verdict = NO_CHANGE
+    else:
+        verdict = INCONCLUSIVE
+        half, gap = (d_hi - d_lo) / 2, abs(drop - max_drop)
+        if gap > 0 and half > 0:
+            k_now = min(kb, kc)
+            k_to_decide = max(k_now + 1, math.ceil(k_now * (half / gap) ** 2))
+    return AccuracyComparison(
+        n_questions=n,
+        k_baseline=kb,
+        k_candidate=kc,
+        baseline=float(b.mean()),
+        baseline_low=b_lo,
+        baseline_high=b_hi,
+        candidate=float(c.mean()),
+        candidate_low=c_lo,
+        candidate_high=c_hi,
+        diff=mean_d,
+        diff_low=d_lo,
+        diff_high=d_hi,
+        p_value=p,
+        test=test,
+        min_detectable_drop=mde,
+        max_drop=max_drop,
+        verdict=verdict,
+        k_to_decide=k_to_decide,
+    )

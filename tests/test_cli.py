@@ -93,3 +93,25 @@ def test_compare_rejects_a_bad_env_override():
     result = run("compare", "--model", "demo-cpu", "--candidate-env", "NOEQUALS")
     assert result.exit_code == 2
     assert "--candidate-env takes KEY=VALUE, got 'NOEQUALS'" in result.output
+
+
+def test_bad_accuracy_input_fails_before_any_server_starts(tmp_path, monkeypatch):
+    started = time.monotonic()
+    missing = run("compare", "--model", "demo-cpu", "--gpqa-path", str(tmp_path / "no.csv"))
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    scenario = tmp_path / "hub.toml"
+    scenario.write_text(
+        'model = "m"\n[accuracy]\nsource = "hub"\n[arms.baseline]\n[arms.candidate]\n'
+    )
+    gated = run("compare", "--scenario", str(scenario))
+    assert gated.exit_code == 2 and "gated and no Hugging Face token" in gated.output
+    scenario.write_text(
+        'model = "m"\n[accuracy]\nsource = "hub"\nsubset = "diamnd"\n'
+        "[arms.baseline]\n[arms.candidate]\n"
+    )
+    typo = run("compare", "--scenario", str(scenario))
+    assert typo.exit_code == 2 and "accuracy.subset must be one of" in typo.output
+    assert time.monotonic() - started < 10

@@ -61,3 +61,35 @@ def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
     assert "⛔ **run failed** (exit 2)" in md
     assert "server 'candidate' exited with code 1" in md
     assert "| Median TPOT (ms) |" in md
+
+
+def test_accuracy_table_shows_scores_difference_p_and_verdict():
+    from perfgate.accuracy import ArmAccuracy
+    from perfgate.report.markdown import render_accuracy_section
+    from perfgate.stats import paired_accuracy
+
+    base = [[1, 1], [0, 1], [1, 0], [0, 0]] * 10
+    cand = [[1, 1], [0, 0], [1, 0], [0, 0]] * 10
+    arms = {
+        name: ArmAccuracy(
+            source="bundled synthetic",
+            task="perfgate_gpqa",
+            k=2,
+            questions=[str(i) for i in range(40)],
+            correct=rows,
+        )
+        for name, rows in (("baseline", base), ("candidate", cand))
+    }
+    comparison = paired_accuracy(base, cand, max_drop=0.01)
+    from dataclasses import asdict
+
+    md = "\n".join(
+        render_accuracy_section(
+            {"arms": {n: a.to_json() for n, a in arms.items()}, "comparison": asdict(comparison)}
+        )
+    )
+    assert "**Accuracy** (GPQA via lm-eval, bundled synthetic)" in md
+    assert "| accuracy | 50.0% (" in md and "| 37.5% (" in md
+    assert "-12.5 pp (" in md
+    assert "40 questions x k = 2 (baseline) / 2 (candidate), paired by question" in md
+    assert f"| {comparison.verdict}" in md

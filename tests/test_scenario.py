@@ -125,3 +125,22 @@ def test_env_pairs_need_an_equals_sign():
 def test_shipped_scenario_files_parse():
     for path in Path("scenarios").glob("*.toml"):
         assert load(path).name == path.stem
+
+
+def test_accuracy_section_is_validated_and_off_when_absent():
+    assert parse(doc(), "x.toml").accuracy.enabled is False
+    s = parse(doc(accuracy={"k": 4, "source": "bundled"}), "x.toml")
+    assert s.accuracy.enabled and s.accuracy.k == 4
+    with pytest.raises(ScenarioError, match=r"x.toml: accuracy.source must be"):
+        parse(doc(accuracy={"source": "kaggle"}), "x.toml")
+    with pytest.raises(ScenarioError, match=r"x.toml: accuracy.k must be an integer >= 1"):
+        parse(doc(accuracy={"k": 0}), "x.toml")
+    with pytest.raises(ScenarioError, match=r"accuracy.reasoning_effort must be low, medium"):
+        parse(doc(accuracy={"reasoning_effort": "max"}), "x.toml")
+
+
+def test_skip_accuracy_and_gpqa_path_overrides():
+    s = parse(doc(accuracy={}), "x.toml")
+    assert with_overrides(s, arm_overrides={}, skip_accuracy=True).accuracy.enabled is False
+    local = with_overrides(s, arm_overrides={}, gpqa_path="/d/g.csv").accuracy
+    assert (local.source, local.path) == ("local", "/d/g.csv")

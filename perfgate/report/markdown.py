@@ -120,6 +120,8 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
             )
         lines.append("")
 
+    lines += render_accuracy_section(doc.get("accuracy") or {})
+
     if any(arms[a]["repeats"] for a in arms):
         lines += [
             "<details><summary>Serving benchmark, side by side (median over repeats)</summary>",
@@ -177,6 +179,52 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _pp(v: Any) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v * 100:+.1f} pp"
+
+
+def _acc(v: Any) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v * 100:.1f}%"
+
+
+def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
+    """The accuracy table: each arm's score and CI, the paired difference, p, verdict."""
+    arms = acc.get("arms") or {}
+    if not arms:
+        return []
+    c = acc.get("comparison")
+    first = next(iter(arms.values()))
+    lines = ["**Accuracy** (GPQA via lm-eval, " + str(first.get("source")) + ")", ""]
+    if c is None:
+        lines += ["| arm | accuracy | questions x k |", "|---|---:|---:|"]
+        for name, a in arms.items():
+            cells = [x for row in a["correct"] for x in row]
+            score = sum(cells) / len(cells) if cells else None
+            lines.append(f"| {name} | {_acc(score)} | {len(a['correct'])} x {a['k']} |")
+        return [*lines, ""]
+    verdict = c["verdict"]
+    if verdict == "inconclusive" and c.get("k_to_decide"):
+        verdict += f" (~k = {c['k_to_decide']} to decide)"
+    lines += [
+        "| | baseline | candidate | change (95% CI) | p (one-sided) | tolerance | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        f"| accuracy | {_acc(c['baseline'])} ({_acc(c['baseline_low'])}-"
+        f"{_acc(c['baseline_high'])}) | {_acc(c['candidate'])} ({_acc(c['candidate_low'])}-"
+        f"{_acc(c['candidate_high'])}) | {_pp(c['diff'])} ({_pp(c['diff_low'])} to "
+        f"{_pp(c['diff_high'])}) | {_fmt(c['p_value'], '{:.3f}')} | -{c['max_drop'] * 100:.1f} pp "
+        f"| {verdict} |",
+        "",
+        f"{c['n_questions']} questions x k = {c['k_baseline']} (baseline) / "
+        f"{c['k_candidate']} (candidate), paired by question; {c['test']}. Smallest drop this "
+        f"run detects (5% one-sided, 80% power): {c['min_detectable_drop'] * 100:.1f} pp. "
+        f"Replies with no extractable answer: "
+        + ", ".join(f"{name} {a.get('no_answer', 0)}" for name, a in arms.items())
+        + ".",
+        "",
+    ]
+    return lines
 
 
 def _first(repeats: list[dict[str, Any]], *path: str) -> str:

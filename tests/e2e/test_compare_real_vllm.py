@@ -30,6 +30,18 @@ def test_identical_arms_never_regress(tiny_model, tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "## perfgate: demo-cpu" in report and "| Median TPOT (ms) |" in report
     assert (run_dir / "baseline-1.log").exists() and (run_dir / "candidate-2.log").exists()
+    # The accuracy phase ran through real lm-eval on both arms, question by question.
+    accuracy = doc["accuracy"]
+    for arm in ("baseline", "candidate"):
+        rows = accuracy["arms"][arm]
+        assert len(rows["questions"]) == 24 and all(len(r) == 2 for r in rows["correct"])
+        assert len(rows["samples"]) == 48 and all(
+            s["response"] is not None for s in rows["samples"]
+        )
+        assert (run_dir / f"accuracy-{arm}" / "samples.json").exists()
+    assert accuracy["arms"]["baseline"]["questions"] == accuracy["arms"]["candidate"]["questions"]
+    assert accuracy["comparison"]["n_questions"] == 24
+    assert "**Accuracy** (GPQA via lm-eval, bundled synthetic" in report
 
 
 def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):

@@ -1,0 +1,363 @@
+"""Accuracy phase: GPQA through lm-eval against an arm's running server, kept per question.
+
+lm-eval does the evaluation (prompting, generation through ``local-completions`` /
+``local-chat-completions``, filtering, scoring); perfgate supplies:
+
+- the GPQA task as an lm-eval task config (chain-of-thought zero-shot prompt, as lm-eval's own
+  ``gpqa_*_cot_zeroshot``) over one of three sources: the hub (gated; the user's token), a
+  local copy in the hub's schema (CSV or JSONL), or the synthetic file bundled with perfgate
+  (offline runs and tests; scores from it say nothing about a model);
+- a choice order fixed per question (a hash of the question and ``shuffle_seed``), so both arms
+  and every repeat see the same permutation whatever lm-eval's global random state or the
+  datasets cache hold;
+- an answer-extraction filter for reasoning models (``extract_answer``): GPT-OSS answers like
+  ``**C**``, ``Answer: (C)`` or ``\\boxed{C}``, which lm-eval's stock GPQA regexes miss;
+- ``k`` evaluations per arm, each with its own sampling seed (lm-eval sends one fixed seed by
+  default, which would make repeats identical), and per-question, per-repeat correctness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
+HUB_DATASET = "Idavidrein/gpqa"
+HUB_SUBSETS = {"diamond": "gpqa_diamond", "main": "gpqa_main", "extended": "gpqa_extended"}
+REQUIRED_COLUMNS = (
+    "Question",
+    "Correct Answer",
+    "Incorrect Answer 1",
+    "Incorrect Answer 2",
+    "Incorrect Answer 3",
+)
+LETTERS = "ABCD"
+NO_ANSWER = "[no answer]"
+
+PROMPT = (
+    "What is the correct answer to this question:{{Question}}\nChoices:\n(A) {{choice1}}\n"
+    "(B) {{choice2}}\n(C) {{choice3}}\n(D) {{choice4}}\nLet's think step by step: "
+)
+
+
+class AccuracyError(Exception):
+    """The accuracy phase cannot run as configured; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class AccuracySpec:
+    """The scenario's ``[accuracy]`` section."""
+
+    enabled: bool = True
+    source: str = "bundled"  # bundled | local | hub
+    path: str | None = None  # local: CSV / JSONL in the hub's schema
+    subset: str = "diamond"  # hub: diamond | main | extended
+    k: int = 2  # evaluations per arm, each with its own seed
+    limit: int | None = None  # first N questions only
+    endpoint: str = "completions"  # completions -> local-completions, chat -> local-chat-...
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    reasoning_effort: str | None = None  # GPT-OSS: low | medium | high
+    num_concurrent: int = 8
+    max_drop: float = 0.01  # accuracy drop (fraction, 0.01 = 1 pp) the gate tolerates
+    shuffle_seed: int = 0
+    extra_gen_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- answer extraction
+
+_PATTERNS = [
+    # priority order: the most explicit statement of a final answer wins
+    re.compile(r"\\boxed\{\s*\(?([A-D])\)?\s*\}"),
+    re.compile(
+        r"(?i)\*{0,2}(?:final\s+)?answer\*{0,2}\s*(?:is|:)?\s*\*{0,2}\s*[\(\[]?([A-D])[\)\]]?"
+        r"(?![A-Za-z])"
+    ),
+    re.compile(r"(?i)answer\s+is\s*:?\s*\*{0,2}\s*[\(\[]?([A-D])[\)\]]?(?![A-Za-z])"),
+    re.compile(r"\*\*\s*\(?([A-D])\)?\s*\*\*"),
+    re.compile(r"\(([A-D])\)"),
+    re.compile(r"(?m)^\s*([A-D])[\.\)]?\s*$"),
+]
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The answer letter of a model's reply, or None. Within one pattern the last match wins
+    (a reasoning model restates the options before concluding)."""
+    if not text:
+        return None
+    for pattern in _PATTERNS:
+        matches = pattern.findall(text)
+        if matches:
+            return str(matches[-1]).upper()
+    return None
+
+
+def extract_filter(resps: Sequence[Sequence[str]], docs: Sequence[Any]) -> list[list[str]]:
+    """lm-eval ``custom`` filter: each response -> "(X)" (the target's shape) or NO_ANSWER."""
+    out = []
+    for per_doc in resps:
+        letters = [extract_answer(r) for r in per_doc]
+        out.append([f"({x})" if x else NO_ANSWER for x in letters])
+    return out
+
+
+# ---------------------------------------------------------------- dataset and task
+
+
+def _clean(text: Any) -> str:
+    if text is None:
+        return " "
+    return " ".join(str(text).strip().replace(" [title]", ". ").split())
+
+
+def shuffled_choices(doc: dict[str, Any], seed: int) -> tuple[list[str], int]:
+    """The four choices in an order fixed by the question text and ``seed``; index of the
+    correct one."""
+    choices = [
+        _clean(doc["Incorrect Answer 1"]),
+        _clean(doc["Incorrect Answer 2"]),
+        _clean(doc["Incorrect Answer 3"]),
+        _clean(doc["Correct Answer"]),
+    ]
+    digest = hashlib.sha256(f"{seed}\0{doc['Question']}".encode()).digest()
+    order = list(range(4))
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    shuffled = [choices[i] for i in order]
+    return shuffled, order.index(3)
+
+
+def make_process_docs(seed: int) -> Any:
+    def process_docs(dataset: Any) -> Any:
+        def one(doc: dict[str, Any]) -> dict[str, Any]:
+            choices, correct = shuffled_choices(doc, seed)
+            return {
+                "choice1": choices[0],
+                "choice2": choices[1],
+                "choice3": choices[2],
+                "choice4": choices[3],
+                "choices": choices,
+                "answer": f"({LETTERS[correct]})",
+            }
+
+        return dataset.map(one)
+
+    return process_docs
+
+
+def check_local_file(path: Path) -> None:
+    """Fail fast on a missing or malformed local GPQA file, naming the fix."""
+    if not path.exists():
+        raise AccuracyError(
+            f"accuracy.path: {path} does not exist (give a CSV or JSONL file "
+            'in the GPQA hub schema, or use source = "bundled")'
+        )
+    if path.suffix not in (".csv", ".jsonl", ".json"):
+        raise AccuracyError(f"accuracy.path: {path} must be .csv or .jsonl")
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+    else:
+        with path.open() as f:
+            first = f.readline()
+        try:
+            header = list(json.loads(first).keys())
+        except (json.JSONDecodeError, AttributeError):
+            raise AccuracyError(f"accuracy.path: {path}: first line is not a JSON object") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise AccuracyError(f"accuracy.path: {path} lacks the GPQA columns {missing}")
+
+
+def preflight(spec: AccuracySpec) -> str:
+    """Check the source before any server starts; returns a description of it."""
+    if spec.source == "bundled":
+        return f"bundled synthetic GPQA-format file ({BUNDLED_GPQA.name}; not real GPQA)"
+    if spec.source == "local":
+        if not spec.path:
+            raise AccuracyError(
+                'accuracy.path is required with source = "local" (or pass --gpqa-path FILE)'
+            )
+        check_local_file(Path(spec.path))
+        return f"local file {spec.path}"
+    if spec.source == "hub":
+        if spec.subset not in HUB_SUBSETS:
+            raise AccuracyError(
+                f"accuracy.subset must be one of {sorted(HUB_SUBSETS)}, got {spec.subset!r}"
+            )
+        if not (
+            os.environ.get("HF_TOKEN")
+            or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+            or _hub_token_file()
+        ):
+            raise AccuracyError(
+                f'accuracy.source = "hub": {HUB_DATASET} is gated and no Hugging Face token '
+                "was found; accept its terms on the hub and set HF_TOKEN, or use a local copy "
+                "(--gpqa-path FILE)"
+            )
+        return f"hub {HUB_DATASET} ({HUB_SUBSETS[spec.subset]})"
+    raise AccuracyError(f"accuracy.source must be bundled, local or hub, got {spec.source!r}")
+
+
+def _hub_token_file() -> bool:
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return (home / "token").exists()
+
+
+def task_config(spec: AccuracySpec, name: str = "perfgate_gpqa") -> dict[str, Any]:
+    """An lm-eval task config (the shape of its GPQA CoT zero-shot YAML) for ``spec``."""
+    if spec.source == "hub":
+        data: dict[str, Any] = {
+            "dataset_path": HUB_DATASET,
+            "dataset_name": HUB_SUBSETS[spec.subset],
+        }
+    else:
+        path = Path(spec.path) if spec.source == "local" and spec.path else BUNDLED_GPQA
+        kind = "csv" if path.suffix == ".csv" else "json"
+        data = {"dataset_path": kind, "dataset_kwargs": {"data_files": {"train": str(path)}}}
+    until = [] if spec.endpoint == "chat" else ["</s>"]
+    return {
+        "task": name,
+        **data,
+        "output_type": "generate_until",
+        "process_docs": make_process_docs(spec.shuffle_seed),
+        "training_split": "train",
+        "validation_split": "train",
+        "test_split": None,
+        "doc_to_text": PROMPT,
+        "doc_to_target": "answer",
+        "filter_list": [
+            {
+                "name": "perfgate-extract",
+                "filter": [
+                    {"function": "custom", "filter_fn": extract_filter},
+                    {"function": "take_first"},
+                ],
+            },
+        ],
+        "generation_kwargs": {
+            "until": until,
+            "do_sample": spec.temperature > 0,
+            "temperature": spec.temperature,
+            "max_gen_toks": spec.max_tokens,
+        },
+        "num_fewshot": 0,
+        "metric_list": [
+            {
+                "metric": "exact_match",
+                "aggregation": "mean",
+                "higher_is_better": True,
+                "ignore_case": True,
+                "ignore_punctuation": True,
+            }
+        ],
+        "metadata": {"version": 1.0},
+    }
+
+
+# ---------------------------------------------------------------- running lm-eval
+
+
+@dataclass
+class ArmAccuracy:
+    """One arm's per-question, per-repeat correctness (1/0), and what produced it."""
+
+    source: str
+    task: str
+    k: int
+    questions: list[str] = field(default_factory=list)  # doc ids, in order
+    correct: list[list[int]] = field(default_factory=list)  # [question][repeat]
+    no_answer: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)  # per question x repeat
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def accuracy(self) -> float:
+        cells = [c for row in self.correct for c in row]
+        return sum(cells) / len(cells) if cells else float("nan")
+
+
+def run_accuracy(
+    spec: AccuracySpec,
+    *,
+    base_url: str,
+    model: str,
+    tokenizer: str | None,
+    work_dir: Path,
+) -> ArmAccuracy:
+    """``k`` lm-eval runs of the GPQA task against one server; per-question correctness."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    source = preflight(spec)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # A datasets cache of the run's own, so nothing stale can change the documents.
+    os.environ.setdefault("HF_DATASETS_CACHE", str(work_dir / "hf-datasets"))
+    chat = spec.endpoint == "chat"
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    model_args: dict[str, Any] = {
+        "model": model,
+        "base_url": base_url.rstrip("/") + path,
+        "num_concurrent": spec.num_concurrent,
+        "max_retries": 3,
+        "tokenized_requests": not chat,
+    }
+    if tokenizer and not chat:
+        model_args["tokenizer"] = tokenizer
+        model_args["tokenizer_backend"] = "huggingface"
+    result = ArmAccuracy(source=source, task="perfgate_gpqa", k=spec.k)
+    rows: dict[str, list[int]] = {}
+    for repeat in range(spec.k):
+        gen_kwargs: dict[str, Any] = {"seed": repeat, **spec.extra_gen_kwargs}
+        if spec.reasoning_effort:
+            gen_kwargs["reasoning_effort"] = spec.reasoning_effort
+        out = simple_evaluate(
+            model="local-chat-completions" if chat else "local-completions",
+            model_args=model_args,
+            tasks=[task_config(spec)],
+            task_manager=TaskManager(include_defaults=False),
+            limit=spec.limit,
+            gen_kwargs=gen_kwargs,
+            apply_chat_template=chat,
+            log_samples=True,
+            random_seed=spec.shuffle_seed,
+            bootstrap_iters=0,
+        )
+        if out is None:
+            raise AccuracyError("lm-eval returned no results")
+        samples = out["samples"]["perfgate_gpqa"]
+        for s in samples:
+            if s.get("filter") not in (None, "perfgate-extract"):
+                continue
+            qid = str(s["doc"].get("Record ID") or s["doc_id"])
+            ok = int(float(s["exact_match"]) > 0)
+            rows.setdefault(qid, []).append(ok)
+            answer = s["filtered_resps"][0] if s.get("filtered_resps") else None
+            result.no_answer += answer == NO_ANSWER
+            result.samples.append(
+                {
+                    "question": qid,
+                    "repeat": repeat,
+                    "target": s["target"],
+                    "answer": answer,
+                    "correct": ok,
+                    "response": (s["resps"][0][0] if s.get("resps") else None),
+                }
+            )
+    result.questions = sorted(rows)
+    result.correct = [rows[q] for q in result.questions]
+    (work_dir / "samples.json").write_text(json.dumps(result.samples, indent=1))
+    return result

@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from perfgate.accuracy import (
+    BUNDLED_GPQA,
+    NO_ANSWER,
+    REQUIRED_COLUMNS,
+    AccuracyError,
+    AccuracySpec,
+    extract_answer,
+    extract_filter,
+    preflight,
+    shuffled_choices,
+    task_config,
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("The answer is (C).", "C"),
+        ("... so the final answer is **B**", "B"),
+        ("**Answer: D**", "D"),
+        ("Answer: (A)", "A"),
+        ("answer: c", "C"),
+        ("Therefore \\boxed{C}", "C"),
+        ("$\\boxed{(B)}$", "B"),
+        ("Comparing (A) and (B), (A) fails. **C**", "C"),
+        ("Option (A) is wrong, option (D) is right.", "D"),  # last parenthesised letter
+        ("We need B.\nB", "B"),
+        ("I think it's (B) but the final answer is (D)", "D"),  # "answer is" beats "(B)"
+        ("Looking at (A)... \\boxed{B}. Answer: (C)", "B"),  # boxed is the most explicit
+        ("", None),
+        (None, None),
+        ("no letter here at all", None),
+        ("An apple a day", None),  # a word starting with A is not an answer
+    ],
+)
+def test_real_world_answer_shapes(reply, letter):
+    assert extract_answer(reply) == letter
+
+
+def test_filter_maps_to_the_target_shape_and_never_crashes_on_no_answer():
+    assert extract_filter([["The answer is (B)", "gibberish"]], [{}]) == [["(B)", NO_ANSWER]]
+
+
+def test_choice_order_is_fixed_per_question_and_correct_index_tracks_the_answer():
+    doc = {
+        "Question": "Q?",
+        "Correct Answer": "yes",
+        "Incorrect Answer 1": "a",
+        "Incorrect Answer 2": "b",
+        "Incorrect Answer 3": "c",
+    }
+    first = shuffled_choices(doc, 0)
+    assert first == shuffled_choices(doc, 0)  # same for both arms and every repeat
+    choices, correct = first
+    assert choices[correct] == "yes" and sorted(choices) == ["a", "b", "c", "yes"]
+    orders = {tuple(shuffled_choices({**doc, "Question": f"Q{i}"}, 0)[0]) for i in range(40)}
+    assert len(orders) > 5  # the position of the right answer varies across questions
+
+
+def test_bundled_file_has_the_hub_schema():
+    rows = [json.loads(line) for line in BUNDLED_GPQA.read_text().splitlines()]
+    assert len(rows) >= 20
+    assert all(all(col in row for col in REQUIRED_COLUMNS) for row in rows)
+
+
+def test_preflight_errors_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(AccuracyError, match="does not exist"):
+        preflight(AccuracySpec(source="local", path=str(tmp_path / "none.csv")))
+    with pytest.raises(AccuracyError, match="--gpqa-path"):
+        preflight(AccuracySpec(source="local"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Question,Correct Answer\nq,a\n")
+    with pytest.raises(AccuracyError, match="lacks the GPQA columns"):
+        preflight(AccuracySpec(source="local", path=str(bad)))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(AccuracyError, match="gated and no Hugging Face token"):
+        preflight(AccuracySpec(source="hub"))
+    monkeypatch.setenv("HF_TOKEN", "x")
+    assert "Idavidrein/gpqa" in preflight(AccuracySpec(source="hub"))
+    with pytest.raises(AccuracyError, match="source must be bundled, local or hub"):
+        preflight(AccuracySpec(source="kaggle"))
+
+
+def test_task_config_points_lm_eval_at_the_right_data():
+    local = task_config(AccuracySpec(source="local", path="/d/gpqa.csv"))
+    assert local["dataset_path"] == "csv"
+    assert local["dataset_kwargs"] == {"data_files": {"train": "/d/gpqa.csv"}}
+    hub = task_config(AccuracySpec(source="hub", subset="diamond"))
+    assert (hub["dataset_path"], hub["dataset_name"]) == ("Idavidrein/gpqa", "gpqa_diamond")
+    assert task_config(AccuracySpec())["dataset_kwargs"]["data_files"]["train"] == str(BUNDLED_GPQA)
