@@ -20,13 +20,18 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perfgate import __version__
+from perfgate import __version__, profiling
 from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
 from perfgate.accuracy import preflight as preflight_accuracy
 from perfgate.bench import BenchConfig, BenchError, run_bench
 from perfgate.endpoint import EndpointError, probe_server
 from perfgate.report.bench_text import render_bench_text
-from perfgate.report.markdown import render_accuracy_section, render_compare_markdown
+from perfgate.report.markdown import (
+    render_accuracy_section,
+    render_compare_markdown,
+    render_kernel_diff,
+    render_kernel_table,
+)
 from perfgate.results import ResultError, read_json, write_json
 from perfgate.runner import RunFailed, run_compare
 from perfgate.scenario import (
@@ -103,7 +108,30 @@ def _parse_percentiles(value: str) -> tuple[float, ...]:
         ) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Any unexpected exception exits 2 ("the run failed"), never Python's 1, which a CI job
+    would read as "regression found"."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted", markup=False)
+            sys.exit(EXIT_INVALID)
+        except Exception:
+            err_console.print_exception()
+            err_console.print(
+                "[bold red]internal error[/] (a perfgate bug: please report it "
+                "with the traceback above); exit 2"
+            )
+            sys.exit(EXIT_INVALID)
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="perfgate")
 def main() -> None:
     """Decide, with evidence, whether a change to an LLM serving stack made it faster or slower."""
@@ -355,6 +383,13 @@ def _arm_options(fn: Any) -> Any:
 )
 @click.option("--skip-accuracy", is_flag=True, help="Leave out the GPQA accuracy phase.")
 @click.option(
+    "--profile",
+    "profile",
+    is_flag=True,
+    help="Add the kernel-profile phase: a profiled run per arm, kernel tables, and "
+    "the scenario's expect/forbid kernel assertions.",
+)
+@click.option(
     "--gpqa-path",
     type=click.Path(dir_okay=False),
     default=None,
@@ -368,6 +403,7 @@ def compare(
     out_dir: Path | None,
     skip_accuracy: bool,
     gpqa_path: str | None,
+    profile: bool,
     **arm_flags: Any,
 ) -> None:
     """Compare a baseline and a candidate vLLM and gate on the difference.
@@ -386,7 +422,11 @@ def compare(
     try:
         scenario = _load_scenario(scenario_path, builtin, repeats, arm_flags)
         scenario = with_overrides(
-            scenario, arm_overrides={}, skip_accuracy=skip_accuracy, gpqa_path=gpqa_path
+            scenario,
+            arm_overrides={},
+            skip_accuracy=skip_accuracy,
+            gpqa_path=gpqa_path,
+            profile=profile,
         )
     except ScenarioError as exc:
         fail(str(exc))
@@ -610,3 +650,46 @@ def eval_(
             "invalid": EXIT_INVALID,
         }.get(comparison.verdict, EXIT_PASS)
     )
+
+
+@main.command()
+@click.argument("traces", nargs=-1, required=True, type=click.Path(exists=False, path_type=Path))
+@click.option(
+    "--against",
+    "against",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Baseline trace(s): print the difference, TRACES being the candidate.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
+def kernels(traces: tuple[Path, ...], against: tuple[Path, ...], top: int) -> None:
+    """Kernel table of torch-profiler trace(s) (files or folders), or a diff with --against.
+
+    \b
+    Examples:
+      perfgate kernels reports/run/profile-candidate
+      perfgate kernels cand.pt.trace.json.gz --against base.pt.trace.json.gz
+    """
+    try:
+        table = profiling.table_from_files(_trace_files(traces))
+        base = profiling.table_from_files(_trace_files(against)) if against else None
+    except profiling.ProfileError as exc:
+        fail(str(exc))
+    if base is None:
+        md = "\n".join(render_kernel_table(table.to_json(), top))
+    else:
+        md = "\n".join(render_kernel_diff(base, table, top))
+    click.echo(md)  # Markdown as text: kernel names are too long for a terminal table
+
+
+def _trace_files(paths: tuple[Path, ...]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.glob("*.pt.trace.json*") if "async_llm" not in q.name)
+            if not found:
+                raise profiling.ProfileError(f"{p}: no *.pt.trace.json(.gz) files in this folder")
+            files += found
+        else:
+            files.append(p)
+    return files

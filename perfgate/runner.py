@@ -16,15 +16,18 @@ interrupted), so nothing measured is lost when a later phase fails.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from perfgate import accuracy as acc
-from perfgate import environment, tinymodel
+from perfgate import environment, profiling, tinymodel
 from perfgate.bench import BenchConfig, BenchError, run_bench
 from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall
 from perfgate.results import write_json
@@ -153,6 +156,8 @@ class CompareRun:
     comparison: list[MetricComparison] = field(default_factory=list)
     accuracy: dict[str, acc.ArmAccuracy] = field(default_factory=dict)
     accuracy_comparison: AccuracyComparison | None = None
+    profiles: dict[str, profiling.KernelTable] = field(default_factory=dict)
+    kernel_checks: list[dict[str, Any]] = field(default_factory=list)
     verdict: str | None = None
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     environment: dict[str, Any] = field(default_factory=environment.capture)
@@ -188,6 +193,11 @@ class CompareRun:
                 for a in ARMS
             },
             "comparison": [c.to_json() for c in self.comparison],
+            "profile": {
+                "enabled": self.scenario.profile.enabled,
+                "arms": {a: t.to_json() for a, t in self.profiles.items()},
+                "checks": self.kernel_checks,
+            },
             "accuracy": {
                 "spec": self.scenario.accuracy.to_json(),
                 "arms": {a: r.to_json() for a, r in self.accuracy.items()},
@@ -232,6 +242,11 @@ def run_compare(
         if scenario.accuracy.enabled:
             run.accuracy_comparison = compare_accuracy(run)
         run.verdict = overall(gate(run.comparison), run.accuracy_comparison)
+        if scenario.profile.enabled:
+            _run_profiles(run, model, say)
+            violations = [c["message"] for c in run.kernel_checks if not c["ok"]]
+            if violations:
+                raise RunFailed("; ".join(violations), "invalid")
         run.status = "complete"
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
@@ -353,6 +368,157 @@ def _run_accuracy(run: CompareRun, arm_name: str, url: str, model: str, say: Pro
         f"[{arm_name}] accuracy {result.accuracy:.3f} over {len(result.questions)} questions "
         f"x {result.k} ({result.no_answer} replies without an answer)"
     )
+
+
+def profiler_args(trace_dir: Path) -> tuple[str, ...]:
+    """vLLM's torch profiler, worker traces only, no Python stacks (they made a 30 MB trace of
+    8 short CPU requests and a minute-long stop)."""
+    config = {
+        "profiler": "torch",
+        "torch_profiler_dir": str(trace_dir.resolve()),
+        "torch_profiler_with_stack": False,
+        "ignore_frontend": True,
+    }
+    return ("--profiler-config", json.dumps(config))
+
+
+def _post(url: str, timeout_s: float) -> None:
+    req = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise profiling.ProfileError(
+            f"POST {url} failed ({exc}); the server must run with --profiler-config "
+            "(perfgate adds it to the servers it starts; start a --*-url server with it)"
+        ) from None
+
+
+def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> None:
+    scenario, prof = run.scenario, run.scenario.profile
+    w = scenario.workload
+    base = BenchConfig(
+        url=url,
+        model=scenario.served_model_name,
+        endpoint=w.endpoint,  # type: ignore[arg-type]
+        num_prompts=2,
+        input_len=w.input_len,
+        output_len=min(8, w.output_len),
+        max_concurrency=w.max_concurrency,
+        seed=w.seed + 1000,
+    )
+    run_bench(base)  # warm the server up before the profiler starts
+    before = set(trace_dir.glob("*.pt.trace.json*")) if trace_dir.exists() else set()
+    _post(f"{url}/start_profile", 60)
+    try:
+        result = run_bench(
+            replace(
+                base,
+                num_prompts=prof.num_prompts,
+                output_len=min(prof.output_len, w.output_len),
+                seed=w.seed + 2000,
+            )
+        )
+    finally:
+        _post(f"{url}/stop_profile", 900)
+    if not result.valid:
+        raise RunFailed(
+            f"{arm_name}: the profiled workload was invalid: "
+            + "; ".join(p.message for p in result.problems),
+            "invalid",
+        )
+    traces = _wait_for_traces(trace_dir, before)
+    table = profiling.table_from_files(traces)
+    run.profiles[arm_name] = table
+    for kind, rules in (
+        ("expect", prof.expect.get(arm_name, ())),
+        ("forbid", prof.forbid.get(arm_name, ())),
+    ):
+        for rule in rules:
+            problems = profiling.check_rules(
+                table,
+                arm_name,
+                [rule] if kind == "expect" else [],
+                [rule] if kind == "forbid" else [],
+            )
+            run.kernel_checks.append(
+                {
+                    "arm": arm_name,
+                    "kind": kind,
+                    "pattern": rule.pattern,
+                    "min_calls": rule.min_calls,
+                    "calls": table.calls_matching(rule.pattern),
+                    "ok": not problems,
+                    "message": problems[0] if problems else "",
+                }
+            )
+    run.save()
+
+
+def _wait_for_traces(trace_dir: Path, before: set[Path], timeout_s: float = 120) -> list[Path]:
+    """Worker traces written since ``before`` (the front end's are skipped), once complete."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = sorted(
+            p
+            for p in trace_dir.glob("*.pt.trace.json*")
+            if p not in before and "async_llm" not in p.name
+        )
+        if found and all(_stable(p) for p in found):
+            return found
+        if time.monotonic() > deadline:
+            raise profiling.ProfileError(
+                f"no complete worker trace appeared in {trace_dir} within {timeout_s:.0f} s "
+                "after /stop_profile"
+            )
+        time.sleep(1)
+
+
+def _stable(path: Path) -> bool:
+    size = path.stat().st_size
+    time.sleep(0.5)
+    return size > 0 and path.stat().st_size == size
+
+
+def _run_profiles(run: CompareRun, model: str, say: ProgressFn) -> None:
+    """One profiled run per arm, on a server start of its own: profiler hooks never touch
+    the timed repeats, and these timings are never used."""
+    for arm_name in ARMS:
+        arm = run.scenario.arms[arm_name]
+        trace_dir = run.run_dir / f"profile-{arm_name}"
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        say(
+            f"[{arm_name}] profile: {run.scenario.profile.num_prompts} requests under the "
+            "torch profiler"
+        )
+        try:
+            if arm.url:
+                _profile_once(run, arm_name, arm.url, trace_dir)
+                continue
+            log = run.run_dir / f"{arm_name}-profile.log"
+            spec = server_spec(run.scenario, arm, model, log)
+            spec = replace(spec, serve_args=(*spec.serve_args, *profiler_args(trace_dir)))
+            with VllmServer(spec) as server:
+                run.servers[arm_name].append(
+                    {
+                        "log": str(log),
+                        "argv": server.argv,
+                        "startup_s": server.startup_s,
+                        "env": spec.env,
+                        "profile": True,
+                    }
+                )
+                _profile_once(run, arm_name, server.url, trace_dir)
+        except ServerError as exc:
+            raise RunFailed(str(exc), "failed") from exc
+        except (profiling.ProfileError, BenchError) as exc:
+            raise RunFailed(f"{arm_name} profile: {exc}", "failed") from exc
+        t = run.profiles[arm_name]
+        top = t.rows[0] if t.rows else None
+        say(
+            f"[{arm_name}] profile: {len(t.rows)} distinct {t.source} names"
+            + (f", top {profiling.short_name(top.name, 60)} ({top.share:.0%})" if top else "")
+        )
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:

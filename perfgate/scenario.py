@@ -35,6 +35,13 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     k = 2                                 # evaluations per arm, each with its own seed
     max_drop = 0.01                       # 1 pp: drop beyond it AND significant = regressed
 
+    [profile]                             # a profiled run per arm (--profile turns it on)
+    enabled = false
+    [profile.candidate]
+    expect_kernels = ["tinygemm", { pattern = "router_gemm", min_calls = 10 }]
+    [profile.baseline]
+    forbid_kernels = ["tinygemm"]
+
     [arms.baseline]                       # vllm = EXE | python = INTERPRETER | url = URL
     [arms.candidate]
     args = ["--max-num-seqs", "2"]
@@ -50,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate.accuracy import AccuracySpec
+from perfgate.profiling import KernelRule, ProfileError
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 BUILTIN_TINY = "builtin:tiny-llama"
@@ -114,6 +122,19 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class ProfileSpec:
+    """The ``[profile]`` section: a profiled run per arm on a server start of its own (its
+    timings are never used), a kernel table, and what must or must not run in each arm."""
+
+    enabled: bool = False
+    num_prompts: int = 8
+    output_len: int = 64  # short: a decode step's kernels repeat; long traces are huge
+    top: int = 15
+    expect: dict[str, tuple[KernelRule, ...]] = field(default_factory=dict)
+    forbid: dict[str, tuple[KernelRule, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -132,6 +153,7 @@ class Scenario:
     resamples: int = 2000
     thresholds: tuple[Threshold, ...] = ()
     accuracy: AccuracySpec = field(default_factory=lambda: AccuracySpec(enabled=False))
+    profile: ProfileSpec = field(default_factory=ProfileSpec)
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -271,6 +293,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "thresholds",
             "arms",
             "accuracy",
+            "profile",
         }
     )
     server = top.sub("server")
@@ -346,6 +369,48 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         thresholds=thresholds,
         arms=arms,
         accuracy=accuracy,
+        profile=_profile(top.sub("profile")) if "profile" in doc else ProfileSpec(),
+    )
+
+
+def _rules(f: _Fields, key: str) -> tuple[KernelRule, ...]:
+    raw = f.table.get(key, [])
+    if not isinstance(raw, list):
+        raise ScenarioError(f"{f.where(key)} must be a list of patterns")
+    rules = []
+    for item in raw:
+        if isinstance(item, str):
+            pattern, min_calls = item, 1
+        elif isinstance(item, dict) and isinstance(item.get("pattern"), str):
+            pattern, min_calls = item["pattern"], item.get("min_calls", 1)
+            if isinstance(min_calls, bool) or not isinstance(min_calls, int) or min_calls < 1:
+                raise ScenarioError(f"{f.where(key)}: min_calls must be an integer >= 1")
+        else:
+            raise ScenarioError(
+                f"{f.where(key)} entries are regular expressions or "
+                f'{{ pattern = "...", min_calls = N }}, got {item!r}'
+            )
+        try:
+            rules.append(KernelRule(pattern, min_calls))
+        except ProfileError as exc:
+            raise ScenarioError(f"{f.where(key)}: {exc}") from None
+    return tuple(rules)
+
+
+def _profile(f: _Fields) -> ProfileSpec:
+    f.check_keys({"enabled", "num_prompts", "output_len", "top", "baseline", "candidate"})
+    expect, forbid = {}, {}
+    for arm in ("baseline", "candidate"):
+        sub = f.sub(arm)
+        sub.check_keys({"expect_kernels", "forbid_kernels"})
+        expect[arm], forbid[arm] = _rules(sub, "expect_kernels"), _rules(sub, "forbid_kernels")
+    return ProfileSpec(
+        enabled=f.flag("enabled", True),
+        num_prompts=f.integer("num_prompts", 8, minimum=1) or 8,
+        output_len=f.integer("output_len", 64, minimum=2) or 64,
+        top=f.integer("top", 15, minimum=1) or 15,
+        expect=expect,
+        forbid=forbid,
     )
 
 
@@ -436,8 +501,11 @@ def with_overrides(
     repeats: int | None = None,
     skip_accuracy: bool = False,
     gpqa_path: str | None = None,
+    profile: bool = False,
 ) -> Scenario:
     """Apply command-line overrides (``--candidate-vllm`` etc.) on top of the file."""
+    if profile:
+        scenario = replace(scenario, profile=replace(scenario.profile, enabled=True))
     accuracy = scenario.accuracy
     if gpqa_path is not None:
         accuracy = replace(accuracy, enabled=True, source="local", path=gpqa_path)

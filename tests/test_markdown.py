@@ -93,3 +93,13 @@ def test_accuracy_table_shows_scores_difference_p_and_verdict():
     assert "-12.5 pp (" in md
     assert "40 questions x k = 2 (baseline) / 2 (candidate), paired by question" in md
     assert f"| {comparison.verdict}" in md
+
+
+def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
+    from perfgate.results import read_json, write_json
+
+    doc = run_doc(3.0)
+    doc["comparison"][0].update(low=float("-inf"), high=float("inf"))
+    write_json(tmp_path / "r.json", doc)  # JSON has no infinity: written as null
+    md = render_compare_markdown(read_json(tmp_path / "r.json"))
+    assert "(n/a to n/a)" in md

@@ -10,6 +10,8 @@ import math
 import statistics
 from typing import Any
 
+from perfgate.profiling import KernelTable, diff_tables, short_name
+
 VERDICT_LINE = {
     "pass": "✅ **pass**: no gated metric regressed",
     "regressed": "❌ **regressed**: at least one gated metric is worse beyond its tolerance",
@@ -56,7 +58,9 @@ def _fmt(v: Any, fmt: str = "{:.2f}") -> str:
     return fmt.format(v)
 
 
-def _pct(v: float) -> str:
+def _pct(v: float | None) -> str:
+    if v is None or math.isnan(v):  # JSON holds an unbounded interval end as null
+        return "n/a"
     if not math.isfinite(v):
         return "∞" if v > 0 else "-∞"
     return f"{v * 100:+.1f}%"
@@ -121,6 +125,8 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         lines.append("")
 
     lines += render_accuracy_section(doc.get("accuracy") or {})
+
+    lines += render_profile_section(doc.get("profile") or {})
 
     if any(arms[a]["repeats"] for a in arms):
         lines += [
@@ -224,6 +230,75 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
         + ".",
         "",
     ]
+    return lines
+
+
+def _code(text: str) -> str:
+    """Inline code safe inside a Markdown table cell (a '|' would end the cell)."""
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def render_kernel_table(table: dict[str, Any], top: int, title: str = "") -> list[str]:
+    what = "GPU kernel" if table["source"] == "kernel" else "CPU operator (self time)"
+    lines = [title] if title else []
+    graphs = table.get("graph_launches") or 0
+    lines += [
+        f"{len(table['rows'])} distinct names ({what}), {table['total_us'] / 1000:.2f} ms in all"
+        + (f", {graphs} CUDA graph launches" if graphs else "")
+        + ".",
+        "",
+        f"| {what} | calls | total (ms) | mean (us) | share |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in table["rows"][:top]:
+        lines.append(
+            f"| {_code(short_name(r['name']))} | {r['calls']} | {r['total_us'] / 1000:.3f} "
+            f"| {r['mean_us']:.1f} | {r['share']:.1%} |"
+        )
+    return [*lines, ""]
+
+
+def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[str]:
+    lines = [
+        "| kernel | baseline calls | baseline (ms) | candidate calls | candidate (ms) | change |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in diff_tables(base, cand, top=top):
+        lines.append(
+            f"| {_code(short_name(r.name))} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
+            f"{r.candidate_calls} | {r.candidate_us / 1000:.3f} | {r.change} |"
+        )
+    return [*lines, ""]
+
+
+def render_profile_section(profile: dict[str, Any], top: int = 10) -> list[str]:
+    arms = profile.get("arms") or {}
+    checks = profile.get("checks") or []
+    if not arms and not checks:
+        return []
+    lines = [
+        "**Kernel profile** (a separate, profiled server start per arm; its timings are not used)",
+        "",
+    ]
+    if checks:
+        lines += ["| arm | assertion | pattern | calls | result |", "|---|---|---|---:|---|"]
+        for c in checks:
+            need = f">= {c['min_calls']}" if c["kind"] == "expect" else f"< {c['min_calls']}"
+            mark = "✅ pass" if c["ok"] else "❌ **fail**"
+            lines.append(
+                f"| {c['arm']} | {c['kind']} ({need} calls) | {_code(c['pattern'])} | "
+                f"{c['calls']} | {mark} |"
+            )
+        lines.append("")
+    if "baseline" in arms and "candidate" in arms:
+        lines += ["Largest differences (candidate vs baseline, total time):", ""]
+        lines += render_kernel_diff(
+            KernelTable.from_json(arms["baseline"]), KernelTable.from_json(arms["candidate"]), top
+        )
+    for name, table in arms.items():
+        lines += [f"<details><summary>Top {top}: {name}</summary>", ""]
+        lines += render_kernel_table(table, top)
+        lines += ["</details>", ""]
     return lines
 
 

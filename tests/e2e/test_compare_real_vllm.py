@@ -131,3 +131,51 @@ def test_ctrl_c_mid_run_leaves_no_vllm_process(tiny_model, tmp_path):
     assert "interrupted" in err
     assert vllm_processes() - before == set(), "no server process survives Ctrl-C"
     assert results(run_dir)["status"] == "interrupted"
+
+
+def test_profile_shows_kernel_tables_and_a_kernel_that_never_ran_invalidates_the_run(
+    tiny_model, tmp_path
+):
+    scenario = tmp_path / "profiled.toml"
+    text = (
+        (ROOT / SCENARIO)
+        .read_text()
+        .replace(
+            '[profile.candidate]\nexpect_kernels = ["onednn_mm"]',
+            '[profile.candidate]\nexpect_kernels = ["onednn_mm", "tinygemm|gpt_oss_router_gemm"]',
+        )
+    )
+    assert "tinygemm" in text
+    scenario.write_text(text)
+    run_dir = tmp_path / "prof"
+    proc = perfgate(
+        "compare",
+        "--scenario",
+        str(scenario),
+        "--out-dir",
+        str(run_dir),
+        "--profile",
+        "--repeats",
+        "1",
+        "--skip-accuracy",
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    assert (
+        "candidate: no CPU operator matching 'tinygemm|gpt_oss_router_gemm' ran during the "
+        "profiled workload"
+    ) in proc.stderr
+    assert "the change under test did not execute" in proc.stderr
+    doc = results(run_dir)
+    assert doc["status"] == "invalid"
+    checks = {(c["arm"], c["pattern"]): c for c in doc["profile"]["checks"]}
+    assert checks[("baseline", "onednn_mm")]["ok"] and checks[("baseline", "onednn_mm")]["calls"]
+    assert checks[("candidate", "onednn_mm")]["ok"]
+    assert not checks[("candidate", "tinygemm|gpt_oss_router_gemm")]["ok"]
+    for arm in ("baseline", "candidate"):
+        table = doc["profile"]["arms"][arm]
+        assert table["source"] == "cpu_op" and table["rows"]
+        assert list((run_dir / f"profile-{arm}").glob("*.pt.trace.json.gz"))
+    report = (run_dir / "report.md").read_text()
+    assert "**Kernel profile**" in report and "❌ **fail**" in report and "✅ pass" in report
+    assert "`_C::onednn_mm`" in report
+    assert len(doc["comparison"]) == 5  # the timed comparison is still reported

@@ -1,0 +1,245 @@
+"""Kernel tables from torch-profiler traces, their differences, and kernel assertions.
+
+A torch-profiler trace is Chrome-trace JSON (often gzipped, ``*.pt.trace.json.gz``) whose
+``traceEvents`` include one ``cat == "kernel"`` event per GPU kernel execution, with its
+duration in microseconds. Kernels replayed from CUDA graphs appear too (launched by
+``cudaGraphLaunch`` rather than ``cudaLaunchKernel``); this was seen with torch 2.11 + CUDA 13
+on an H100 (``tests/fixtures/traces``) and with vLLM 0.26 on an H200.
+
+On a CPU-only server there are no kernels: the table falls back to CPU operators
+(``cat == "cpu_op"``) by *self* time (an operator's time minus its children's on the same
+thread), so nested operators (``aten::linear`` -> ``aten::addmm``) are not counted twice.
+
+Assertions say which kernels must (``expect``) or must not (``forbid``) run: regular
+expressions searched in kernel names, with a minimum call count. A violated assertion makes the
+run invalid: a performance difference measured without the code under test running is noise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ProfileError(Exception):
+    """A trace cannot be read or the profile cannot be taken; the message says why."""
+
+
+def load_trace(path: Path) -> dict[str, Any]:
+    """The trace document, or ProfileError naming the file and what is wrong with it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such trace file") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read it ({exc})") from None
+    if not raw:
+        raise ProfileError(
+            f"{path}: the file is empty (was the profiler stopped before it finished writing?)"
+        )
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ProfileError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: not valid JSON, truncated or corrupt ({exc})") from None
+    events = doc.get("traceEvents") if isinstance(doc, dict) else None
+    if not isinstance(events, list):
+        raise ProfileError(f"{path}: not a torch-profiler trace (no traceEvents list)")
+    return doc
+
+
+@dataclass(frozen=True)
+class KernelStat:
+    name: str
+    calls: int
+    total_us: float
+    mean_us: float
+    share: float  # of the table's total time
+
+
+@dataclass
+class KernelTable:
+    source: str  # "kernel" (GPU) or "cpu_op" (CPU self time)
+    total_us: float
+    rows: list[KernelStat] = field(default_factory=list)  # by total time, descending
+    traces: list[str] = field(default_factory=list)
+    graph_launches: int = 0  # cudaGraphLaunch events: kernels replayed from CUDA graphs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "total_us": self.total_us,
+            "traces": self.traces,
+            "graph_launches": self.graph_launches,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> KernelTable:
+        return cls(
+            source=d["source"],
+            total_us=d["total_us"],
+            traces=d.get("traces", []),
+            graph_launches=d.get("graph_launches", 0),
+            rows=[KernelStat(**r) for r in d["rows"]],
+        )
+
+    def calls_matching(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        return sum(r.calls for r in self.rows if rx.search(r.name))
+
+
+def _self_times(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(name, self time) of complete events, children subtracted per (pid, tid)."""
+    by_thread: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for e in events:
+        by_thread.setdefault((e.get("pid"), e.get("tid")), []).append(e)
+    out = []
+    for evs in by_thread.values():
+        evs.sort(key=lambda e: (float(e["ts"]), -float(e.get("dur", 0))))
+        stack: list[list[Any]] = []  # [end, name, self]
+        for e in evs:
+            ts, dur = float(e["ts"]), float(e.get("dur", 0))
+            while stack and stack[-1][0] <= ts:
+                _end, name, own = stack.pop()
+                out.append((name, own))
+            if stack:
+                stack[-1][2] -= dur  # the parent's own time excludes this child
+            stack.append([ts + dur, str(e.get("name")), dur])
+        out.extend((name, own) for _, name, own in stack)
+    return out
+
+
+def kernel_table(docs: Iterable[dict[str, Any]], traces: Sequence[str] = ()) -> KernelTable:
+    """One table over one or more traces (e.g. one per tensor-parallel rank)."""
+    kernels: list[dict[str, Any]] = []
+    cpu_ops: list[dict[str, Any]] = []
+    graph_launches = 0
+    for doc in docs:
+        for e in doc["traceEvents"]:
+            if not isinstance(e, dict) or e.get("ph") != "X" or "dur" not in e:
+                continue
+            cat = e.get("cat")
+            if cat == "kernel":
+                kernels.append(e)
+            elif cat == "cpu_op":
+                cpu_ops.append(e)
+            elif cat in ("cuda_runtime", "cuda_driver") and e.get("name") == "cudaGraphLaunch":
+                graph_launches += 1
+    if kernels:
+        source, pairs = "kernel", [(str(e["name"]), float(e["dur"])) for e in kernels]
+    else:
+        source, pairs = "cpu_op", _self_times(cpu_ops)
+    totals: dict[str, list[float]] = {}
+    for name, dur in pairs:
+        acc = totals.setdefault(name, [0, 0.0])
+        acc[0] += 1
+        acc[1] += max(dur, 0.0)
+    grand = sum(t for _, t in totals.values())
+    rows = [
+        KernelStat(
+            name=name,
+            calls=int(n),
+            total_us=t,
+            mean_us=t / n if n else 0.0,
+            share=t / grand if grand else 0.0,
+        )
+        for name, (n, t) in totals.items()
+    ]
+    rows.sort(key=lambda r: (-r.total_us, r.name))
+    return KernelTable(
+        source=source, total_us=grand, rows=rows, traces=list(traces), graph_launches=graph_launches
+    )
+
+
+def table_from_files(paths: Sequence[Path]) -> KernelTable:
+    if not paths:
+        raise ProfileError("no trace files to read")
+    return kernel_table([load_trace(p) for p in paths], [str(p) for p in paths])
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    name: str
+    baseline_calls: int
+    baseline_us: float
+    candidate_calls: int
+    candidate_us: float
+    change: str  # appeared | disappeared | faster | slower | same
+
+
+def diff_tables(
+    base: KernelTable, cand: KernelTable, *, top: int = 15, same_within: float = 0.05
+) -> list[DiffRow]:
+    """Kernels by the size of their change in total time, largest first."""
+    b = {r.name: r for r in base.rows}
+    c = {r.name: r for r in cand.rows}
+    rows = []
+    for name in set(b) | set(c):
+        rb, rc = b.get(name), c.get(name)
+        bt, ct = (rb.total_us if rb else 0.0), (rc.total_us if rc else 0.0)
+        if rb is None:
+            change = "appeared"
+        elif rc is None:
+            change = "disappeared"
+        elif bt and abs(ct - bt) / bt <= same_within:
+            change = "same"
+        else:
+            change = "faster" if ct < bt else "slower"
+        rows.append(DiffRow(name, rb.calls if rb else 0, bt, rc.calls if rc else 0, ct, change))
+    rows.sort(key=lambda r: (-abs(r.candidate_us - r.baseline_us), r.name))
+    return rows[:top]
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    pattern: str
+    min_calls: int = 1
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ProfileError(
+                f"kernel pattern {self.pattern!r} is not a valid regular expression ({exc})"
+            ) from None
+
+
+def check_rules(
+    table: KernelTable, arm: str, expect: Sequence[KernelRule], forbid: Sequence[KernelRule]
+) -> list[str]:
+    """Violations, each a sentence naming the arm, the pattern and what ran."""
+    what = "kernel" if table.source == "kernel" else "CPU operator"
+    out = []
+    for rule in expect:
+        n = table.calls_matching(rule.pattern)
+        if n < rule.min_calls:
+            out.append(
+                f"{arm}: no {what} matching {rule.pattern!r} ran during the profiled workload "
+                f"({n} calls, expected at least {rule.min_calls}) - the change under test did "
+                "not execute"
+            )
+    for rule in forbid:
+        n = table.calls_matching(rule.pattern)
+        if n >= rule.min_calls:
+            out.append(
+                f"{arm}: {what} matching {rule.pattern!r} ran {n} times, but it is "
+                "forbidden in this arm"
+            )
+    return out
+
+
+def short_name(name: str, width: int = 90) -> str:
+    """Kernel names can be kilobytes of template arguments; keep the head."""
+    name = " ".join(name.split())
+    return name if len(name) <= width else name[: width - 3] + "..."

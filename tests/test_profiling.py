@@ -1,0 +1,130 @@
+"""Kernel tables on real CUDA traces (H100, torch 2.11 + CUDA 13; see tests/fixtures/traces)."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from perfgate.profiling import (
+    KernelRule,
+    ProfileError,
+    check_rules,
+    diff_tables,
+    kernel_table,
+    load_trace,
+    table_from_files,
+)
+
+TRACES = Path(__file__).parent / "fixtures" / "traces"
+EAGER = TRACES / "router_gemm_eager.pt.trace.json.gz"
+GRAPHS = TRACES / "router_gemm_compiled_cudagraphs.pt.trace.json.gz"
+ROUTER = r"nvjet_sm90_.*splitK_bias"
+REDUCE = r"cublasLt::splitKreduce_kernel"
+
+
+def test_eager_router_gemm_is_cublas_splitk_plus_reduce():
+    t = table_from_files([EAGER])
+    assert t.source == "kernel" and t.graph_launches == 0
+    # 10 batch sizes x 3 calls: one nvjet split-K GEMM and one split-K reduce per call
+    assert t.calls_matching(ROUTER) == 30
+    assert t.calls_matching(REDUCE) == 30
+    assert sum(r.calls for r in t.rows) == 60
+    assert abs(sum(r.share for r in t.rows) - 1) < 1e-9
+    assert t.rows == sorted(t.rows, key=lambda r: -r.total_us)
+
+
+def test_kernels_replayed_from_cuda_graphs_are_in_the_trace():
+    t = table_from_files([GRAPHS])
+    assert t.graph_launches == 30
+    assert t.calls_matching(ROUTER) == 30 and t.calls_matching(REDUCE) == 30
+
+
+def test_diff_shows_what_cuda_graphs_added():
+    rows = diff_tables(table_from_files([EAGER]), table_from_files([GRAPHS]), top=50)
+    by_change = {r.change for r in rows}
+    appeared = [r for r in rows if r.change == "appeared"]
+    assert len(appeared) == 1 and "multi_tensor_apply_kernel" in appeared[0].name
+    assert appeared[0].candidate_calls == 30  # cudagraph input copies
+    assert by_change <= {"appeared", "same", "faster", "slower"}
+
+
+def test_assertions_pass_for_kernels_that_ran_and_name_the_ones_that_did_not():
+    t = table_from_files([EAGER])
+    assert check_rules(t, "baseline", [KernelRule(ROUTER, 30)], []) == []
+    missing = check_rules(t, "candidate", [KernelRule("tinygemm|gpt_oss_router_gemm")], [])
+    assert missing == [
+        "candidate: no kernel matching 'tinygemm|gpt_oss_router_gemm' ran during the profiled "
+        "workload (0 calls, expected at least 1) - the change under test did not execute"
+    ]
+    too_few = check_rules(t, "candidate", [KernelRule(ROUTER, 31)], [])
+    assert "(30 calls, expected at least 31)" in too_few[0]
+    forbidden = check_rules(t, "baseline", [], [KernelRule(REDUCE)])
+    assert forbidden == [
+        "baseline: kernel matching 'cublasLt::splitKreduce_kernel' ran 30 "
+        "times, but it is forbidden in this arm"
+    ]
+
+
+def test_invalid_pattern_is_a_clear_error():
+    with pytest.raises(ProfileError, match="not a valid regular expression"):
+        KernelRule("tinygemm(")
+
+
+def test_cpu_fallback_counts_self_time_without_double_counting_nesting():
+    ev = [
+        {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": "aten::linear",
+            "pid": 1,
+            "tid": 1,
+            "ts": 0,
+            "dur": 100,
+        },
+        {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": "aten::addmm",
+            "pid": 1,
+            "tid": 1,
+            "ts": 10,
+            "dur": 70,
+        },
+        {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": "aten::copy_",
+            "pid": 1,
+            "tid": 1,
+            "ts": 20,
+            "dur": 30,
+        },
+        {"ph": "X", "cat": "cpu_op", "name": "aten::addmm", "pid": 1, "tid": 2, "ts": 5, "dur": 50},
+    ]
+    t = kernel_table([{"traceEvents": ev}])
+    own = {r.name: (r.calls, r.total_us) for r in t.rows}
+    assert t.source == "cpu_op"
+    assert own == {"aten::linear": (1, 30.0), "aten::addmm": (2, 90.0), "aten::copy_": (1, 30.0)}
+    assert t.total_us == 150.0  # wall time of the top-level ops, counted once
+
+
+def test_corrupt_truncated_and_empty_traces_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty.pt.trace.json"
+    empty.write_bytes(b"")
+    with pytest.raises(ProfileError, match="empty"):
+        load_trace(empty)
+    truncated = tmp_path / "cut.pt.trace.json.gz"
+    truncated.write_bytes(EAGER.read_bytes()[:500])
+    with pytest.raises(ProfileError, match="corrupt or truncated gzip"):
+        load_trace(truncated)
+    half_json = tmp_path / "half.json"
+    half_json.write_text(gzip.decompress(EAGER.read_bytes()).decode()[:1000])
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        load_trace(half_json)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ProfileError, match="no traceEvents"):
+        load_trace(other)
+    with pytest.raises(ProfileError, match="no such trace file"):
+        load_trace(tmp_path / "none.json")
