@@ -128,3 +128,16 @@ def test_corrupt_truncated_and_empty_traces_give_clear_errors(tmp_path):
         load_trace(other)
     with pytest.raises(ProfileError, match="no such trace file"):
         load_trace(tmp_path / "none.json")
+
+
+def test_real_vllm_trace_with_cuda_graphs_from_an_h200():
+    # vLLM 0.26.0 serving a 2-layer GPT-OSS with the gpt-oss-120b router shape on an H200,
+    # torch.compile + CUDA graphs, 8 concurrent requests (see ../shared/gpu/README.md).
+    t = table_from_files([TRACES / "vllm-0.26-h200-toy-gpt-oss-decode.pt.trace.json.gz"])
+    assert t.source == "kernel"
+    assert sum(r.calls for r in t.rows) == 4838
+    assert t.graph_launches == 89  # decode replayed from CUDA graphs, kernels still visible
+    assert t.rows[0].name == "fused_moe_kernel"
+    assert t.calls_matching(r"nvjet_sm90_.*splitK_bias") > 0  # the router GEMM pair ...
+    assert t.calls_matching(REDUCE) > 0  # ... that a tinygemm kernel would replace
+    assert check_rules(t, "baseline", [], [KernelRule("tinygemm|gpt_oss_router_gemm")]) == []
