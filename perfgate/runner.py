@@ -280,14 +280,7 @@ def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
         say(f"[{arm_name}] starting vLLM (log: {log})")
         try:
             with VllmServer(spec) as server:
-                run.servers[arm_name].append(
-                    {
-                        "log": str(log),
-                        "argv": server.argv,
-                        "startup_s": server.startup_s,
-                        "env": spec.env,
-                    }
-                )
+                _record_start(run, arm_name, server, log)
                 say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
                 _run_repeats(run, arm_name, server.url, count, next_repeat, say, warm=True)
                 # Accuracy after the timed repeats of the arm's last server start: it can
@@ -300,6 +293,21 @@ def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
                     )
         except ServerError as exc:
             raise RunFailed(str(exc), "failed") from exc
+
+
+def _record_start(
+    run: CompareRun, arm_name: str, server: VllmServer, log: Path, *, profile: bool = False
+) -> None:
+    """What the report's launch line and a reader of results.json need of a server start."""
+    run.servers[arm_name].append(
+        {
+            "log": str(log),
+            "argv": server.argv,
+            "startup_s": server.startup_s,
+            "env": server.spec.env,
+            "profile": profile,
+        }
+    )
 
 
 def _run_repeats(
@@ -499,15 +507,7 @@ def _run_profiles(run: CompareRun, model: str, say: ProgressFn) -> None:
             spec = server_spec(run.scenario, arm, model, log)
             spec = replace(spec, serve_args=(*spec.serve_args, *profiler_args(trace_dir)))
             with VllmServer(spec) as server:
-                run.servers[arm_name].append(
-                    {
-                        "log": str(log),
-                        "argv": server.argv,
-                        "startup_s": server.startup_s,
-                        "env": spec.env,
-                        "profile": True,
-                    }
-                )
+                _record_start(run, arm_name, server, log, profile=True)
                 _profile_once(run, arm_name, server.url, trace_dir)
         except ServerError as exc:
             raise RunFailed(str(exc), "failed") from exc
