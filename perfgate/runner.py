@@ -16,6 +16,7 @@ interrupted), so nothing measured is lost when a later phase fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -262,8 +263,49 @@ def run_compare(
     return run
 
 
+def _run_colocated(run: CompareRun, model: str, say: ProgressFn) -> None:
+    """Both arms' servers up at once (when both fit), so the schedule alternates repeat by
+    repeat with no restart: A B B A A B ... Each server starts when the schedule first needs
+    it, so a candidate that cannot start leaves the baseline's first repeat measured."""
+    scenario = run.scenario
+    urls = {a: scenario.arms[a].url for a in ARMS if scenario.arms[a].url}
+    servers: dict[str, VllmServer] = {}
+    next_repeat = {a: 0 for a in ARMS}
+    with contextlib.ExitStack() as stack:
+        for arm_name in schedule(scenario.repeats):
+            if arm_name not in urls:
+                log = run.run_dir / f"{arm_name}-1.log"
+                spec = server_spec(scenario, scenario.arms[arm_name], model, log)
+                say(f"[{arm_name}] starting vLLM (log: {log})")
+                try:
+                    server = stack.enter_context(VllmServer(spec))
+                except ServerError as exc:
+                    raise RunFailed(str(exc), "failed") from exc
+                _record_start(run, arm_name, server, log)
+                say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
+                servers[arm_name], urls[arm_name] = server, server.url
+            first = next_repeat[arm_name] == 0
+            _run_repeats(run, arm_name, str(urls[arm_name]), 1, next_repeat, say, warm=first)
+            _check_alive(servers)
+        if scenario.accuracy.enabled:  # after every timed repeat of both arms
+            for arm_name in ARMS:
+                _run_accuracy(run, arm_name, str(urls[arm_name]), model, say)
+            _check_alive(servers)
+
+
+def _check_alive(servers: dict[str, VllmServer]) -> None:
+    for name, server in servers.items():
+        if not server.alive():
+            raise RunFailed(
+                f"server {name!r} exited during the run (log: {server.spec.log_path})", "invalid"
+            )
+
+
 def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
     scenario = run.scenario
+    if scenario.colocate:
+        _run_colocated(run, model, say)
+        return
     next_repeat = {a: 0 for a in ARMS}
     plan = blocks(schedule(scenario.repeats), scenario.restart_between_repeats)
     last_block = {arm: max(i for i, (a, _) in enumerate(plan, start=1) if a == arm) for arm in ARMS}

@@ -14,6 +14,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     env = { VLLM_CPU_KVCACHE_SPACE = "1" }
     startup_timeout_s = 300
     restart_between_repeats = false
+    colocate = false                      # true: both servers up at once (if both fit)
 
     [workload]                            # as `perfgate bench`
     num_prompts = 32
@@ -147,6 +148,7 @@ class Scenario:
     server_env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 900.0
     restart_between_repeats: bool = False
+    colocate: bool = False  # both arms' servers up at once (when they fit)
     workload: Workload = field(default_factory=Workload)
     repeats: int = 3
     confidence: float = 0.95
@@ -297,7 +299,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         }
     )
     server = top.sub("server")
-    server.check_keys({"args", "env", "startup_timeout_s", "restart_between_repeats"})
+    server.check_keys({"args", "env", "startup_timeout_s", "restart_between_repeats", "colocate"})
     wl = top.sub("workload")
     wl.check_keys(
         {
@@ -362,6 +364,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         server_env=server.env("env"),
         startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
         restart_between_repeats=server.flag("restart_between_repeats", False),
+        colocate=server.flag("colocate", False),
         workload=workload,
         repeats=cmp.integer("repeats", 3, minimum=1) or 3,
         confidence=cmp.number("confidence", 0.95, low=0.5, high=0.999),

@@ -144,3 +144,10 @@ def test_skip_accuracy_and_gpqa_path_overrides():
     assert with_overrides(s, arm_overrides={}, skip_accuracy=True).accuracy.enabled is False
     local = with_overrides(s, arm_overrides={}, gpqa_path="/d/g.csv").accuracy
     assert (local.source, local.path) == ("local", "/d/g.csv")
+
+
+def test_colocate_is_off_unless_asked():
+    assert parse(doc(), "x.toml").colocate is False
+    assert parse(doc(server={"colocate": True}), "x.toml").colocate is True
+    with pytest.raises(ScenarioError, match=r"server.colocate must be true or false"):
+        parse(doc(server={"colocate": "yes"}), "x.toml")

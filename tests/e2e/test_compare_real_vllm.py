@@ -24,12 +24,13 @@ def test_identical_arms_never_regress(tiny_model, tmp_path):
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     assert doc["status"] == "complete" and doc["verdict"] in ("pass", "inconclusive")
-    assert [len(doc["arms"][a]["repeats"]) for a in ("baseline", "candidate")] == [3, 3]
+    assert [len(doc["arms"][a]["repeats"]) for a in ("baseline", "candidate")] == [4, 4]
     assert all(r["valid"] for a in doc["arms"].values() for r in a["repeats"])
-    assert len(doc["arms"]["candidate"]["servers"]) == 2  # A | B B | A A | B: B B shared a start
+    # colocated: one start per arm, repeats alternating A B B A A B B A
+    assert [len(doc["arms"][a]["servers"]) for a in ("baseline", "candidate")] == [1, 1]
     report = (run_dir / "report.md").read_text()
     assert "## perfgate: demo-cpu" in report and "| Median TPOT (ms) |" in report
-    assert (run_dir / "baseline-1.log").exists() and (run_dir / "candidate-2.log").exists()
+    assert (run_dir / "baseline-1.log").exists() and (run_dir / "candidate-1.log").exists()
     # The accuracy phase ran through real lm-eval on both arms, question by question.
     accuracy = doc["accuracy"]
     for arm in ("baseline", "candidate"):
@@ -87,7 +88,7 @@ def test_candidate_that_cannot_start_fails_with_its_log_and_keeps_the_baseline(
     assert proc.returncode == 2
     assert "server 'candidate' exited with code" in proc.stderr
     assert "no-such-flag" in proc.stderr  # its log tail
-    assert str(run_dir / "candidate-2.log") in proc.stderr
+    assert str(run_dir / "candidate-1.log") in proc.stderr
     doc = results(run_dir)
     assert doc["status"] == "failed" and doc["exit_code"] == 2
     assert len(doc["arms"]["baseline"]["repeats"]) == 1  # measured before the failure, kept
