@@ -436,7 +436,10 @@ def compare(
     def say(message: str) -> None:
         err_console.print(message, markup=False)
 
+    # Ctrl-C and SIGTERM both stop the run cleanly, even where SIGINT was ignored when perfgate
+    # started (a job launched in the background of a non-interactive shell inherits that).
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    previous_int = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
     try:
         with _Progress() as bar:
             run = run_compare(scenario, run_dir, command, say, bar if bar.tty else None)
@@ -447,6 +450,7 @@ def compare(
         fail(f"{exc}\n(results so far: {run_dir / 'results.json'})")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     report_path = _write_report(run_dir)
     out_console.print(Markdown(render_compare_markdown(run.to_json())))
     err_console.print(f"report: {report_path}  results: {run.results_path}", markup=False)

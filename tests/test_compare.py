@@ -87,3 +87,12 @@ def test_metric_names_and_labels():
     assert split_metric("output_throughput") is None
     assert label("median_ttft_ms") == "Median TTFT (ms)"
     assert label("p99_itl_per_token_ms") == "P99 ITL per token (ms)"
+
+
+def test_one_repeat_per_arm_is_never_a_confident_verdict():
+    # Request-level noise alone can make a tight interval; run-to-run noise needs repeats.
+    rng = np.random.default_rng(5)
+    rows = compare(THRESHOLDS, [repeat(rng, 3.0)], [repeat(rng, 4.0)], resamples=300)
+    tpot = next(r for r in rows if r.metric == "median_tpot_ms")
+    assert tpot.low > 0.05  # the bootstrap alone would call it a regression ...
+    assert tpot.verdict == "inconclusive" and tpot.repeats_to_decide == 2  # ... perfgate won't
