@@ -97,6 +97,20 @@ def server_for(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, s
         yield server.url, "tiny", str(model)
 
 
+def workload_flags(args: argparse.Namespace) -> list[str]:
+    """The workload, in the flag names both tools share."""
+    return [
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--num-prompts",
+        str(args.num_prompts),
+        "--max-concurrency",
+        str(args.concurrency),
+    ]
+
+
 def run_vllm(args: argparse.Namespace, url: str, model: str, tokenizer: str, out: Path) -> dict:
     cmd = [
         sys.executable,
@@ -116,14 +130,7 @@ def run_vllm(args: argparse.Namespace, url: str, model: str, tokenizer: str, out
         tokenizer,
         "--dataset-name",
         "random",
-        "--random-input-len",
-        str(args.input_len),
-        "--random-output-len",
-        str(args.output_len),
-        "--num-prompts",
-        str(args.num_prompts),
-        "--max-concurrency",
-        str(args.concurrency),
+        *workload_flags(args),
         "--ignore-eos",
         "--seed",
         "0",
@@ -153,14 +160,7 @@ def run_perfgate(args: argparse.Namespace, url: str, model: str, out: Path) -> d
         url,
         "--model",
         model,
-        "--random-input-len",
-        str(args.input_len),
-        "--random-output-len",
-        str(args.output_len),
-        "--num-prompts",
-        str(args.num_prompts),
-        "--max-concurrency",
-        str(args.concurrency),
+        *workload_flags(args),
         "--metric-percentiles",
         "50,90,99",
         "--out",
