@@ -1,0 +1,30 @@
+"""vLLM general plugin entry point (group ``vllm.general_plugins``; select with
+``VLLM_PLUGINS=perfgate_router_gemm``). Patches GPT-OSS's MLPBlock (vLLM 0.26, where the
+router is a ReplicatedLinear with bias) to compute the router logits through the ops above."""
+
+from __future__ import annotations
+
+import os
+
+
+def register() -> None:
+    mode = os.environ.get("PERFGATE_ROUTER_GEMM", "op")
+    if mode not in ("op", "broken"):
+        raise ValueError(f"PERFGATE_ROUTER_GEMM must be 'op' or 'broken', got {mode!r}")
+    from vllm.model_executor.models import gpt_oss
+
+    from perfgate_router_gemm import ops
+
+    gemm = ops.router_gemm if mode == "op" else ops.router_gemm_broken
+    original = gpt_oss.MLPBlock.forward
+    if getattr(original, "_perfgate_router_gemm", None):
+        return  # registered already (plugins load in every process)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        if self.is_sequence_parallel:
+            return original(self, x)  # keep vLLM's own path where the input is sharded
+        g = gemm(x[:, : self.hidden_size], self.router.weight, self.router.bias)
+        return self.experts(hidden_states=x, router_logits=g)[:, : self.hidden_size]
+
+    forward._perfgate_router_gemm = mode  # type: ignore[attr-defined]
+    gpt_oss.MLPBlock.forward = forward
