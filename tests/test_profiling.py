@@ -141,3 +141,14 @@ def test_real_vllm_trace_with_cuda_graphs_from_an_h200():
     assert t.calls_matching(r"nvjet_sm90_.*splitK_bias") > 0  # the router GEMM pair ...
     assert t.calls_matching(REDUCE) > 0  # ... that a tinygemm kernel would replace
     assert check_rules(t, "baseline", [], [KernelRule("tinygemm|gpt_oss_router_gemm")]) == []
+
+
+def test_plugin_kernel_runs_inside_cuda_graphs_and_matches_the_scenario_pattern():
+    # examples/router_gemm_plugin on an H100: the custom op under torch.compile + CUDA graphs,
+    # called with M = 1, 8, 64 (Triton) and 256 (cuBLAS): the dispatch happens at run time.
+    t = table_from_files([TRACES / "router_gemm_plugin_op_compiled_h100.pt.trace.json.gz"])
+    assert t.graph_launches == 4
+    assert t.calls_matching("gpt_oss_router_gemm_kernel") == 3
+    assert t.calls_matching(ROUTER) == 1 and t.calls_matching(REDUCE) == 1
+    rule = KernelRule("tinygemm|gpt_oss_router_gemm", min_calls=3)  # gpt-oss-120b.toml's
+    assert check_rules(t, "candidate", [rule], []) == []

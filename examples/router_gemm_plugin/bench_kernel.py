@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perfgate_router_gemm import ops  # registers torch.ops.perfgate.*
+import perfgate_router_gemm.ops  # noqa: F401  (registers torch.ops.perfgate.*)
 
 K, N = 2880, 128
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -78,8 +78,8 @@ def main() -> None:
         "compiled_kernels": kernels,
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
-        "op": ops.router_gemm.__name__,
     }
+    prof.export_chrome_trace(str(out / "router_gemm_op_compiled.pt.trace.json"))
     (out / "router_gemm_bench.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({"compiled_kernels": kernels}, indent=1))
 
