@@ -690,7 +690,7 @@ def _trace_files(paths: tuple[Path, ...]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(q for q in p.glob("*.pt.trace.json*") if "async_llm" not in q.name)
+            found = profiling.worker_traces(p)
             if not found:
                 raise profiling.ProfileError(f"{p}: no *.pt.trace.json(.gz) files in this folder")
             files += found

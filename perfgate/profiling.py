@@ -215,28 +215,37 @@ class KernelRule:
             ) from None
 
 
+def rule_violation(table: KernelTable, arm: str, rule: KernelRule, kind: str) -> str | None:
+    """The sentence naming the arm, the pattern and what ran when ``rule`` fails as ``kind``
+    ("expect": at least min_calls must run; "forbid": fewer than min_calls may); else None."""
+    what = "kernel" if table.source == "kernel" else "CPU operator"
+    n = table.calls_matching(rule.pattern)
+    if kind == "expect" and n < rule.min_calls:
+        return (
+            f"{arm}: no {what} matching {rule.pattern!r} ran during the profiled workload "
+            f"({n} calls, expected at least {rule.min_calls}) - the change under test did "
+            "not execute"
+        )
+    if kind == "forbid" and n >= rule.min_calls:
+        return (
+            f"{arm}: {what} matching {rule.pattern!r} ran {n} times, but it is forbidden in "
+            "this arm"
+        )
+    return None
+
+
 def check_rules(
     table: KernelTable, arm: str, expect: Sequence[KernelRule], forbid: Sequence[KernelRule]
 ) -> list[str]:
     """Violations, each a sentence naming the arm, the pattern and what ran."""
-    what = "kernel" if table.source == "kernel" else "CPU operator"
-    out = []
-    for rule in expect:
-        n = table.calls_matching(rule.pattern)
-        if n < rule.min_calls:
-            out.append(
-                f"{arm}: no {what} matching {rule.pattern!r} ran during the profiled workload "
-                f"({n} calls, expected at least {rule.min_calls}) - the change under test did "
-                "not execute"
-            )
-    for rule in forbid:
-        n = table.calls_matching(rule.pattern)
-        if n >= rule.min_calls:
-            out.append(
-                f"{arm}: {what} matching {rule.pattern!r} ran {n} times, but it is "
-                "forbidden in this arm"
-            )
-    return out
+    checks = [(r, "expect") for r in expect] + [(r, "forbid") for r in forbid]
+    return [v for r, kind in checks if (v := rule_violation(table, arm, r, kind)) is not None]
+
+
+def worker_traces(folder: Path) -> list[Path]:
+    """The torch-profiler traces in ``folder`` that hold model work: vLLM's front-end
+    (``async_llm``) traces are left out."""
+    return sorted(p for p in folder.glob("*.pt.trace.json*") if "async_llm" not in p.name)
 
 
 def short_name(name: str, width: int = 90) -> str:

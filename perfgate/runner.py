@@ -458,7 +458,7 @@ def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> 
         seed=w.seed + 1000,
     )
     run_bench(base)  # warm the server up before the profiler starts
-    before = set(trace_dir.glob("*.pt.trace.json*")) if trace_dir.exists() else set()
+    before = set(profiling.worker_traces(trace_dir))
     _post(f"{url}/start_profile", 60)
     try:
         result = run_bench(
@@ -485,12 +485,7 @@ def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> 
         ("forbid", prof.forbid.get(arm_name, ())),
     ):
         for rule in rules:
-            problems = profiling.check_rules(
-                table,
-                arm_name,
-                [rule] if kind == "expect" else [],
-                [rule] if kind == "forbid" else [],
-            )
+            problem = profiling.rule_violation(table, arm_name, rule, kind)
             run.kernel_checks.append(
                 {
                     "arm": arm_name,
@@ -498,8 +493,8 @@ def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> 
                     "pattern": rule.pattern,
                     "min_calls": rule.min_calls,
                     "calls": table.calls_matching(rule.pattern),
-                    "ok": not problems,
-                    "message": problems[0] if problems else "",
+                    "ok": problem is None,
+                    "message": problem or "",
                 }
             )
     run.save()
@@ -509,11 +504,7 @@ def _wait_for_traces(trace_dir: Path, before: set[Path], timeout_s: float = 120)
     """Worker traces written since ``before`` (the front end's are skipped), once complete."""
     deadline = time.monotonic() + timeout_s
     while True:
-        found = sorted(
-            p
-            for p in trace_dir.glob("*.pt.trace.json*")
-            if p not in before and "async_llm" not in p.name
-        )
+        found = [p for p in profiling.worker_traces(trace_dir) if p not in before]
         if found and all(_stable(p) for p in found):
             return found
         if time.monotonic() > deadline:
