@@ -24,6 +24,7 @@ from perfgate import __version__, profiling
 from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
 from perfgate.accuracy import preflight as preflight_accuracy
 from perfgate.bench import BenchConfig, BenchError, run_bench
+from perfgate.compare import EXIT_FOR, overall
 from perfgate.endpoint import EndpointError, probe_server
 from perfgate.report.bench_text import render_bench_text
 from perfgate.report.markdown import (
@@ -46,7 +47,7 @@ from perfgate.scenario import load as load_scenario
 from perfgate.server import ServerError, ServerSpec, VllmServer
 from perfgate.stats import paired_accuracy
 
-EXIT_PASS, EXIT_REGRESSION, EXIT_INVALID, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_PASS, EXIT_INVALID = EXIT_FOR["pass"], EXIT_FOR["invalid"]
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -645,15 +646,7 @@ def eval_(
     if out_path is not None:
         write_json(out_path, doc)
     out_console.print(Markdown("\n".join(render_accuracy_section(doc["accuracy"]))))
-    if comparison is None:
-        sys.exit(EXIT_PASS)
-    sys.exit(
-        {
-            "regressed": EXIT_REGRESSION,
-            "inconclusive": EXIT_INCONCLUSIVE,
-            "invalid": EXIT_INVALID,
-        }.get(comparison.verdict, EXIT_PASS)
-    )
+    sys.exit(EXIT_FOR[overall("pass", comparison)])
 
 
 @main.command()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -187,29 +187,19 @@ def compare(
     ]
 
 
-def gate(rows: Sequence[MetricComparison]) -> str:
-    verdicts = {r.verdict for r in rows}
-    if stats.INVALID in verdicts:
-        return "invalid"
-    if stats.REGRESSED in verdicts:
-        return "regressed"
-    if stats.INCONCLUSIVE in verdicts:
-        return "inconclusive"
+def worst(verdicts: Iterable[str]) -> str:
+    """The gate over verdicts: invalid, then regressed, then inconclusive; else pass."""
+    seen = set(verdicts)
+    for v in (stats.INVALID, stats.REGRESSED, stats.INCONCLUSIVE):
+        if v in seen:
+            return v
     return "pass"
+
+
+def gate(rows: Sequence[MetricComparison]) -> str:
+    return worst(r.verdict for r in rows)
 
 
 def overall(perf: str, accuracy: Any | None) -> str:
     """The gate over the perf verdict and the accuracy comparison (if any), worst first."""
-    verdicts = {perf}
-    if accuracy is not None:
-        verdicts.add(
-            {
-                stats.REGRESSED: "regressed",
-                stats.INCONCLUSIVE: "inconclusive",
-                stats.INVALID: "invalid",
-            }.get(accuracy.verdict, "pass")
-        )
-    for v in ("invalid", "regressed", "inconclusive"):
-        if v in verdicts:
-            return v
-    return "pass"
+    return worst([perf] if accuracy is None else [perf, accuracy.verdict])

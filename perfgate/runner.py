@@ -5,9 +5,10 @@ interleaved schedule, start that arm's server (or use its URL), send warmups, ru
 repeats with ``perfgate bench``'s engine, stop the server -> compare -> verdict.
 
 The schedule interleaves arms as A B B A A B ... so slow drift of the machine (thermal, clocks,
-background load) falls on both arms alike. Consecutive repeats of one arm share a server start
-unless ``restart_between_repeats`` is set; arms run one at a time, so both never compete for
-the hardware. Repeat ``k`` of both arms uses the same seed, hence the same prompts, and no
+background load) falls on both arms alike. By default arms run one at a time, so both never
+compete for the hardware, and consecutive repeats of one arm share a server start unless
+``restart_between_repeats`` is set; with ``colocate`` both servers stay up and the repeats
+alternate one by one. Repeat ``k`` of both arms uses the same seed, hence the same prompts, and no
 server sees the same prompt twice (no prefix-cache hits across repeats).
 
 ``results.json`` is rewritten after every repeat and at every exit (complete, invalid, failed,
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -263,6 +265,21 @@ def run_compare(
     return run
 
 
+@contextlib.contextmanager
+def _serve(
+    run: CompareRun, arm_name: str, spec: ServerSpec, say: ProgressFn, *, profile: bool = False
+) -> Iterator[VllmServer]:
+    """A healthy server for ``arm_name``, recorded in the run; start failures -> RunFailed."""
+    say(f"[{arm_name}] starting vLLM (log: {spec.log_path})")
+    try:
+        with VllmServer(spec) as server:
+            _record_start(run, arm_name, server, spec.log_path, profile=profile)
+            say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
+            yield server
+    except ServerError as exc:
+        raise RunFailed(str(exc), "failed") from exc
+
+
 def _run_colocated(run: CompareRun, model: str, say: ProgressFn) -> None:
     """Both arms' servers up at once (when both fit), so the schedule alternates repeat by
     repeat with no restart: A B B A A B ... Each server starts when the schedule first needs
@@ -270,22 +287,15 @@ def _run_colocated(run: CompareRun, model: str, say: ProgressFn) -> None:
     scenario = run.scenario
     urls = {a: scenario.arms[a].url for a in ARMS if scenario.arms[a].url}
     servers: dict[str, VllmServer] = {}
-    next_repeat = {a: 0 for a in ARMS}
     with contextlib.ExitStack() as stack:
         for arm_name in schedule(scenario.repeats):
             if arm_name not in urls:
                 log = run.run_dir / f"{arm_name}-1.log"
                 spec = server_spec(scenario, scenario.arms[arm_name], model, log)
-                say(f"[{arm_name}] starting vLLM (log: {log})")
-                try:
-                    server = stack.enter_context(VllmServer(spec))
-                except ServerError as exc:
-                    raise RunFailed(str(exc), "failed") from exc
-                _record_start(run, arm_name, server, log)
-                say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
+                server = stack.enter_context(_serve(run, arm_name, spec, say))
                 servers[arm_name], urls[arm_name] = server, server.url
-            first = next_repeat[arm_name] == 0
-            _run_repeats(run, arm_name, str(urls[arm_name]), 1, next_repeat, say, warm=first)
+            first = not run.repeats[arm_name]
+            _run_repeats(run, arm_name, str(urls[arm_name]), 1, say, warm=first)
             _check_alive(servers)
         if scenario.accuracy.enabled:  # after every timed repeat of both arms
             for arm_name in ARMS:
@@ -306,35 +316,24 @@ def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
     if scenario.colocate:
         _run_colocated(run, model, say)
         return
-    next_repeat = {a: 0 for a in ARMS}
     plan = blocks(schedule(scenario.repeats), scenario.restart_between_repeats)
     last_block = {arm: max(i for i, (a, _) in enumerate(plan, start=1) if a == arm) for arm in ARMS}
     for block_no, (arm_name, count) in enumerate(plan, start=1):
         arm = scenario.arms[arm_name]
         with_accuracy = scenario.accuracy.enabled and block_no == last_block[arm_name]
         if arm.url:
-            _run_repeats(run, arm_name, arm.url, count, next_repeat, say, warm=True)
+            _run_repeats(run, arm_name, arm.url, count, say, warm=True)
             if with_accuracy:
                 _run_accuracy(run, arm_name, arm.url, model, say)
             continue
-        log = run.run_dir / f"{arm_name}-{block_no}.log"
-        spec = server_spec(scenario, arm, model, log)
-        say(f"[{arm_name}] starting vLLM (log: {log})")
-        try:
-            with VllmServer(spec) as server:
-                _record_start(run, arm_name, server, log)
-                say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
-                _run_repeats(run, arm_name, server.url, count, next_repeat, say, warm=True)
-                # Accuracy after the timed repeats of the arm's last server start: it can
-                # never disturb a timing.
-                if with_accuracy:
-                    _run_accuracy(run, arm_name, server.url, model, say)
-                if not server.alive():
-                    raise RunFailed(
-                        f"server {arm_name!r} exited during the run (log: {log})", "invalid"
-                    )
-        except ServerError as exc:
-            raise RunFailed(str(exc), "failed") from exc
+        spec = server_spec(scenario, arm, model, run.run_dir / f"{arm_name}-{block_no}.log")
+        with _serve(run, arm_name, spec, say) as server:
+            _run_repeats(run, arm_name, server.url, count, say, warm=True)
+            # Accuracy after the timed repeats of the arm's last server start: it can never
+            # disturb a timing.
+            if with_accuracy:
+                _run_accuracy(run, arm_name, server.url, model, say)
+            _check_alive({arm_name: server})
 
 
 def _record_start(
@@ -352,31 +351,35 @@ def _record_start(
     )
 
 
+def workload_config(scenario: Scenario, url: str) -> BenchConfig:
+    """The scenario's workload as one ``perfgate bench`` run against ``url``."""
+    w = scenario.workload
+    return BenchConfig(
+        url=url,
+        model=scenario.served_model_name,
+        endpoint=w.endpoint,  # type: ignore[arg-type]
+        num_prompts=w.num_prompts,
+        input_len=w.input_len,
+        output_len=w.output_len,
+        max_concurrency=w.max_concurrency,
+        request_rate=w.request_rate,
+        num_warmups=w.num_warmups,
+        seed=w.seed,
+        temperature=w.temperature,
+    )
+
+
 def _run_repeats(
-    run: CompareRun,
-    arm_name: str,
-    url: str,
-    count: int,
-    next_repeat: dict[str, int],
-    say: ProgressFn,
-    *,
-    warm: bool,
+    run: CompareRun, arm_name: str, url: str, count: int, say: ProgressFn, *, warm: bool
 ) -> None:
-    w = run.scenario.workload
+    """``count`` repeats of the workload; repeat k (counted per arm) uses seed + k."""
+    base = workload_config(run.scenario, url)
     for i in range(count):
-        k = next_repeat[arm_name]
-        cfg = BenchConfig(
-            url=url,
-            model=run.scenario.served_model_name,
-            endpoint=w.endpoint,  # type: ignore[arg-type]
-            num_prompts=w.num_prompts,
-            input_len=w.input_len,
-            output_len=w.output_len,
-            max_concurrency=w.max_concurrency,
-            request_rate=w.request_rate,
-            num_warmups=w.num_warmups if (warm and i == 0) else 0,
-            seed=w.seed + k,
-            temperature=w.temperature,
+        k = len(run.repeats[arm_name])
+        cfg = replace(
+            base,
+            num_warmups=base.num_warmups if (warm and i == 0) else 0,
+            seed=base.seed + k,
         )
         say(f"[{arm_name}] repeat {k + 1}/{run.scenario.repeats}")
         try:
@@ -386,7 +389,6 @@ def _run_repeats(
         doc = result.to_json()
         doc["repeat"] = k
         run.repeats[arm_name].append(doc)
-        next_repeat[arm_name] = k + 1
         run.save()
         m = result.metrics
         say(
@@ -447,14 +449,13 @@ def _post(url: str, timeout_s: float) -> None:
 def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> None:
     scenario, prof = run.scenario, run.scenario.profile
     w = scenario.workload
-    base = BenchConfig(
-        url=url,
-        model=scenario.served_model_name,
-        endpoint=w.endpoint,  # type: ignore[arg-type]
+    base = replace(
+        workload_config(scenario, url),
         num_prompts=2,
-        input_len=w.input_len,
         output_len=min(8, w.output_len),
-        max_concurrency=w.max_concurrency,
+        request_rate=math.inf,
+        num_warmups=0,
+        temperature=0.0,
         seed=w.seed + 1000,
     )
     run_bench(base)  # warm the server up before the profiler starts
@@ -535,15 +536,13 @@ def _run_profiles(run: CompareRun, model: str, say: ProgressFn) -> None:
         try:
             if arm.url:
                 _profile_once(run, arm_name, arm.url, trace_dir)
-                continue
-            log = run.run_dir / f"{arm_name}-profile.log"
-            spec = server_spec(run.scenario, arm, model, log)
-            spec = replace(spec, serve_args=(*spec.serve_args, *profiler_args(trace_dir)))
-            with VllmServer(spec) as server:
-                _record_start(run, arm_name, server, log, profile=True)
-                _profile_once(run, arm_name, server.url, trace_dir)
-        except ServerError as exc:
-            raise RunFailed(str(exc), "failed") from exc
+            else:
+                spec = server_spec(
+                    run.scenario, arm, model, run.run_dir / f"{arm_name}-profile.log"
+                )
+                spec = replace(spec, serve_args=(*spec.serve_args, *profiler_args(trace_dir)))
+                with _serve(run, arm_name, spec, say, profile=True) as server:
+                    _profile_once(run, arm_name, server.url, trace_dir)
         except (profiling.ProfileError, BenchError) as exc:
             raise RunFailed(f"{arm_name} profile: {exc}", "failed") from exc
         t = run.profiles[arm_name]
