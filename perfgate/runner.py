@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -124,7 +125,11 @@ def resolve_model(scenario: Scenario) -> str:
 
 
 def server_spec(scenario: Scenario, arm: ArmSpec, model: str, log_path: Path) -> ServerSpec:
+    """The arm's server launch. ``log_path`` lies in the run directory, which also holds each
+    arm's own vLLM cache (``compile_cache_root``) unless the scenario shares vLLM's default."""
     env = {**scenario.server_env, **arm.env}
+    if not scenario.shared_compile_cache:
+        env.setdefault("VLLM_CACHE_ROOT", str(compile_cache_root(log_path.parent, arm.name)))
     if arm.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = arm.gpus
     kwargs: dict[str, Any] = {}
@@ -141,6 +146,14 @@ def server_spec(scenario: Scenario, arm: ArmSpec, model: str, log_path: Path) ->
         startup_timeout_s=scenario.startup_timeout_s,
         **kwargs,
     )
+
+
+def compile_cache_root(run_dir: Path, arm_name: str) -> Path:
+    """vLLM's cache (torch.compile artifacts included) for one arm of one run. vLLM keys its
+    compiled graphs on config and traced source, not on what a plugin reads at run time: with
+    one shared cache, an arm can load the graph the other arm (or an earlier build) compiled
+    and run code it does not contain. Starts of the same arm still reuse its own graphs."""
+    return (run_dir / "vllm-cache" / arm_name).resolve()
 
 
 ProgressFn = Callable[[str], None]
@@ -262,6 +275,7 @@ def run_compare(
         raise RunFailed(str(exc)) from exc
     finally:
         run.save()
+        shutil.rmtree(run_dir / "vllm-cache", ignore_errors=True)  # compiled graphs, not results
     return run
 
 

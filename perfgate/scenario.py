@@ -15,6 +15,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     startup_timeout_s = 300
     restart_between_repeats = false
     colocate = false                      # true: both servers up at once (if both fit)
+    shared_compile_cache = false          # false: each arm its own vLLM cache in the run dir
 
     [workload]                            # as `perfgate bench`
     num_prompts = 32
@@ -149,6 +150,7 @@ class Scenario:
     startup_timeout_s: float = 900.0
     restart_between_repeats: bool = False
     colocate: bool = False  # both arms' servers up at once (when they fit)
+    shared_compile_cache: bool = False  # False: each arm its own VLLM_CACHE_ROOT in the run dir
     workload: Workload = field(default_factory=Workload)
     repeats: int = 3
     confidence: float = 0.95
@@ -299,7 +301,16 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         }
     )
     server = top.sub("server")
-    server.check_keys({"args", "env", "startup_timeout_s", "restart_between_repeats", "colocate"})
+    server.check_keys(
+        {
+            "args",
+            "env",
+            "startup_timeout_s",
+            "restart_between_repeats",
+            "colocate",
+            "shared_compile_cache",
+        }
+    )
     wl = top.sub("workload")
     wl.check_keys(
         {
@@ -365,6 +376,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
         restart_between_repeats=server.flag("restart_between_repeats", False),
         colocate=server.flag("colocate", False),
+        shared_compile_cache=server.flag("shared_compile_cache", False),
         workload=workload,
         repeats=cmp.integer("repeats", 3, minimum=1) or 3,
         confidence=cmp.number("confidence", 0.95, low=0.5, high=0.999),

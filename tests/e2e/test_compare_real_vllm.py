@@ -28,6 +28,10 @@ def test_identical_arms_never_regress(tiny_model, tmp_path):
     assert all(r["valid"] for a in doc["arms"].values() for r in a["repeats"])
     # colocated: one start per arm, repeats alternating A B B A A B B A
     assert [len(doc["arms"][a]["servers"]) for a in ("baseline", "candidate")] == [1, 1]
+    # each arm compiled into a vLLM cache of its own, removed with the run's end
+    roots = {a: doc["arms"][a]["servers"][0]["env"]["VLLM_CACHE_ROOT"] for a in doc["arms"]}
+    assert roots["baseline"] != roots["candidate"]
+    assert not (run_dir / "vllm-cache").exists()
     report = (run_dir / "report.md").read_text()
     assert "## perfgate: demo-cpu" in report and "| Median TPOT (ms) |" in report
     assert (run_dir / "baseline-1.log").exists() and (run_dir / "candidate-1.log").exists()
