@@ -35,6 +35,7 @@ from perfgate.report.markdown import (
 )
 from perfgate.results import ResultError, read_json, write_json
 from perfgate.runner import RunFailed, run_compare
+from perfgate.runner import recompute as recompute_result
 from perfgate.scenario import (
     Scenario,
     ScenarioError,
@@ -502,13 +503,24 @@ def _write_report(run_dir: Path) -> Path | None:
     show_default=True,
     help="Markdown for a PR description, or text for a terminal.",
 )
-def report(result: Path, fmt: str) -> None:
+@click.option(
+    "--recompute",
+    is_flag=True,
+    help="Compare results: compute the comparison and verdict again from the stored repeats "
+    "with this perfgate's statistics (the file is not changed).",
+)
+def report(result: Path, fmt: str, recompute: bool) -> None:
     """Render a stored result file (from bench --out or compare) again."""
     try:
         doc = read_json(result)
     except ResultError as exc:
         fail(str(exc))
-    if doc["schema"].startswith("perfgate.compare/"):
+    is_compare = doc["schema"].startswith("perfgate.compare/")
+    if recompute and not is_compare:
+        fail(f"{result}: --recompute needs a compare result (results.json), not a bench result")
+    if is_compare:
+        if recompute:
+            doc = recompute_result(doc)
         md = render_compare_markdown(doc)
         if fmt == "markdown":
             click.echo(md, nl=False)

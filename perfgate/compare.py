@@ -1,9 +1,20 @@
 """From two arms' repeats to per-metric differences, intervals and a gate verdict.
 
 Input is plain data: each arm's list of bench result documents (one per repeat, with every
-request's record). Request-level metrics (``median_tpot_ms``, ``p99_ttft_ms``, ...) are
-compared over the pooled requests with the two-stage bootstrap of ``perfgate.stats``; run-level
-throughputs over the per-repeat values with Welch's interval on log values. The gate:
+request's record, and ``start``: which of the arm's server starts it ran on).
+
+The unit of replication is the **server start** whenever an arm had two or more: repeats on one
+start share its state (compiled graphs, memory layout, clocks), and on an H100 starts of the
+same build differed by about +-12% in median TPOT while repeats on one start often agreed. An
+arm with a single start borrows the other arm's start-to-start spread (pooled-variance t). With
+one start per arm (colocated servers, a running URL) the unit is the repeat, and the row says
+that start-to-start variation went unsampled.
+
+Request-level metrics (``median_tpot_ms``, ``p99_ttft_ms``, ...): the two-stage bootstrap of
+``perfgate.stats`` over units, then requests, enveloped with Welch's (or the pooled) interval
+on the per-unit statistic (the bootstrap alone is too narrow with two or three units: on an
+H200 it called p99 TPOT "regressed" +16%, CI +15..+21%, for nearly the same code). Run-level
+throughputs: Welch's interval on the per-unit values' logs. The gate:
 
 - any gated metric that could not be measured -> ``invalid`` (exit 2; missing is not zero)
 - any metric ``regressed`` -> exit 1
@@ -103,9 +114,22 @@ class MetricComparison:
     method: str
     verdict: str
     repeats_to_decide: int | None
+    unit: str = "repeat"  # what was resampled: "server start" or "repeat"
+    n_baseline: int = 0  # units per arm
+    n_candidate: int = 0
+    starts_sampled: bool = True  # False: an arm's repeats shared one server start
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def units(docs: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Repeats grouped by the server start they ran on; a document without ``start`` (an
+    older result) is a unit of its own."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for i, doc in enumerate(docs):
+        groups.setdefault(doc.get("start", ("repeat", i)), []).append(doc)
+    return list(groups.values())
 
 
 def compare_metric(
@@ -117,31 +141,42 @@ def compare_metric(
     resamples: int,
     seed: int = 0,
 ) -> MetricComparison:
+    b_units, c_units = units(baseline), units(candidate)
+    known = all("start" in doc for doc in (*baseline, *candidate))
+    by_start = known and max(len(b_units), len(c_units)) >= 2
+    if not by_start:
+        b_units, c_units = [[d] for d in baseline], [[d] for d in candidate]
+    # an arm with one unit has no spread of its own: the other arm's stands for both
+    run_to_run = (
+        stats.pooled_log_ratio if min(len(b_units), len(c_units)) < 2 else stats.welch_log_ratio
+    )
     parts = split_metric(threshold.metric)
     if parts is None:
-        b = [_num(d["metrics"].get(threshold.metric)) for d in baseline]
-        c = [_num(d["metrics"].get(threshold.metric)) for d in candidate]
-        iv = stats.welch_log_ratio(b, c, confidence=confidence)
-        b_val = _geomean(b)
-        c_val = _geomean(c)
+        b = [_geomean([_num(d["metrics"].get(threshold.metric)) for d in u]) for u in b_units]
+        c = [_geomean([_num(d["metrics"].get(threshold.metric)) for d in u]) for u in c_units]
+        iv = run_to_run(b, c, confidence=confidence)
+        b_val, c_val = _geomean(b), _geomean(c)
     else:
         kind, base = parts
-        bv, cv = request_values(baseline, base), request_values(candidate, base)
-        iv = stats.bootstrap_relative(
+        stat = stats.statistic(kind)
+        bv = [_pool(request_values(u, base)) for u in b_units]
+        cv = [_pool(request_values(u, base)) for u in c_units]
+        boot = stats.bootstrap_relative(
             bv, cv, kind, confidence=confidence, resamples=resamples, seed=seed
         )
-        stat = stats.statistic(kind)
-        b_val = _pooled_stat(bv, stat)
-        c_val = _pooled_stat(cv, stat)
-    repeats = min(len(baseline), len(candidate))
+        spread = run_to_run(
+            [_pooled_stat([u], stat) for u in bv],
+            [_pooled_stat([u], stat) for u in cv],
+            confidence=confidence,
+        )
+        iv = stats.envelope(boot, spread)
+        b_val, c_val = _pooled_stat(bv, stat), _pooled_stat(cv, stat)
+    n = min(len(b_units), len(c_units))
     d = stats.decide(
-        iv,
-        higher_is_better=threshold.higher_is_better,
-        tolerance=threshold.tolerance,
-        repeats=repeats,
+        iv, higher_is_better=threshold.higher_is_better, tolerance=threshold.tolerance, repeats=n
     )
-    if repeats < 2 and d.verdict != stats.INVALID:
-        # One repeat per arm shows request-to-request noise only; run-to-run noise (a server
+    if max(len(b_units), len(c_units)) < 2 and d.verdict != stats.INVALID:
+        # One unit per arm shows request-to-request noise only; run-to-run noise (a server
         # start, the machine's state) is invisible. On an H100 an A/A pair of single repeats
         # "regressed" p99 TPOT by 12.8% (CI 12.5-13.1%): no verdict without a second repeat.
         d = replace(d, verdict=stats.INCONCLUSIVE, repeats_to_decide=2)
@@ -159,7 +194,16 @@ def compare_metric(
         method=iv.method,
         verdict=d.verdict,
         repeats_to_decide=d.repeats_to_decide,
+        unit="server start" if by_start else "repeat",
+        n_baseline=len(b_units),
+        n_candidate=len(c_units),
+        starts_sampled=by_start or not known or len(baseline) + len(candidate) <= 2,
     )
+
+
+def _pool(repeats: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """One unit's requests: those of all its repeats."""
+    return [r for reqs in repeats for r in reqs]
 
 
 def _geomean(values: list[float]) -> float:

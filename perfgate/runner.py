@@ -18,6 +18,7 @@ interrupted), so nothing measured is lost when a later phase fails.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -30,12 +31,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from perfgate import __version__, environment, profiling, tinymodel
 from perfgate import accuracy as acc
-from perfgate import environment, profiling, tinymodel
 from perfgate.bench import BenchConfig, BenchError, run_bench
-from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall
+from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall, worst
 from perfgate.results import write_json
-from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError
+from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError, Threshold
 from perfgate.server import ServerError, ServerSpec, VllmServer
 from perfgate.stats import AccuracyComparison, paired_accuracy
 
@@ -402,6 +403,8 @@ def _run_repeats(
             raise RunFailed(f"{arm_name}: {exc}") from exc
         doc = result.to_json()
         doc["repeat"] = k
+        # which of the arm's server starts it ran on (an already-running server: one start)
+        doc["start"] = max(0, sum(not s["profile"] for s in run.servers[arm_name]) - 1)
         run.repeats[arm_name].append(doc)
         run.save()
         m = result.metrics
@@ -565,6 +568,40 @@ def _run_profiles(run: CompareRun, model: str, say: ProgressFn) -> None:
             f"[{arm_name}] profile: {len(t.rows)} distinct {t.source} names"
             + (f", top {profiling.short_name(top.name, 60)} ({top.share:.0%})" if top else "")
         )
+
+
+def recompute(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored compare result whose comparison and verdict this perfgate's
+    statistics compute again from the stored repeats (the file itself is not changed).
+    Repeats stored before ``start`` was recorded get it from the schedule that ran them."""
+    doc = copy.deepcopy(doc)
+    sc, arms = doc["scenario"], doc["arms"]
+    starts: dict[str, list[int]] = {a: [] for a in ARMS}
+    for arm, count in blocks(schedule(sc["repeats"]), sc["restart_between_repeats"]):
+        starts[arm] += [len(set(starts[arm]))] * count
+    for arm in ARMS:
+        single = sc.get("colocate") or arms[arm]["spec"].get("url")
+        for k, rep in enumerate(arms[arm]["repeats"]):
+            rep.setdefault("start", 0 if single else starts[arm][k])
+    thresholds = [Threshold(t["metric"], t["tolerance"]) for t in sc["thresholds"]]
+    rows = compare(
+        thresholds,
+        arms["baseline"]["repeats"],
+        arms["candidate"]["repeats"],
+        confidence=sc["confidence"],
+        resamples=sc["resamples"],
+    )
+    doc["recomputed"] = {
+        "perfgate_version": __version__,
+        "verdict": doc.get("verdict") if doc["status"] == "complete" else doc["status"],
+        "exit_code": doc.get("exit_code"),
+    }
+    doc["comparison"] = [r.to_json() for r in rows]
+    if doc["status"] == "complete":
+        accuracy = (doc.get("accuracy") or {}).get("comparison")
+        doc["verdict"] = worst([gate(rows), *([accuracy["verdict"]] if accuracy else [])])
+        doc["exit_code"] = EXIT_FOR[doc["verdict"]]
+    return doc
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:

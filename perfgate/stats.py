@@ -55,6 +55,8 @@ class Interval:
     high: float
     p_value: float
     method: str
+    df: float = math.inf  # a t interval's degrees of freedom (inf: bootstrap / normal)
+    confidence: float = 0.95
 
 
 def statistic(kind: str) -> Callable[..., Any]:
@@ -174,17 +176,65 @@ def welch_log_ratio(
     df = (vb + vc) ** 2 / (vb**2 / (b.size - 1) + vc**2 / (c.size - 1))
     t = float(sps.t.ppf(0.5 + confidence / 2, df))
     p = float(2 * sps.t.sf(abs(d) / se, df))
-    return Interval(math.expm1(d), math.expm1(d - t * se), math.expm1(d + t * se), p, "welch-log")
+    return Interval(
+        math.expm1(d),
+        math.expm1(d - t * se),
+        math.expm1(d + t * se),
+        p,
+        "welch-log",
+        df,
+        confidence,
+    )
+
+
+def pooled_log_ratio(
+    baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
+) -> Interval:
+    """Student's t interval on mean log values with one pooled variance: for an arm with a
+    single unit (one server start), whose own spread is unknown, the other arm's spread
+    stands for both (df = n_b + n_c - 2). Unbounded when neither arm has two units."""
+    b = np.log(np.asarray(baseline, dtype=float))
+    c = np.log(np.asarray(candidate, dtype=float))
+    if b.size == 0 or c.size == 0 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+        return Interval(math.nan, math.nan, math.nan, math.nan, "pooled-t-log")
+    d = float(c.mean() - b.mean())
+    df = b.size + c.size - 2
+    if df < 1:
+        return Interval(math.expm1(d), -math.inf, math.inf, math.nan, "pooled-t-log (1 unit)")
+    ss = float(((b - b.mean()) ** 2).sum() + ((c - c.mean()) ** 2).sum())
+    se = math.sqrt(ss / df * (1 / b.size + 1 / c.size))
+    if se == 0:
+        e = math.expm1(d)
+        return Interval(e, e, e, 0.0 if d else 1.0, "pooled-t-log")
+    t = float(sps.t.ppf(0.5 + confidence / 2, df))
+    p = float(2 * sps.t.sf(abs(d) / se, df))
+    return Interval(
+        math.expm1(d),
+        math.expm1(d - t * se),
+        math.expm1(d + t * se),
+        p,
+        "pooled-t-log",
+        df,
+        confidence,
+    )
 
 
 def envelope(a: Interval, b: Interval) -> Interval:
     """The union of two intervals for the same quantity (estimate from ``a``): conservative,
-    it covers at least as often as either."""
-    if math.isnan(b.low) or math.isnan(b.high):
+    it covers at least as often as either. ``b`` without finite bounds (Welch with one unit
+    per arm) adds nothing and is left out."""
+    if not (math.isfinite(b.low) and math.isfinite(b.high)):
         return a
     p = max(a.p_value, b.p_value) if not math.isnan(b.p_value) else a.p_value
+    widened = b.low < a.low or b.high > a.high
     return Interval(
-        a.estimate, min(a.low, b.low), max(a.high, b.high), p, f"{a.method} + {b.method} envelope"
+        a.estimate,
+        min(a.low, b.low),
+        max(a.high, b.high),
+        p,
+        f"{a.method} + {b.method} envelope",
+        min(a.df, b.df) if widened else a.df,
+        a.confidence,
     )
 
 
@@ -213,22 +263,54 @@ def decide(
     if hi <= tolerance:
         return Decision(NO_CHANGE, worse, lo, hi, None)
     return Decision(
-        INCONCLUSIVE, worse, lo, hi, repeats_to_decide(worse, lo, hi, tolerance, repeats)
+        INCONCLUSIVE,
+        worse,
+        lo,
+        hi,
+        repeats_to_decide(
+            worse, lo, hi, tolerance, repeats, df=interval.df, confidence=interval.confidence
+        ),
     )
 
 
 def repeats_to_decide(
-    worse: float, lo: float, hi: float, tolerance: float, repeats: int
+    worse: float,
+    lo: float,
+    hi: float,
+    tolerance: float,
+    repeats: int,
+    *,
+    df: float = math.inf,
+    confidence: float = 0.95,
 ) -> int | None:
-    """Repeats per arm at which the interval, shrinking as 1/sqrt(n), would clear the
-    tolerance on one side if the estimate held. None when it cannot be estimated."""
+    """Units per arm at which the interval would clear the tolerance on one side if the
+    estimate held: its half-width shrinks as 1/sqrt(n), and, for a t interval with ``df``
+    degrees of freedom, its quantile falls as df grows with n (t(1) is 12.7, t(30) 2.0; left
+    out, two starts per arm would ask for thousands). None when it cannot be estimated."""
     if not math.isfinite(lo) or not math.isfinite(hi):
         return max(2, repeats + 1) if repeats < 2 else None
     half = (hi - lo) / 2
     gap = abs(worse - tolerance)
     if gap == 0 or half == 0:
         return None
-    return max(repeats + 1, math.ceil(repeats * (half / gap) ** 2))
+    if not math.isfinite(df):
+        return max(repeats + 1, math.ceil(repeats * (half / gap) ** 2))
+    q = 0.5 + confidence / 2
+    now = float(sps.t.ppf(q, df))
+
+    def projected(n: int) -> float:
+        return half * float(sps.t.ppf(q, df * n / repeats)) / now * math.sqrt(repeats / n)
+
+    high = repeats + 1
+    while projected(high) >= gap:
+        if high > 1_000_000:
+            return None
+        high *= 2
+    low = max(repeats + 1, high // 2)
+    while low < high:  # smallest n with projected(n) < gap
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if projected(mid) >= gap else (low, mid)
+    return low
 
 
 # ---------------------------------------------------------------- paired accuracy

@@ -115,3 +115,19 @@ def test_bad_accuracy_input_fails_before_any_server_starts(tmp_path, monkeypatch
     typo = run("compare", "--scenario", str(scenario))
     assert typo.exit_code == 2 and "accuracy.subset must be one of" in typo.output
     assert time.monotonic() - started < 10
+
+
+def test_report_recompute_renders_a_stored_compare_result_again(tmp_path):
+    from perfgate.results import write_json
+    from tests.test_markdown import run_doc
+
+    path = tmp_path / "results.json"
+    write_json(path, run_doc(6.0))
+    result = run("report", str(path), "--recompute")
+    assert result.exit_code == 0, result.output
+    assert "Comparison recomputed from the stored repeats" in result.output
+    assert "| Median TPOT (ms) |" in result.output
+    bench = tmp_path / "bench.json"
+    write_json(bench, {"schema": "perfgate.bench/1"})
+    refused = run("report", str(bench), "--recompute")
+    assert refused.exit_code == 2 and "--recompute needs a compare result" in refused.output

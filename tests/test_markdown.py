@@ -18,7 +18,7 @@ ENV = {
 }
 
 
-def run_doc(cand_tpot, status="complete", error=None):
+def run_doc(cand_tpot, status="complete", error=None, starts=None):
     scenario = load(Path("scenarios/demo-cpu.toml"))
     rng = np.random.default_rng(0)
     run = CompareRun(
@@ -33,6 +33,8 @@ def run_doc(cand_tpot, status="complete", error=None):
             doc = repeat(rng, tpot)
             doc["server"] = {"version": "0.32.0", "model": "tiny"}
             doc["repeat"] = k
+            if starts is not None:
+                doc["start"] = starts[arm][k]
             run.repeats[arm].append(doc)
         run.servers[arm].append(
             {
@@ -52,6 +54,16 @@ def run_doc(cand_tpot, status="complete", error=None):
 
 def test_regression_report_matches_golden_file():
     assert_golden("report_regressed.md", render_compare_markdown(run_doc(6.0)))
+
+
+def test_report_says_what_the_intervals_resampled():
+    colocated = {"baseline": [0, 0], "candidate": [0, 0]}
+    md = render_compare_markdown(run_doc(3.0, starts=colocated))
+    assert "Start-to-start variation is not in these intervals" in md
+    assert "(1 baseline, 1 candidate start(s))" in md
+    md = render_compare_markdown(run_doc(3.0, starts={"baseline": [0, 1], "candidate": [0, 0]}))
+    assert "Unit of replication: the server start (2 baseline, 1 candidate)" in md
+    assert "Start-to-start" not in md
 
 
 def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
@@ -103,3 +115,23 @@ def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
     write_json(tmp_path / "r.json", doc)  # JSON has no infinity: written as null
     md = render_compare_markdown(read_json(tmp_path / "r.json"))
     assert "(n/a to n/a)" in md
+
+
+def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verdict():
+    from perfgate.runner import recompute
+
+    doc = run_doc(6.0)  # stored without "start" (as results from before it was recorded)
+    doc["scenario"]["colocate"] = False  # sequential: A | B B | A
+    again = recompute(doc)
+    starts = {a: [r["start"] for r in again["arms"][a]["repeats"]] for a in again["arms"]}
+    assert starts == {"baseline": [0, 1], "candidate": [0, 0]}
+    assert all(r["unit"] == "server start" for r in again["comparison"])
+    assert again["recomputed"]["verdict"] == doc["verdict"]
+    assert "start" not in doc["arms"]["baseline"]["repeats"][0]  # the input is left alone
+    md = render_compare_markdown(again)
+    assert f"the run itself reported **{doc['verdict']}** (exit {doc['exit_code']})" in md
+    doc["scenario"]["colocate"] = True
+    colocated = recompute(doc)
+    assert {
+        r["start"] for a in ("baseline", "candidate") for r in colocated["arms"][a]["repeats"]
+    } == {0}

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from perfgate import stats
 from perfgate.stats import (
     IMPROVED,
     INCONCLUSIVE,
@@ -102,3 +103,39 @@ def test_inconclusive_says_how_many_repeats_would_decide():
         Interval(0.08, 0.04, 0.12, 0.01, "t"), higher_is_better=False, tolerance=0.05, repeats=3
     )
     assert d.verdict == INCONCLUSIVE and d.repeats_to_decide == 6
+
+
+def test_pooled_interval_borrows_the_spread_of_the_arm_with_two_or_more_units():
+    # The candidate ran one server start: its start-to-start spread is unknown, so the
+    # baseline's (two starts, 10% apart) stands for both arms, with one degree of freedom.
+    iv = stats.pooled_log_ratio([2.0, 2.2], [2.1], confidence=0.95)
+    assert iv.method == "pooled-t-log"
+    assert iv.low < -0.5 and iv.high > 1.0  # t(1) = 12.7: nothing is decided on this
+    assert abs(iv.estimate - (2.1 / math.sqrt(2.0 * 2.2) - 1)) < 1e-12
+    # unequal sizes, plenty of units: close to Welch
+    rng = np.random.default_rng(0)
+    b, c = rng.lognormal(0, 0.05, 20), rng.lognormal(0.1, 0.05, 20)
+    p, w = stats.pooled_log_ratio(b, c), stats.welch_log_ratio(b, c)
+    assert abs(p.low - w.low) < 0.01 and abs(p.high - w.high) < 0.01
+    # one unit each: no spread to borrow
+    none = stats.pooled_log_ratio([2.0], [2.1])
+    assert math.isinf(none.low) and math.isinf(none.high)
+
+
+def test_repeats_to_decide_counts_the_t_quantile_falling_with_more_units():
+    # Two starts per arm, 10% apart within each arm, 5% between the arms, 1% tolerance.
+    iv = stats.welch_log_ratio([1.0, 1.1], [1.05, 1.155])
+    d = stats.decide(iv, higher_is_better=False, tolerance=0.01, repeats=2)
+    assert d.verdict == INCONCLUSIVE and iv.df < 3
+    n = d.repeats_to_decide
+    naive = math.ceil(2 * ((iv.high - iv.low) / 2 / abs(d.worse - 0.01)) ** 2)
+    assert n is not None and 2 < n < naive / 3
+    # at n units Welch's interval, with the same spread, clears the tolerance; at n - 1 not
+    rel = [1.0, 1.1]
+
+    def lower_end(units):
+        b = [rel[i % 2] for i in range(units)]
+        return stats.welch_log_ratio(b, [x * 1.05 for x in b]).low
+
+    assert lower_end(n) > 0.01  # the projection errs on the side of enough units
+    assert lower_end(4) < 0.01

@@ -75,8 +75,38 @@ def _median_over_repeats(repeats: list[dict[str, Any]], key: str) -> float | Non
 def _verdict_cell(row: dict[str, Any]) -> str:
     verdict = row["verdict"]
     if verdict == "inconclusive" and row.get("repeats_to_decide"):
-        return f"inconclusive (~{row['repeats_to_decide']} repeats/arm to decide)"
+        unit = row.get("unit") or "repeat"
+        return f"inconclusive (~{row['repeats_to_decide']} {unit}s/arm to decide)"
     return str(verdict)
+
+
+def _units_note(rows: list[dict[str, Any]], arms: dict[str, Any]) -> list[str]:
+    """What the intervals resampled, and a warning when server starts went unsampled."""
+    starts = {
+        a: len({r.get("start", ("repeat", i)) for i, r in enumerate(arms[a]["repeats"])})
+        for a in ("baseline", "candidate")
+    }
+    if any(r.get("unit") == "server start" for r in rows):
+        return [
+            f"Unit of replication: the server start ({starts['baseline']} baseline, "
+            f"{starts['candidate']} candidate); repeats on one start are pooled"
+            + (
+                "; an arm with one start borrows the other's start-to-start spread."
+                if min(starts.values()) < 2
+                else "."
+            ),
+            "",
+        ]
+    if any(r.get("starts_sampled") is False for r in rows):
+        return [
+            f"⚠️ Start-to-start variation is not in these intervals: an arm ran all its "
+            f"repeats on one server start ({starts['baseline']} baseline, "
+            f"{starts['candidate']} candidate start(s)). Starts of one build can differ more "
+            "than repeats on one start (about +-12% median TPOT on an H100): give each arm two "
+            "or more starts (more repeats, or `restart_between_repeats = true`).",
+            "",
+        ]
+    return []
 
 
 def render_compare_markdown(doc: dict[str, Any]) -> str:
@@ -90,6 +120,14 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     else:
         head = STATUS_LINE.get(status, status)
     lines.append(f"{head} (exit {doc['exit_code']}). {sc.get('description') or ''}".rstrip())
+    if doc.get("recomputed"):
+        was = doc["recomputed"]
+        lines += [
+            "",
+            f"Comparison recomputed from the stored repeats by perfgate "
+            f"{was['perfgate_version']}'s statistics; the run itself reported "
+            f"**{was['verdict']}** (exit {was['exit_code']}).",
+        ]
     if doc.get("error"):
         error = str(doc["error"]).strip()
         if len(error) > 3000:  # the head names the cause; the full text is in results.json
@@ -123,6 +161,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
                 f"| {r['tolerance'] * 100:.0f}% ({better} is better) | {_verdict_cell(r)} |"
             )
         lines.append("")
+        lines += _units_note(rows, arms)
 
     lines += render_accuracy_section(doc.get("accuracy") or {})
 
