@@ -138,8 +138,22 @@ def check_fits(cfg: BenchConfig, info: ServerInfo) -> None:
         )
 
 
-def collect_warnings(metrics: dict[str, Any], checks: list[CrossCheck]) -> list[Warning_]:
+def collect_warnings(
+    metrics: dict[str, Any], checks: list[CrossCheck], cfg: BenchConfig | None = None
+) -> list[Warning_]:
     out: list[Warning_] = []
+    if cfg is not None and cfg.num_warmups > 0:
+        batch = min(cfg.max_concurrency or cfg.num_prompts, cfg.num_prompts)
+        if cfg.num_warmups < batch:
+            out.append(
+                Warning_(
+                    "few_warmups",
+                    f"{cfg.num_warmups} warmup requests never filled the batch of {batch} "
+                    "concurrent requests the benchmark runs: the first measured requests meet "
+                    "batch shapes the server has not run yet (kernel selection, JIT, allocator)",
+                    f"--num-warmups {batch} or more",
+                )
+            )
     for c in checks:
         if c.agrees is False:
             out.append(Warning_("server_disagrees", f"{c.name}: {c.note}", c.remedy))
@@ -258,7 +272,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
         metrics=metrics,
         problems=check_records(records),
         cross_checks=checks,
-        warnings=collect_warnings(metrics, checks),
+        warnings=collect_warnings(metrics, checks, cfg),
         started_at=started_at,
     )
 

@@ -22,7 +22,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     input_len = 256
     output_len = 128
     max_concurrency = 8
-    num_warmups = 4
+    num_warmups = 8
 
     [compare]
     repeats = 2                           # per arm, interleaved A B B A ...

@@ -64,15 +64,20 @@ def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     rows = {r["metric"]: r for r in doc["comparison"]}
-    assert rows["output_throughput"]["verdict"] == "regressed"
-    assert rows["output_throughput"]["high"] < -0.25
+    # requests queue for a slot: TTFT grows tenfold, far beyond any noise of this machine
     assert rows["median_ttft_ms"]["verdict"] == "regressed"
+    assert rows["median_ttft_ms"]["low"] > 1.0
+    # throughput halves; on a shared two-core box one slow repeat (seen: -40% within an arm)
+    # can widen Welch's interval past the 25% tolerance, but never across zero
+    assert rows["output_throughput"]["estimate"] < -0.3
+    assert rows["output_throughput"]["high"] < 0
+    assert rows["output_throughput"]["verdict"] in ("regressed", "inconclusive")
     report = (run_dir / "report.md").read_text()
     assert "❌ **regressed**" in report
     assert [
         line
         for line in report.splitlines()
-        if line.startswith("| Output token throughput") and "regressed" in line
+        if line.startswith("| Median TTFT") and "regressed" in line
     ]
     assert "--max-num-seqs=2" in report  # the candidate's launch line
 
