@@ -158,33 +158,44 @@ def bootstrap_relative(
     return Interval(float(estimate), float(low), float(high), float(p), "two-stage bootstrap")
 
 
+def _logs(
+    baseline: Sequence[float], candidate: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both arms' values as logs, or None when an arm is empty or holds a value <= 0 / NaN."""
+    b = np.log(np.asarray(baseline, dtype=float))
+    c = np.log(np.asarray(candidate, dtype=float))
+    if b.size == 0 or c.size == 0 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+        return None
+    return b, c
+
+
+def _t_interval(d: float, se: float, df: float, confidence: float, method: str) -> Interval:
+    """A t interval around a difference of mean logs, as a relative difference."""
+    e = math.expm1(d)
+    if se == 0:
+        return Interval(e, e, e, 0.0 if d else 1.0, method)
+    t = float(sps.t.ppf(0.5 + confidence / 2, df))
+    p = float(2 * sps.t.sf(abs(d) / se, df))
+    low, high = math.expm1(d - t * se), math.expm1(d + t * se)
+    return Interval(e, low, high, p, method, df, confidence)
+
+
 def welch_log_ratio(
     baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
 ) -> Interval:
     """Welch t interval for the ratio of geometric means, as a relative difference."""
-    b = np.log(np.asarray(baseline, dtype=float))
-    c = np.log(np.asarray(candidate, dtype=float))
-    if b.size == 0 or c.size == 0 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+    logs = _logs(baseline, candidate)
+    if logs is None:
         return Interval(math.nan, math.nan, math.nan, math.nan, "welch-log")
+    b, c = logs
     d = float(c.mean() - b.mean())
     if b.size < 2 or c.size < 2:
         return Interval(math.expm1(d), -math.inf, math.inf, math.nan, "welch-log (1 repeat)")
     vb, vc = b.var(ddof=1) / b.size, c.var(ddof=1) / c.size
-    se = math.sqrt(vb + vc)
-    if se == 0:
-        return Interval(math.expm1(d), math.expm1(d), math.expm1(d), 0.0 if d else 1.0, "welch-log")
+    if vb + vc == 0:
+        return _t_interval(d, 0.0, math.inf, confidence, "welch-log")
     df = (vb + vc) ** 2 / (vb**2 / (b.size - 1) + vc**2 / (c.size - 1))
-    t = float(sps.t.ppf(0.5 + confidence / 2, df))
-    p = float(2 * sps.t.sf(abs(d) / se, df))
-    return Interval(
-        math.expm1(d),
-        math.expm1(d - t * se),
-        math.expm1(d + t * se),
-        p,
-        "welch-log",
-        df,
-        confidence,
-    )
+    return _t_interval(d, math.sqrt(vb + vc), df, confidence, "welch-log")
 
 
 def pooled_log_ratio(
@@ -193,30 +204,17 @@ def pooled_log_ratio(
     """Student's t interval on mean log values with one pooled variance: for an arm with a
     single unit (one server start), whose own spread is unknown, the other arm's spread
     stands for both (df = n_b + n_c - 2). Unbounded when neither arm has two units."""
-    b = np.log(np.asarray(baseline, dtype=float))
-    c = np.log(np.asarray(candidate, dtype=float))
-    if b.size == 0 or c.size == 0 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+    logs = _logs(baseline, candidate)
+    if logs is None:
         return Interval(math.nan, math.nan, math.nan, math.nan, "pooled-t-log")
+    b, c = logs
     d = float(c.mean() - b.mean())
     df = b.size + c.size - 2
     if df < 1:
         return Interval(math.expm1(d), -math.inf, math.inf, math.nan, "pooled-t-log (1 unit)")
     ss = float(((b - b.mean()) ** 2).sum() + ((c - c.mean()) ** 2).sum())
     se = math.sqrt(ss / df * (1 / b.size + 1 / c.size))
-    if se == 0:
-        e = math.expm1(d)
-        return Interval(e, e, e, 0.0 if d else 1.0, "pooled-t-log")
-    t = float(sps.t.ppf(0.5 + confidence / 2, df))
-    p = float(2 * sps.t.sf(abs(d) / se, df))
-    return Interval(
-        math.expm1(d),
-        math.expm1(d - t * se),
-        math.expm1(d + t * se),
-        p,
-        "pooled-t-log",
-        df,
-        confidence,
-    )
+    return _t_interval(d, se, df, confidence, "pooled-t-log")
 
 
 def envelope(a: Interval, b: Interval) -> Interval:
