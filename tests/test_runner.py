@@ -1,7 +1,12 @@
 """How ``perfgate compare`` launches each arm's server (no server started here)."""
 
+import contextlib
+import types
 from pathlib import Path
 
+import pytest
+
+from perfgate import runner
 from perfgate.runner import server_spec
 from perfgate.scenario import parse, with_overrides
 
@@ -38,3 +43,48 @@ def test_an_arms_own_cache_root_wins(tmp_path):
     s = with_overrides(s, arm_overrides={"candidate": {"env": {"VLLM_CACHE_ROOT": "/mine"}}})
     got = server_spec(s, s.arms["candidate"], "m", tmp_path / "candidate-1.log")
     assert got.env["VLLM_CACHE_ROOT"] == "/mine"
+
+
+class _FakeResult:
+    """What ``_run_repeats`` reads of a bench result."""
+
+    def __init__(self):
+        self.valid = True
+        self.problems = []
+        self.metrics = {"median_tpot_ms": 2.0, "median_ttft_ms": 30.0, "output_throughput": 1e3}
+
+    def to_json(self):
+        return {"metrics": dict(self.metrics), "records": []}
+
+
+@pytest.mark.parametrize(
+    ("repeats", "restart", "starts"),
+    [
+        (2, False, {"baseline": [0, 1], "candidate": [0, 0]}),  # A | B B | A
+        (3, False, {"baseline": [0, 1, 1], "candidate": [0, 0, 1]}),  # A | B B | A A | B
+        (2, True, {"baseline": [0, 1], "candidate": [0, 1]}),  # A | B | B | A
+    ],
+)
+def test_every_repeat_records_the_server_start_it_ran_on(
+    tmp_path, monkeypatch, repeats, restart, starts
+):
+    @contextlib.contextmanager
+    def fake_serve(run, arm_name, spec, say, *, profile=False):
+        run.servers[arm_name].append({"log": str(spec.log_path), "profile": profile})
+        yield types.SimpleNamespace(url="http://127.0.0.1:1", alive=lambda: True)
+
+    monkeypatch.setattr(runner, "_serve", fake_serve)
+    monkeypatch.setattr(runner, "run_bench", lambda cfg, progress=None: _FakeResult())
+    s = parse(
+        {
+            "model": "m",
+            "arms": ARMS,
+            "server": {"restart_between_repeats": restart},
+            "compare": {"repeats": repeats},
+        },
+        "x.toml",
+    )
+    run = runner.CompareRun(scenario=s, run_dir=tmp_path, command="test")
+    runner._run_blocks(run, "m", lambda _msg: None)
+    got = {a: [r["start"] for r in run.repeats[a]] for a in ("baseline", "candidate")}
+    assert got == starts
