@@ -10,6 +10,7 @@ import math
 import statistics
 from typing import Any
 
+from perfgate.compare import units
 from perfgate.profiling import KernelTable, diff_tables, short_name
 
 VERDICT_LINE = {
@@ -82,10 +83,7 @@ def _verdict_cell(row: dict[str, Any]) -> str:
 
 def _units_note(rows: list[dict[str, Any]], arms: dict[str, Any]) -> list[str]:
     """What the intervals resampled, and a warning when server starts went unsampled."""
-    starts = {
-        a: len({r.get("start", ("repeat", i)) for i, r in enumerate(arms[a]["repeats"])})
-        for a in ("baseline", "candidate")
-    }
+    starts = {a: len(units(arms[a]["repeats"])) for a in ("baseline", "candidate")}
     if any(r.get("unit") == "server start" for r in rows):
         return [
             f"Unit of replication: the server start ({starts['baseline']} baseline, "
