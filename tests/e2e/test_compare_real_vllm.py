@@ -14,13 +14,18 @@ from tests.e2e.conftest import ROOT, cpu_server_env, perfgate, vllm_processes
 SCENARIO = "scenarios/demo-cpu.toml"
 
 
+def compare(run_dir, *args, scenario=SCENARIO):
+    """``perfgate compare`` of ``scenario`` into ``run_dir``, with extra flags."""
+    return perfgate("compare", "--scenario", str(scenario), "--out-dir", str(run_dir), *args)
+
+
 def results(run_dir):
     return json.loads((run_dir / "results.json").read_text())
 
 
 def test_identical_arms_never_regress(tiny_model, tmp_path):
     run_dir = tmp_path / "aa"
-    proc = perfgate("compare", "--scenario", SCENARIO, "--out-dir", str(run_dir))
+    proc = compare(run_dir)
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     assert doc["status"] == "complete" and doc["verdict"] in ("pass", "inconclusive")
@@ -53,14 +58,7 @@ def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
     run_dir = tmp_path / "ab"
     # Two sequences at a time against eight concurrent requests: the candidate serves them in
     # waves, so its throughput collapses and requests queue in the server.
-    proc = perfgate(
-        "compare",
-        "--scenario",
-        SCENARIO,
-        "--out-dir",
-        str(run_dir),
-        "--candidate-arg=--max-num-seqs=2",
-    )
+    proc = compare(run_dir, "--candidate-arg=--max-num-seqs=2")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     rows = {r["metric"]: r for r in doc["comparison"]}
@@ -86,14 +84,7 @@ def test_candidate_that_cannot_start_fails_with_its_log_and_keeps_the_baseline(
     tiny_model, tmp_path
 ):
     run_dir = tmp_path / "broken"
-    proc = perfgate(
-        "compare",
-        "--scenario",
-        SCENARIO,
-        "--out-dir",
-        str(run_dir),
-        "--candidate-arg=--no-such-flag",
-    )
+    proc = compare(run_dir, "--candidate-arg=--no-such-flag")
     assert proc.returncode == 2
     assert "server 'candidate' exited with code" in proc.stderr
     assert "no-such-flag" in proc.stderr  # its log tail
@@ -158,17 +149,7 @@ def test_profile_shows_kernel_tables_and_a_kernel_that_never_ran_invalidates_the
     assert "tinygemm" in text
     scenario.write_text(text)
     run_dir = tmp_path / "prof"
-    proc = perfgate(
-        "compare",
-        "--scenario",
-        str(scenario),
-        "--out-dir",
-        str(run_dir),
-        "--profile",
-        "--repeats",
-        "1",
-        "--skip-accuracy",
-    )
+    proc = compare(run_dir, "--profile", "--repeats", "1", "--skip-accuracy", scenario=scenario)
     assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
     assert (
         "candidate: no CPU operator matching 'tinygemm|gpt_oss_router_gemm' ran during the "
