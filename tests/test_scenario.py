@@ -123,7 +123,9 @@ def test_env_pairs_need_an_equals_sign():
 
 
 def test_shipped_scenario_files_parse():
-    for path in Path("scenarios").glob("*.toml"):
+    paths = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
+    assert [p.stem for p in paths] == builtin_names() and len(paths) >= 3
+    for path in paths:
         assert load(path).name == path.stem
 
 

@@ -9,6 +9,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,13 @@ from perfgate.server import ServerSpec, VllmServer
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_MODEL_LEN = 2048
+
+# Every process this test session starts (perfgate, the vLLM servers it forks, their engine
+# processes, orphans too) inherits this tag: a shared machine runs other vLLM servers, and
+# only our own may count when a test checks that nothing was left behind.
+TAG_VAR = "PERFGATE_TEST_SESSION"
+TAG = f"{os.getpid()}-{uuid.uuid4().hex}"
+os.environ[TAG_VAR] = TAG
 
 
 def pytest_collection_modifyitems(items):
@@ -72,17 +81,39 @@ def perfgate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
     )
 
 
-def vllm_processes() -> set[int]:
-    """Live processes whose command line or title mentions vLLM (zombies excluded)."""
-    found = set()
+def own_processes() -> dict[int, str]:
+    """Live processes (zombies excluded) started by this test session, pid -> command line:
+    those whose environment carries this session's tag, other than the test process."""
+    marker = f"{TAG_VAR}={TAG}".encode()
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and "vllm" in cmdline.lower() and "pytest" not in cmdline:
-            found.add(int(entry.name))
+        if state != "Z":
+            found[int(entry.name)] = cmdline
     return found
+
+
+def vllm_processes() -> set[int]:
+    """This session's live vLLM processes (API servers, engine cores)."""
+    return {
+        pid
+        for pid, cmdline in own_processes().items()
+        if "vllm" in cmdline.lower() or "VLLM" in cmdline
+    }
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
