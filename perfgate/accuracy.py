@@ -155,29 +155,56 @@ def make_process_docs(seed: int) -> Any:
 
 
 def check_local_file(path: Path) -> None:
-    """Fail fast on a missing or malformed local GPQA file, naming the fix."""
+    """Fail fast on a missing or malformed local GPQA file, naming the row and the fix: every
+    row must hold a question, its correct answer and three incorrect ones."""
+    where = f"accuracy.path (--gpqa-path) {path}"
     if not path.exists():
         raise AccuracyError(
-            f"accuracy.path: {path} does not exist (give a CSV or JSONL file "
-            'in the GPQA hub schema, or use source = "bundled")'
+            f"{where} does not exist (give a CSV or JSONL file in the GPQA hub schema, or use "
+            'source = "bundled")'
         )
+    if path.is_dir():
+        raise AccuracyError(f"{where} is a directory; give the CSV or JSONL file in it")
     if path.suffix not in (".csv", ".jsonl", ".json"):
-        raise AccuracyError(f"accuracy.path: {path} must be .csv or .jsonl")
-    if path.suffix == ".csv":
-        import csv
+        raise AccuracyError(f"{where} must be .csv or .jsonl")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise AccuracyError(f"{where} is not a UTF-8 text file (a CSV or JSONL file)") from None
+    except OSError as exc:
+        raise AccuracyError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    rows = _rows(text, path.suffix, where)
+    if not rows:
+        raise AccuracyError(
+            f"{where} holds no questions (a header row at most); add rows in the GPQA schema"
+        )
+    for n, row in enumerate(rows, start=1):
+        missing = [c for c in REQUIRED_COLUMNS if c not in row]
+        if missing:
+            raise AccuracyError(f"{where}: row {n} lacks the GPQA columns {missing}")
+        empty = [c for c in REQUIRED_COLUMNS if not str(row[c] or "").strip()]
+        if empty:
+            raise AccuracyError(f"{where}: row {n} has empty {empty}; fill or remove the row")
 
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
-    else:
-        with path.open() as f:
-            first = f.readline()
+
+def _rows(text: str, suffix: str, where: str) -> list[dict[str, Any]]:
+    if suffix == ".csv":
+        import csv
+        import io
+
+        return list(csv.DictReader(io.StringIO(text)))
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
-            header = list(json.loads(first).keys())
-        except (json.JSONDecodeError, AttributeError):
-            raise AccuracyError(f"accuracy.path: {path}: first line is not a JSON object") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise AccuracyError(f"accuracy.path: {path} lacks the GPQA columns {missing}")
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise AccuracyError(f"{where}: line {n} is not a JSON object") from None
+        if not isinstance(row, dict):
+            raise AccuracyError(f"{where}: line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def preflight(spec: AccuracySpec) -> str:

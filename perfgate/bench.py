@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from perfgate import environment
+from perfgate import environment, limits
 from perfgate.client import Endpoint
 from perfgate.endpoint import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
 from perfgate.loadgen import LoadSpec, new_session, run_load
@@ -47,9 +47,12 @@ class BenchConfig:
     seed: int = 0
     temperature: float = 0.0
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    # Where ``model`` came from, for messages: a flag, or a scenario field.
+    model_field: str = "--model"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["model_field"]
         d["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
         d["percentiles"] = list(self.percentiles)
         return d
@@ -121,6 +124,10 @@ def validate_config(cfg: BenchConfig) -> None:
         )
     if not cfg.burstiness > 0:
         raise BenchError(f"--burstiness must be above 0, got {cfg.burstiness}")
+    if problem := limits.send_span_problem(cfg.num_prompts, cfg.request_rate, "--request-rate"):
+        raise BenchError(problem)
+    if not cfg.percentiles:
+        raise BenchError("--metric-percentiles needs at least one percentile, e.g. 90,99")
     if not cfg.url.startswith(("http://", "https://")):
         raise BenchError(f"--url must start with http:// or https://, got {cfg.url!r}")
     for p in cfg.percentiles:
@@ -186,7 +193,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
 
     async with new_session(cfg.max_concurrency) as session:
         try:
-            info = await probe(session, cfg.url, cfg.model)
+            info = await probe(session, cfg.url, cfg.model, cfg.model_field)
         except EndpointError as exc:
             raise BenchError(str(exc)) from exc
         check_fits(cfg, info)

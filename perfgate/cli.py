@@ -19,11 +19,12 @@ import click
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from perfgate import __version__, profiling
+from perfgate import __version__, limits, profiling
 from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
 from perfgate.accuracy import preflight as preflight_accuracy
-from perfgate.bench import BenchConfig, BenchError, run_bench
+from perfgate.bench import BenchConfig, BenchError, run_bench, validate_config
 from perfgate.compare import EXIT_FOR, overall
 from perfgate.endpoint import EndpointError, probe_server
 from perfgate.report.bench_text import render_bench_text
@@ -33,8 +34,16 @@ from perfgate.report.markdown import (
     render_kernel_diff,
     render_kernel_table,
 )
-from perfgate.results import ResultError, read_json, write_json
-from perfgate.runner import RunFailed, run_compare
+from perfgate.results import (
+    BENCH_SCHEMA,
+    COMPARE_SCHEMA,
+    EVAL_SCHEMA,
+    ResultError,
+    check_output_file,
+    read_json,
+    write_json_or_fallback,
+)
+from perfgate.runner import RunFailed, model_problem, run_compare
 from perfgate.runner import recompute as recompute_result
 from perfgate.scenario import (
     Scenario,
@@ -50,13 +59,15 @@ from perfgate.stats import paired_accuracy
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR["pass"], EXIT_FOR["invalid"]
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+# Messages carry user input and server logs: printed literally, never as rich markup (a
+# "[/x]" in a log line would crash the error path, "[arms.baseline]" would vanish).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out_console = Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def fail(message: str) -> None:
     """Print an error that names the cause and the fix, and exit 2."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
     sys.exit(EXIT_INVALID)
 
 
@@ -70,7 +81,7 @@ class _Progress:
         self._rich: Progress | None = None
         if self.tty:
             self._rich = Progress(
-                TextColumn("{task.description:<10}"),
+                TextColumn("{task.description:<10}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -102,12 +113,15 @@ class _Progress:
 
 def _parse_percentiles(value: str) -> tuple[float, ...]:
     try:
-        return tuple(float(p) for p in value.split(",") if p.strip())
+        out = tuple(float(p) for p in value.split(",") if p.strip())
     except ValueError:
+        out = ()
+    if not out:
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of numbers, e.g. 90,99",
             param_hint="--metric-percentiles",
         ) from None
+    return out
 
 
 class _Group(click.Group):
@@ -125,8 +139,10 @@ class _Group(click.Group):
         except Exception:
             err_console.print_exception()
             err_console.print(
-                "[bold red]internal error[/] (a perfgate bug: please report it "
-                "with the traceback above); exit 2"
+                Text.assemble(
+                    ("internal error", "bold red"),
+                    " (a perfgate bug: please report it with the traceback above); exit 2",
+                )
             )
             sys.exit(EXIT_INVALID)
 
@@ -173,28 +189,28 @@ def main() -> None:
 )
 @click.option(
     "--num-prompts",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=limits.MAX_PROMPTS),
     default=80,
     show_default=True,
     help="Measured requests.",
 )
 @click.option(
     "--random-input-len",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=limits.MAX_TOKENS),
     default=1024,
     show_default=True,
     help="Prompt length in tokens, exact as the server counts them.",
 )
 @click.option(
     "--random-output-len",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=limits.MAX_TOKENS),
     default=1024,
     show_default=True,
     help="Output length in tokens (ignore_eos, so exact).",
 )
 @click.option(
     "--max-concurrency",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=limits.MAX_CONCURRENCY),
     default=None,
     help="Most requests in flight at once. Default: no cap.",
 )
@@ -214,13 +230,17 @@ def main() -> None:
 )
 @click.option(
     "--num-warmups",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=limits.MAX_PROMPTS),
     default=0,
     show_default=True,
     help="Unmeasured requests sent first (their own prompts).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for prompts and arrivals."
+    "--seed",
+    type=click.IntRange(min=0, max=limits.MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Seed for prompts and arrivals.",
 )
 @click.option(
     "--temperature",
@@ -275,6 +295,11 @@ def bench(
         fail("--url and --serve exclude each other: benchmark a running server, or start one")
     if serve_args and serve_model is None:
         fail("--serve-arg needs --serve MODEL")
+    if out_path is not None:
+        try:
+            check_output_file(out_path, "--out")
+        except ResultError as exc:
+            fail(str(exc))
     cfg = BenchConfig(
         url=url or "http://127.0.0.1:8000",
         model=model,
@@ -291,10 +316,17 @@ def bench(
         percentiles=_parse_percentiles(metric_percentiles),
     )
     try:
+        validate_config(cfg)  # every flag before any server starts
         if serve_model is None:
             with _Progress() as progress:
                 result = run_bench(cfg, progress)
         else:
+            problem = model_problem(serve_model)
+            if problem is not None:
+                fail(f"--serve: {problem}")
+            for arg in serve_args:
+                if (bad := limits.arg_problem(arg)) is not None:
+                    fail(f"--serve-arg: {bad}")
             log_dir = out_path.parent if out_path is not None else Path("reports")
             spec = ServerSpec(
                 name="bench",
@@ -310,11 +342,14 @@ def bench(
     except (BenchError, ServerError) as exc:
         fail(str(exc))
     doc = result.to_json()
-    if out_path is not None:
-        write_json(out_path, doc)  # before rendering: a render bug must not lose the data
-    out_console.print(render_bench_text(doc), markup=False, end="")
-    if out_path is not None:
-        err_console.print(f"result written to {out_path}", markup=False)
+    written, problem = None, None
+    if out_path is not None:  # before rendering: a render bug must not lose the data
+        written, problem = write_json_or_fallback(out_path, doc, "perfgate-bench")
+    out_console.print(render_bench_text(doc), end="")
+    if problem is not None:
+        err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
+    if written is not None:
+        err_console.print(f"result written to {written}")
     sys.exit(EXIT_PASS if result.valid else EXIT_INVALID)
 
 
@@ -360,8 +395,8 @@ def _arm_options(fn: Any) -> Any:
 @click.option(
     "--scenario",
     "scenario_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    metavar="FILE",
     help="Scenario TOML file.",
 )
 @click.option(
@@ -399,7 +434,7 @@ def _arm_options(fn: Any) -> Any:
 )
 @_arm_options
 def compare(
-    scenario_path: Path | None,
+    scenario_path: str | None,
     builtin: str | None,
     repeats: int | None,
     out_dir: Path | None,
@@ -448,14 +483,17 @@ def compare(
     except ScenarioError as exc:
         fail(str(exc))
     except RunFailed as exc:
-        _write_report(run_dir)
-        fail(f"{exc}\n(results so far: {run_dir / 'results.json'})")
+        where = exc.run.results_path if exc.run else run_dir / "results.json"
+        if exc.run is not None and exc.run.save_error:
+            say(f"warning: {exc.run.save_error}; results went to {where.parent} instead")
+        fail(f"{exc}\n(results so far: {where})")
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-    report_path = _write_report(run_dir)
     out_console.print(Markdown(render_compare_markdown(run.to_json())))
-    err_console.print(f"report: {report_path}  results: {run.results_path}", markup=False)
+    if run.save_error:
+        say(f"warning: {run.save_error}; results went to {run.results_path.parent} instead")
+    say(f"report: {run.report_path}  results: {run.results_path}")
     sys.exit(run.exit_code)
 
 
@@ -464,14 +502,16 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 
 def _load_scenario(
-    path: Path | None, builtin: str | None, repeats: int | None, flags: dict[str, Any]
+    path: str | None, builtin: str | None, repeats: int | None, flags: dict[str, Any]
 ) -> Scenario:
     if (path is None) == (builtin is None):
         raise ScenarioError(
             "give exactly one of --scenario FILE or --model NAME "
             f"(built-in: {', '.join(builtin_names())})"
         )
-    scenario = load_scenario(path) if path is not None else load_builtin(str(builtin))
+    if path is not None and not path.strip():
+        raise ScenarioError("--scenario is empty; give a scenario file (see scenarios/*.toml)")
+    scenario = load_scenario(Path(path)) if path is not None else load_builtin(str(builtin))
     overrides: dict[str, dict[str, Any]] = {}
     for arm in ("baseline", "candidate"):
         overrides[arm] = {
@@ -482,15 +522,6 @@ def _load_scenario(
             "args": tuple(flags[f"{arm}_arg"]),
         }
     return with_overrides(scenario, arm_overrides=overrides, repeats=repeats)
-
-
-def _write_report(run_dir: Path) -> Path | None:
-    path = run_dir / "results.json"
-    if not path.exists():
-        return None
-    report_path = run_dir / "report.md"
-    report_path.write_text(render_compare_markdown(read_json(path)))
-    return report_path
 
 
 @main.command()
@@ -510,24 +541,33 @@ def _write_report(run_dir: Path) -> Path | None:
     "with this perfgate's statistics (the file is not changed).",
 )
 def report(result: Path, fmt: str, recompute: bool) -> None:
-    """Render a stored result file (from bench --out or compare) again."""
+    """Render a stored result file (from bench --out, compare or eval --out) again."""
     try:
         doc = read_json(result)
     except ResultError as exc:
         fail(str(exc))
-    is_compare = doc["schema"].startswith("perfgate.compare/")
-    if recompute and not is_compare:
-        fail(f"{result}: --recompute needs a compare result (results.json), not a bench result")
-    if is_compare:
-        if recompute:
-            doc = recompute_result(doc)
-        md = render_compare_markdown(doc)
-        if fmt == "markdown":
-            click.echo(md, nl=False)
+    schema = doc["schema"]
+    if recompute and schema != COMPARE_SCHEMA:
+        fail(f"{result}: --recompute needs a compare result (results.json), not {schema}")
+    try:
+        if schema == COMPARE_SCHEMA:
+            md = render_compare_markdown(recompute_result(doc) if recompute else doc)
+        elif schema == EVAL_SCHEMA:
+            md = "\n".join(render_accuracy_section(doc["accuracy"]))
         else:
-            out_console.print(Markdown(md))
-        return
-    out_console.print(render_bench_text(doc), markup=False, end="")
+            text = render_bench_text(doc)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        fail(
+            f"{result}: a {schema} document with a missing or malformed part "
+            f"({type(exc).__name__}: {exc}); was it edited or cut short? Write it again with "
+            "perfgate"
+        )
+    if schema == BENCH_SCHEMA:
+        out_console.print(text, end="")
+    elif fmt == "markdown":
+        click.echo(md, nl=False)
+    else:
+        out_console.print(Markdown(md))
 
 
 @main.command("eval")
@@ -622,6 +662,8 @@ def eval_(
         max_drop=max_drop,
     )
     try:
+        if out_path is not None:
+            check_output_file(out_path, "--out")
         preflight_accuracy(spec)
         results = {}
         for name, server_url in (("baseline", url), ("candidate", candidate_url)):
@@ -639,7 +681,7 @@ def eval_(
                 tokenizer=tokenizer or info.root,
                 work_dir=work,
             )
-    except (AccuracyError, EndpointError) as exc:
+    except (AccuracyError, EndpointError, ResultError) as exc:
         fail(str(exc))
     comparison = None
     if len(results) == 2:
@@ -648,16 +690,21 @@ def eval_(
             fail("the two servers answered different questions; cannot pair them")
         comparison = paired_accuracy(b.correct, c.correct, max_drop=max_drop)
     doc: dict[str, Any] = {
-        "schema": "perfgate.eval/1",
+        "schema": EVAL_SCHEMA,
         "accuracy": {
             "spec": spec.to_json(),
             "arms": {n: r.to_json() for n, r in results.items()},
             "comparison": None if comparison is None else asdict(comparison),
         },
     }
+    written, problem = (None, None)
     if out_path is not None:
-        write_json(out_path, doc)
+        written, problem = write_json_or_fallback(out_path, doc, "perfgate-eval")
     out_console.print(Markdown("\n".join(render_accuracy_section(doc["accuracy"]))))
+    if problem is not None:
+        err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
+    if written is not None:
+        err_console.print(f"result written to {written}")
     sys.exit(EXIT_FOR[overall("pass", comparison)])
 
 

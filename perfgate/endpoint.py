@@ -56,8 +56,14 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, An
         raise EndpointError(f"cannot reach {url} ({_short(exc)})") from exc
 
 
-async def probe(session: aiohttp.ClientSession, base_url: str, model: str | None) -> ServerInfo:
-    """Check the server answers and serves ``model`` (default: the first it lists)."""
+async def probe(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    model: str | None,
+    model_field: str = "--model",
+) -> ServerInfo:
+    """Check the server answers and serves ``model`` (default: the first it lists).
+    ``model_field`` is where the user set the name (a flag, or a scenario field)."""
     base = base_url.rstrip("/")
     listing = await get_json(session, f"{base}/v1/models")
     data = listing.get("data") if isinstance(listing, dict) else None
@@ -69,8 +75,8 @@ async def probe(session: aiohttp.ClientSession, base_url: str, model: str | None
     chosen = model or ids[0]
     if chosen not in ids:
         raise EndpointError(
-            f"--model {chosen!r} is not served at {base}; it serves {', '.join(ids)} "
-            "(pass one of those, or leave --model out to use the first)"
+            f"{model_field} {chosen!r} is not served at {base}; it serves {', '.join(ids)} "
+            f"(set {model_field} to one of those, or leave it out to use the first)"
         )
     entry = next(m for m in data if isinstance(m, dict) and str(m.get("id")) == chosen)
     max_len = entry.get("max_model_len")

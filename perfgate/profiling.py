@@ -135,9 +135,16 @@ def kernel_table(docs: Iterable[dict[str, Any]], traces: Sequence[str] = ()) -> 
     cpu_ops: list[dict[str, Any]] = []
     graph_launches = 0
     for doc in docs:
-        for e in doc["traceEvents"]:
+        for i, e in enumerate(doc["traceEvents"]):
             if not isinstance(e, dict) or e.get("ph") != "X" or "dur" not in e:
                 continue
+            for key in ("ts", "dur"):
+                v = e.get(key)
+                if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+                    raise ProfileError(
+                        f"traceEvents[{i}] ({str(e.get('name'))[:60]!r}): {key} is {v!r}, not "
+                        "a number; the trace is malformed"
+                    )
             cat = e.get("cat")
             if cat == "kernel":
                 kernels.append(e)
@@ -174,7 +181,15 @@ def kernel_table(docs: Iterable[dict[str, Any]], traces: Sequence[str] = ()) -> 
 def table_from_files(paths: Sequence[Path]) -> KernelTable:
     if not paths:
         raise ProfileError("no trace files to read")
-    return kernel_table([load_trace(p) for p in paths], [str(p) for p in paths])
+    docs = []
+    for p in paths:
+        doc = load_trace(p)
+        try:
+            kernel_table([doc])  # each file's events checked on its own: errors name the file
+        except ProfileError as exc:
+            raise ProfileError(f"{p}: {exc}") from None
+        docs.append(doc)
+    return kernel_table(docs, [str(p) for p in paths])
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,14 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 BENCH_SCHEMA = "perfgate.bench/1"
+COMPARE_SCHEMA = "perfgate.compare/1"
+EVAL_SCHEMA = "perfgate.eval/1"
+KNOWN_SCHEMAS = (BENCH_SCHEMA, COMPARE_SCHEMA, EVAL_SCHEMA)
 
 
 class ResultError(Exception):
@@ -45,14 +49,87 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
         raise
 
 
-def read_json(path: Path, schema_prefix: str = "perfgate.") -> dict[str, Any]:
+def write_text_private(path: Path, text: str) -> None:
+    """Write a text file readable by its owner only (reports can name hosts and commands)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def file_in_the_way(directory: Path) -> Path | None:
+    """The existing non-directory among ``directory`` and its parents, if any: what stops
+    ``directory`` from being created."""
+    for p in (directory, *directory.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Fail before any work when ``path`` cannot be written (a directory, a parent that is a
+    file or read-only): the message names the flag."""
+    if path.is_dir():
+        raise ResultError(f"{flag} {path}: is a directory; give a file name")
+    parent = path.parent
+    if (blocker := file_in_the_way(parent)) is not None:
+        raise ResultError(
+            f"{flag} {path}: cannot write there ({blocker} is a file, not a directory)"
+        )
     try:
-        doc = json.loads(path.read_text())
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise ResultError(
+            f"{flag} {path}: cannot write there ({exc.strerror or exc}{where}); give a path "
+            "in a directory you can write to"
+        ) from None
+
+
+def write_json_or_fallback(path: Path, doc: dict[str, Any], prefix: str) -> tuple[Path, str | None]:
+    """Write ``doc`` to ``path``; if that fails after all, to a private temporary file so the
+    measurement is not lost. Returns where it went and, after a fallback, what went wrong."""
+    try:
+        write_json(path, doc)
+        return path, None
+    except OSError as exc:
+        problem = f"cannot write {path} ({exc.strerror or exc})"
+    fallback = (
+        Path(tempfile.mkdtemp(prefix=f"{prefix}-")) / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    write_json(fallback, doc)
+    return fallback, f"{problem}; the result was saved to {fallback} instead"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A result perfgate wrote: its schema must be one this perfgate reads (same major
+    version), else the message names what the file is."""
+    try:
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ResultError(f"{path}: no such file") from exc
-    except json.JSONDecodeError as exc:
+    except IsADirectoryError as exc:
+        raise ResultError(f"{path}: is a directory, not a result file") from exc
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path}: not valid JSON ({exc})") from exc
     schema = doc.get("schema") if isinstance(doc, dict) else None
-    if not isinstance(schema, str) or not schema.startswith(schema_prefix):
+    if not isinstance(schema, str) or not schema.startswith("perfgate."):
         raise ResultError(f"{path}: not a perfgate result (schema {schema!r})")
+    if schema not in KNOWN_SCHEMAS:
+        raise ResultError(
+            f"{path}: schema {schema!r} is not one this perfgate {_version()} reads "
+            f"({', '.join(KNOWN_SCHEMAS)}); render it with the perfgate that wrote it"
+        )
     return doc
+
+
+def _version() -> str:
+    from perfgate import __version__
+
+    return __version__

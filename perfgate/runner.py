@@ -22,7 +22,9 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -35,21 +37,23 @@ from perfgate import __version__, environment, profiling, tinymodel
 from perfgate import accuracy as acc
 from perfgate.bench import BenchConfig, BenchError, run_bench
 from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall, worst
-from perfgate.results import write_json
+from perfgate.report.markdown import render_compare_markdown
+from perfgate.results import COMPARE_SCHEMA, file_in_the_way, write_json, write_text_private
 from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError, Threshold
 from perfgate.server import ServerError, ServerSpec, VllmServer
 from perfgate.stats import AccuracyComparison, paired_accuracy
 
-COMPARE_SCHEMA = "perfgate.compare/1"
 ARMS = ("baseline", "candidate")
 
 
 class RunFailed(Exception):
-    """The run could not finish; results so far are written. ``status`` says how it ended."""
+    """The run could not finish; results so far are written. ``status`` says how it ended;
+    ``run`` (set by ``run_compare``) is the run, with where its files went."""
 
     def __init__(self, message: str, status: str = "failed") -> None:
         super().__init__(message)
         self.status = status
+        self.run: CompareRun | None = None
 
 
 def schedule(repeats: int) -> list[str]:
@@ -99,24 +103,42 @@ def preflight(scenario: Scenario) -> None:
                 "the accuracy phase needs lm-eval: pip install 'perfgate[eval]' "
                 "(or pass --skip-accuracy)"
             ) from None
-    if needs_server and scenario.model != BUILTIN_TINY and not _model_available(scenario.model):
-        raise ScenarioError(
-            f"scenario {scenario.name!r}: model {scenario.model!r} is neither a local "
-            "directory nor in the Hugging Face cache, and HF_HUB_OFFLINE is set; download it "
-            "first (huggingface-cli download) or point `model` at a local copy"
+    if needs_server and scenario.model != BUILTIN_TINY:
+        problem = model_problem(scenario.model)
+        if problem is not None:
+            raise ScenarioError(f"{scenario.source}: model: {problem}")
+
+
+# A Hugging Face repo id: "name" or "owner/name" (letters, digits, '-', '_', '.').
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def model_problem(model: str) -> str | None:
+    """Why vLLM could not load ``model``, found without starting it; None when it may.
+    A local path must exist; anything that is not a repo id is a local path; a repo id must
+    be in the Hugging Face cache when HF_HUB_OFFLINE is set."""
+    if Path(model).expanduser().exists():
+        return None
+    if not _REPO_ID.fullmatch(model) or ".." in model or "--" in model:
+        return (
+            f"{model} does not exist; give a local model directory or a Hugging Face repo "
+            "id (owner/name, e.g. openai/gpt-oss-120b)"
         )
-
-
-def _model_available(model: str) -> bool:
-    if Path(model).exists():
-        return True
     if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True"):
-        return True  # vLLM may download it
+        return None  # vLLM may download it
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
-        return False
-    return isinstance(try_to_load_from_cache(model, "config.json"), str)
+        cached = False
+    else:
+        cached = isinstance(try_to_load_from_cache(model, "config.json"), str)
+    if cached:
+        return None
+    return (
+        f"{model!r} is neither a local directory nor in the Hugging Face cache, and "
+        "HF_HUB_OFFLINE is set; download it first (huggingface-cli download) or point "
+        "`model` at a local copy"
+    )
 
 
 def resolve_model(scenario: Scenario) -> str:
@@ -179,10 +201,22 @@ class CompareRun:
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     environment: dict[str, Any] = field(default_factory=environment.capture)
     bench_progress: BenchProgressFn | None = None
+    # Where results go once the run directory cannot be written (disk full, removed): a
+    # private temporary directory, so nothing measured is lost. ``save_error`` says why.
+    fallback_dir: Path | None = None
+    save_error: str | None = None
 
     @property
     def results_path(self) -> Path:
-        return self.run_dir / "results.json"
+        return (self.fallback_dir or self.run_dir) / "results.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.results_path.parent / "report.md"
+
+    def write_report(self) -> None:
+        """report.md beside results.json, rendered from what results.json holds."""
+        write_text_private(self.report_path, render_compare_markdown(self.to_json()))
 
     @property
     def exit_code(self) -> int:
@@ -225,7 +259,17 @@ class CompareRun:
         }
 
     def save(self) -> None:
-        write_json(self.results_path, self.to_json())
+        """Write results.json; if the run directory cannot take it, write it to a private
+        temporary directory instead (and keep writing there), never losing the data."""
+        doc = self.to_json()
+        try:
+            write_json(self.results_path, doc)
+        except OSError as exc:
+            if self.fallback_dir is not None:
+                raise
+            self.save_error = f"cannot write {self.results_path} ({exc.strerror or exc})"
+            self.fallback_dir = Path(tempfile.mkdtemp(prefix=f"perfgate-{self.scenario.name}-"))
+            write_json(self.results_path, doc)
 
 
 def run_compare(
@@ -244,7 +288,7 @@ def run_compare(
     run = CompareRun(
         scenario=scenario, run_dir=run_dir, command=command, bench_progress=bench_progress
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)
     run.save()
     try:
         model = resolve_model(scenario)
@@ -267,17 +311,45 @@ def run_compare(
         run.status = "complete"
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
-        raise RunFailed(run.error, run.status) from None
+        failure = RunFailed(run.error, run.status)
+        failure.run = run
+        raise failure from None
     except RunFailed as exc:
         run.status, run.error = exc.status, str(exc)
+        exc.run = run
         raise
     except Exception as exc:
         run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
-        raise RunFailed(str(exc)) from exc
+        failure = RunFailed(str(exc))
+        failure.run = run
+        raise failure from exc
     finally:
         run.save()
+        with contextlib.suppress(OSError):  # the results are safe; the report can be redone
+            run.write_report()
         shutil.rmtree(run_dir / "vllm-cache", ignore_errors=True)  # compiled graphs, not results
     return run
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory readable by its owner only (it holds server logs and the
+    servers' environment), and prove it can be written before anything is measured."""
+    if (blocker := file_in_the_way(run_dir)) is not None:
+        raise ScenarioError(
+            f"--out-dir {run_dir}: cannot write there ({blocker} is a file, not a directory)"
+        )
+    try:
+        if not run_dir.is_dir():
+            run_dir.mkdir(parents=True, mode=0o700)
+            run_dir.chmod(0o700)  # mkdir's mode passes through the umask
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".perfgate-probe-"):
+            pass
+    except OSError as exc:
+        raise ScenarioError(
+            f"--out-dir {run_dir}: cannot write there ({exc.strerror or exc}"
+            + (f": {exc.filename}" if exc.filename else "")
+            + "); give a directory you can write to"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -310,20 +382,21 @@ def _run_colocated(run: CompareRun, model: str, say: ProgressFn) -> None:
                 server = stack.enter_context(_serve(run, arm_name, spec, say))
                 servers[arm_name], urls[arm_name] = server, server.url
             first = not run.repeats[arm_name]
-            _run_repeats(run, arm_name, str(urls[arm_name]), 1, say, warm=first)
+            own = {arm_name: servers[arm_name]} if arm_name in servers else {}
+            _run_repeats(run, arm_name, str(urls[arm_name]), 1, say, warm=first, servers=own)
             _check_alive(servers)
         if scenario.accuracy.enabled:  # after every timed repeat of both arms
             for arm_name in ARMS:
-                _run_accuracy(run, arm_name, str(urls[arm_name]), model, say)
+                _run_accuracy(run, arm_name, str(urls[arm_name]), model, say, servers)
             _check_alive(servers)
 
 
-def _check_alive(servers: dict[str, VllmServer]) -> None:
-    for name, server in servers.items():
-        if not server.alive():
-            raise RunFailed(
-                f"server {name!r} exited during the run (log: {server.spec.log_path})", "invalid"
-            )
+def _check_alive(servers: dict[str, VllmServer], wait_s: float = 0.0) -> None:
+    """RunFailed saying how a server died (exit code or signal, its log's cause line, the
+    log's path), if one has; ``wait_s`` gives one that is going down time to finish."""
+    for server in servers.values():
+        if (death := server.death(wait_s)) is not None:
+            raise RunFailed(f"{death}; everything measured before it is kept", "failed")
 
 
 def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
@@ -343,11 +416,13 @@ def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
             continue
         spec = server_spec(scenario, arm, model, run.run_dir / f"{arm_name}-{block_no}.log")
         with _serve(run, arm_name, spec, say) as server:
-            _run_repeats(run, arm_name, server.url, count, say, warm=True)
+            _run_repeats(
+                run, arm_name, server.url, count, say, warm=True, servers={arm_name: server}
+            )
             # Accuracy after the timed repeats of the arm's last server start: it can never
             # disturb a timing.
             if with_accuracy:
-                _run_accuracy(run, arm_name, server.url, model, say)
+                _run_accuracy(run, arm_name, server.url, model, say, {arm_name: server})
             _check_alive({arm_name: server})
 
 
@@ -372,6 +447,7 @@ def workload_config(scenario: Scenario, url: str) -> BenchConfig:
     return BenchConfig(
         url=url,
         model=scenario.served_model_name,
+        model_field=f"{scenario.source}: served_model_name",
         endpoint=w.endpoint,  # type: ignore[arg-type]
         num_prompts=w.num_prompts,
         input_len=w.input_len,
@@ -385,9 +461,17 @@ def workload_config(scenario: Scenario, url: str) -> BenchConfig:
 
 
 def _run_repeats(
-    run: CompareRun, arm_name: str, url: str, count: int, say: ProgressFn, *, warm: bool
+    run: CompareRun,
+    arm_name: str,
+    url: str,
+    count: int,
+    say: ProgressFn,
+    *,
+    warm: bool,
+    servers: dict[str, VllmServer] | None = None,
 ) -> None:
-    """``count`` repeats of the workload; repeat k (counted per arm) uses seed + k."""
+    """``count`` repeats of the workload; repeat k (counted per arm) uses seed + k. When
+    requests fail and the arm's server (in ``servers``) has died, the error says that."""
     base = workload_config(run.scenario, url)
     for i in range(count):
         k = len(run.repeats[arm_name])
@@ -400,6 +484,7 @@ def _run_repeats(
         try:
             result = run_bench(cfg, _labelled(run.bench_progress, f"{arm_name} {k + 1}"))
         except BenchError as exc:
+            _check_alive(servers or {}, wait_s=5.0)
             raise RunFailed(f"{arm_name}: {exc}") from exc
         doc = result.to_json()
         doc["repeat"] = k
@@ -413,11 +498,19 @@ def _run_repeats(
             f"median TTFT {m['median_ttft_ms']:.2f} ms, {m['output_throughput']:.1f} tok/s"
         )
         if not result.valid:
+            _check_alive(servers or {}, wait_s=5.0)
             problems = "; ".join(p.message for p in result.problems)
             raise RunFailed(f"{arm_name} repeat {k + 1} is invalid: {problems}", "invalid")
 
 
-def _run_accuracy(run: CompareRun, arm_name: str, url: str, model: str, say: ProgressFn) -> None:
+def _run_accuracy(
+    run: CompareRun,
+    arm_name: str,
+    url: str,
+    model: str,
+    say: ProgressFn,
+    servers: dict[str, VllmServer] | None = None,
+) -> None:
     spec = run.scenario.accuracy
     say(f"[{arm_name}] accuracy: GPQA x {spec.k} through lm-eval")
     served = run.scenario.served_model_name or model
@@ -430,6 +523,7 @@ def _run_accuracy(run: CompareRun, arm_name: str, url: str, model: str, say: Pro
             work_dir=run.run_dir / f"accuracy-{arm_name}",
         )
     except acc.AccuracyError as exc:
+        _check_alive(servers or {}, wait_s=5.0)
         raise RunFailed(f"{arm_name} accuracy: {exc}") from exc
     run.accuracy[arm_name] = result
     run.save()

@@ -53,11 +53,13 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from perfgate import limits
 from perfgate.accuracy import AccuracySpec
 from perfgate.profiling import KernelRule, ProfileError
 
@@ -75,6 +77,15 @@ DEFAULT_THRESHOLDS = {
     "median_itl_ms": 0.02,
     "output_throughput": 0.02,
     "median_ttft_ms": 0.05,
+}
+
+
+# A scenario's name becomes a directory name and Markdown: a safe set only.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Server arguments perfgate sets itself for every start.
+OWN_ARGS = {
+    "--port": "perfgate gives each server start a free port of its own",
+    "--host": "perfgate serves on 127.0.0.1 and reaches the server there",
 }
 
 
@@ -199,12 +210,17 @@ class _Fields:
             raise ScenarioError(f"{self.where(key)} must be a string, got {value!r} (quote it)")
         return value
 
-    def integer(self, key: str, default: int | None, *, minimum: int = 0) -> int | None:
+    def integer(
+        self, key: str, default: int | None, *, minimum: int = 0, maximum: int = limits.MAX_SEED
+    ) -> int | None:
         value = self.table.get(key, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ScenarioError(f"{self.where(key)} must be an integer >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise ScenarioError(
+                f"{self.where(key)} must be an integer >= {minimum} (at most {maximum}), "
+                f"got {value!r}"
+            )
         return value
 
     def number(self, key: str, default: float, *, low: float, high: float) -> float:
@@ -234,6 +250,9 @@ class _Fields:
                 f"{self.where(key)} must be a list of strings, got {value!r} "
                 '(e.g. ["--max-num-seqs", "8"])'
             )
+        for arg in value:
+            if (problem := limits.arg_problem(arg)) is not None:
+                raise ScenarioError(f"{self.where(key)}: {problem}")
         return tuple(value)
 
     def env(self, key: str) -> dict[str, str]:
@@ -243,6 +262,8 @@ class _Fields:
         for k, v in value.items():
             if not isinstance(v, str):
                 raise ScenarioError(f"{self.where(key)}.{k} must be a string, got {v!r} (quote it)")
+            if (problem := limits.env_problem(k, v)) is not None:
+                raise ScenarioError(f"{self.where(key)}: {problem}")
         return dict(value)
 
     def sub(self, key: str) -> _Fields:
@@ -268,6 +289,12 @@ def _arm(f: _Fields, name: str) -> ArmSpec:
 
 def validate_arm(arm: ArmSpec, source: str) -> None:
     where = f"{source}: arms.{arm.name}"
+    for key, value in arm.env.items():
+        if (problem := limits.env_problem(key, value)) is not None:
+            raise ScenarioError(f"{where}.env: {problem}")
+    for arg in arm.args:
+        if (problem := limits.arg_problem(arg)) is not None:
+            raise ScenarioError(f"{where}.args: {problem}")
     launchers = [k for k in ("url", "vllm", "python") if getattr(arm, k)]
     if len(launchers) > 1:
         raise ScenarioError(
@@ -332,19 +359,32 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         )
     workload = Workload(
         endpoint=endpoint or "completions",
-        num_prompts=wl.integer("num_prompts", 80, minimum=1) or 80,
-        input_len=wl.integer("input_len", 1024, minimum=1) or 1024,
-        output_len=wl.integer("output_len", 1024, minimum=1) or 1024,
-        max_concurrency=wl.integer("max_concurrency", 8, minimum=1),
-        num_warmups=wl.integer("num_warmups", 8) or 0,
+        num_prompts=wl.integer("num_prompts", 80, minimum=1, maximum=limits.MAX_PROMPTS) or 80,
+        input_len=wl.integer("input_len", 1024, minimum=1, maximum=limits.MAX_TOKENS) or 1024,
+        output_len=wl.integer("output_len", 1024, minimum=1, maximum=limits.MAX_TOKENS) or 1024,
+        max_concurrency=wl.integer("max_concurrency", 8, minimum=1, maximum=limits.MAX_CONCURRENCY),
+        num_warmups=wl.integer("num_warmups", 8, maximum=limits.MAX_PROMPTS) or 0,
         request_rate=wl.number("request_rate", math.inf, low=1e-9, high=math.inf),
         seed=wl.integer("seed", 0) or 0,
         temperature=wl.number("temperature", 0.0, low=0.0, high=10.0),
     )
+    if (
+        problem := limits.send_span_problem(
+            workload.num_prompts, workload.request_rate, "workload.request_rate"
+        )
+    ) is not None:
+        raise ScenarioError(f"{source}: {problem}")
     cmp = top.sub("compare")
     cmp.check_keys({"repeats", "confidence", "resamples"})
     th = top.sub("thresholds")
     th.check_keys(set(GATEABLE))
+    if "thresholds" in doc and not th.table:
+        defaults = ", ".join(f"{k} = {v}" for k, v in DEFAULT_THRESHOLDS.items())
+        raise ScenarioError(
+            f"{source}: thresholds is empty, so nothing would be gated; name at least one "
+            "metric (e.g. median_tpot_ms = 0.02), or leave the [thresholds] table out for "
+            f"perfgate's defaults ({defaults})"
+        )
     raw_thresholds = th.table or DEFAULT_THRESHOLDS
     thresholds = tuple(
         Threshold(
@@ -363,29 +403,85 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
     arms = {name: _arm(arms_table.sub(name), name) for name in ("baseline", "candidate")}
     accuracy = _accuracy(top.sub("accuracy")) if "accuracy" in doc else AccuracySpec(enabled=False)
     model = top.text("model", required=True)
-    assert model is not None  # required=True
+    if model is None:  # unreachable: required=True raises
+        raise ScenarioError(f"{top.where('model')} is required")
+    server_args = server.str_list("args")
+    for arm in arms.values():
+        check_server_args(source, (*server_args, *arm.args), workload, arm.name)
     return Scenario(
-        name=top.text("name", Path(source).stem) or Path(source).stem,
+        name=_name(top, source),
         source=source,
         description=top.text("description", "") or "",
         model=model,
         served_model_name=top.text("served_model_name"),
         requires_gpu=top.flag("requires_gpu", False),
-        server_args=server.str_list("args"),
+        server_args=server_args,
         server_env=server.env("env"),
         startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
         restart_between_repeats=server.flag("restart_between_repeats", False),
         colocate=server.flag("colocate", False),
         shared_compile_cache=server.flag("shared_compile_cache", False),
         workload=workload,
-        repeats=cmp.integer("repeats", 3, minimum=1) or 3,
+        repeats=cmp.integer("repeats", 3, minimum=1, maximum=limits.MAX_REPEATS) or 3,
         confidence=cmp.number("confidence", 0.95, low=0.5, high=0.999),
-        resamples=cmp.integer("resamples", 2000, minimum=100) or 2000,
+        resamples=cmp.integer("resamples", 2000, minimum=100, maximum=1_000_000) or 2000,
         thresholds=thresholds,
         arms=arms,
         accuracy=accuracy,
         profile=_profile(top.sub("profile")) if "profile" in doc else ProfileSpec(),
     )
+
+
+def _name(top: _Fields, source: str) -> str:
+    """The scenario's name (a run directory's name and a report's heading): letters, digits,
+    '.', '_' and '-'. Without one, the file's name with anything else replaced by '-'."""
+    given = top.text("name")
+    if given is None:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-._")[:64]
+        return stem or "scenario"
+    if not NAME.fullmatch(given):
+        raise ScenarioError(
+            f"{top.where('name')} must be 1-64 letters, digits, '.', '_' or '-' (starting "
+            f"with a letter or digit), got {given[:80]!r}; it names the run directory"
+        )
+    return given
+
+
+def max_model_len(args: tuple[str, ...]) -> int | None:
+    """The ``--max-model-len`` a vLLM command line sets (its last one, as argparse takes it;
+    ``1024``, ``4k`` or ``1M``), or None when it sets none or perfgate cannot read it."""
+    value = None
+    for i, arg in enumerate(args):
+        flag, eq, inline = arg.partition("=")
+        if flag.replace("_", "-") != "--max-model-len":
+            continue
+        value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)([kKmM]?)", value.strip())
+    if m is None:
+        return None
+    scale = {"": 1, "k": 1000, "K": 1024, "m": 1_000_000, "M": 1024 * 1024}[m.group(2)]
+    return int(m.group(1)) * scale
+
+
+def check_server_args(source: str, args: tuple[str, ...], workload: Workload, arm: str) -> None:
+    """Server arguments that cannot work with this workload, found before any server starts."""
+    for arg in args:
+        flag = arg.partition("=")[0].replace("_", "-")
+        if flag in OWN_ARGS:
+            raise ScenarioError(
+                f"{source}: arms.{arm}: {flag} in the server arguments: {OWN_ARGS[flag]}; "
+                "remove it (to use a server you started yourself, give the arm a url)"
+            )
+    limit = max_model_len(args)
+    total = workload.input_len + workload.output_len
+    if limit is not None and total > limit:
+        raise ScenarioError(
+            f"{source}: workload.input_len + workload.output_len = {workload.input_len} + "
+            f"{workload.output_len} = {total} tokens exceeds --max-model-len {limit} in the "
+            f"{arm}'s server arguments; shorten the workload or raise --max-model-len"
+        )
 
 
 def _rules(f: _Fields, key: str) -> tuple[KernelRule, ...]:
@@ -421,9 +517,9 @@ def _profile(f: _Fields) -> ProfileSpec:
         expect[arm], forbid[arm] = _rules(sub, "expect_kernels"), _rules(sub, "forbid_kernels")
     return ProfileSpec(
         enabled=f.flag("enabled", True),
-        num_prompts=f.integer("num_prompts", 8, minimum=1) or 8,
-        output_len=f.integer("output_len", 64, minimum=2) or 64,
-        top=f.integer("top", 15, minimum=1) or 15,
+        num_prompts=f.integer("num_prompts", 8, minimum=1, maximum=limits.MAX_PROMPTS) or 8,
+        output_len=f.integer("output_len", 64, minimum=2, maximum=limits.MAX_TOKENS) or 64,
+        top=f.integer("top", 15, minimum=1, maximum=10_000) or 15,
         expect=expect,
         forbid=forbid,
     )
@@ -463,13 +559,14 @@ def _accuracy(f: _Fields) -> AccuracySpec:
         source=source,
         path=f.text("path"),
         subset=f.text("subset", "diamond") or "diamond",
-        k=f.integer("k", 2, minimum=1) or 2,
-        limit=f.integer("limit", None, minimum=1),
+        k=f.integer("k", 2, minimum=1, maximum=limits.MAX_REPEATS) or 2,
+        limit=f.integer("limit", None, minimum=1, maximum=limits.MAX_PROMPTS),
         endpoint=endpoint,
         temperature=f.number("temperature", 0.0, low=0.0, high=10.0),
-        max_tokens=f.integer("max_tokens", 1024, minimum=1) or 1024,
+        max_tokens=f.integer("max_tokens", 1024, minimum=1, maximum=limits.MAX_TOKENS) or 1024,
         reasoning_effort=effort,
-        num_concurrent=f.integer("num_concurrent", 8, minimum=1) or 8,
+        num_concurrent=f.integer("num_concurrent", 8, minimum=1, maximum=limits.MAX_CONCURRENCY)
+        or 8,
         max_drop=f.number("max_drop", 0.01, low=0.0, high=1.0),
         shuffle_seed=f.integer("shuffle_seed", 0) or 0,
     )
@@ -477,9 +574,21 @@ def _accuracy(f: _Fields) -> AccuracySpec:
 
 def load(path: Path) -> Scenario:
     try:
-        doc = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a directory, not a scenario file") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark some editors write is not TOML
+    except UnicodeDecodeError:
+        raise ScenarioError(
+            f"{path}: not a UTF-8 text file; a scenario is TOML text (see scenarios/*.toml)"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML ({exc})") from None
     return parse(doc, str(path))
@@ -505,6 +614,8 @@ def parse_env_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ScenarioError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        if (problem := limits.env_problem(key, value)) is not None:
+            raise ScenarioError(f"{flag} {key}=...: {problem}")
         out[key] = value
     return out
 
@@ -538,5 +649,8 @@ def with_overrides(
         if ov.get("args"):
             arm = replace(arm, args=(*arm.args, *ov["args"]))
         validate_arm(arm, "command line")
+        check_server_args(
+            "command line", (*scenario.server_args, *arm.args), scenario.workload, name
+        )
         arms[name] = arm
     return replace(scenario, arms=arms, repeats=repeats or scenario.repeats)

@@ -51,15 +51,26 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 _ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): |: error: ")  # raised, or argparse
+# vLLM's log prefix, optionally behind a process tag: "(APIServer pid=7) WARNING 11-28 ...".
+_MINOR_LEVEL = re.compile(r"^(\(\w+ pid=\d+\)\s*)?(WARNING|WARN|INFO|DEBUG)\b")
+# Re-raises that only point back at the real cause, printed after it.
+_WRAPPERS = ("See root cause above", "Engine core initialization failed")
 
 
 def first_error(path: Path) -> str | None:
-    """The first ``SomethingError: message`` line of a log: usually the root cause, which the
-    last lines (a chain of re-raises) often no longer show."""
+    """The line of a log that names why the process ended: the first exception (or argparse
+    complaint) it printed. A chain of re-raises prints the root cause first, so the first one
+    wins; warnings that merely mention an exception (vLLM's ulimit warning names ``OSError``)
+    and re-raises that point back at the cause are passed over."""
     try:
         with path.open(errors="replace") as f:
             for line in f:
-                if _ERROR_LINE.search(line) and "Traceback" not in line:
+                if (
+                    _ERROR_LINE.search(line)
+                    and "Traceback" not in line
+                    and not _MINOR_LEVEL.match(line.strip())
+                    and not any(w in line for w in _WRAPPERS)
+                ):
                     return line.strip()
     except OSError:
         return None
@@ -68,8 +79,71 @@ def first_error(path: Path) -> str | None:
 
 def _failure_context(path: Path) -> str:
     cause = first_error(path)
-    head = f"first error in the log: {cause}\n" if cause else ""
+    head = f"cause in the log: {cause}\n" if cause else ""
     return f"{head}last {LOG_TAIL_LINES} log lines:\n{log_tail(path)}(full log: {path})"
+
+
+def how_it_ended(returncode: int) -> str:
+    """``exited with code 1`` or ``was killed by signal 9 (SIGKILL)``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-returncode} ({name})"
+    return f"exited with code {returncode}"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def listener_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP ``port`` (from /proc/net), or None where unreadable."""
+    inodes: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st ... inode: state 0A is LISTEN
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(fields[9])
+    return inodes if readable else None
+
+
+def group_owns_listener(pgid: int, port: int) -> bool | None:
+    """Whether a process of group ``pgid`` holds the socket listening on ``port``; None where
+    /proc cannot tell."""
+    inodes = listener_inodes(port)
+    if inodes is None:
+        return None
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in group_members(pgid):
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in wanted:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 @dataclass(frozen=True)
@@ -130,7 +204,13 @@ class VllmServer:
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env}
-        with spec.log_path.open("ab") as log:
+        if port_in_use(spec.host, self.port):
+            raise ServerError(
+                f"server {spec.name!r}: port {self.port} on {spec.host} is already in use by "
+                "another process; stop it or let perfgate pick a free port"
+            )
+        fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
             try:
@@ -160,10 +240,18 @@ class VllmServer:
             code = self.proc.poll()
             if code is not None:
                 raise ServerError(
-                    f"server {self.spec.name!r} exited with code {code} before becoming healthy; "
+                    f"server {self.spec.name!r} {how_it_ended(code)} before becoming healthy; "
                     + _failure_context(self.spec.log_path)
                 )
             if self.healthy():
+                if group_owns_listener(self.proc.pid, self.port) is False:
+                    # Something else answers on our port (taken between our check and the
+                    # server's bind): never measure a server that is not ours.
+                    raise ServerError(
+                        f"server {self.spec.name!r}: port {self.port} answers /health, but the "
+                        "process listening there is not this server (another process took the "
+                        "port); run again, or stop whatever serves on it"
+                    )
                 self.startup_s = time.monotonic() - started
                 return
             if time.monotonic() > deadline:
@@ -183,6 +271,23 @@ class VllmServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def death(self, wait_s: float = 0.0) -> str | None:
+        """None while the server runs; once it has died, a message saying how (exit code or
+        signal), the cause line of its log and where the log is. ``wait_s`` gives a server
+        that is going down (its engine died, say) that long to finish exiting."""
+        if self.proc is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=wait_s)
+        if (code := self.proc.poll()) is None:
+            return None
+        cause = first_error(self.spec.log_path)
+        return (
+            f"server {self.spec.name!r} {how_it_ended(code)} during the run"
+            + (f"; cause in the log: {cause}" if cause else "")
+            + f" (full log: {self.spec.log_path})"
+        )
 
     def stop(self) -> None:
         """Stop the whole process group and wait for it; safe to call more than once."""

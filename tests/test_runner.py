@@ -71,7 +71,7 @@ def test_every_repeat_records_the_server_start_it_ran_on(
     @contextlib.contextmanager
     def fake_serve(run, arm_name, spec, say, *, profile=False):
         run.servers[arm_name].append({"log": str(spec.log_path), "profile": profile})
-        yield types.SimpleNamespace(url="http://127.0.0.1:1", alive=lambda: True)
+        yield types.SimpleNamespace(url="http://127.0.0.1:1", death=lambda wait_s=0: None)
 
     monkeypatch.setattr(runner, "_serve", fake_serve)
     monkeypatch.setattr(runner, "run_bench", lambda cfg, progress=None: _FakeResult())

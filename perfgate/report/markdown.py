@@ -1,12 +1,15 @@
 """report.md: a compare result as a Markdown section to paste into a pull request.
 
 A pure function of the result document (``results.json``), so ``perfgate report`` renders a
-stored run exactly as the run itself did.
+stored run exactly as the run itself did. Everything a user or a server supplied (names,
+descriptions, commands, errors, kernel names, versions) goes in escaped as text or fenced as
+code, so it can neither break the layout nor smuggle markup or HTML into a pull request.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from typing import Any
 
@@ -51,6 +54,30 @@ SERVING_ROWS = [
     ("Mean ITL per token (ms)", "mean_itl_per_token_ms", "{:.2f}"),
     ("Peak output throughput, tokens (tok/s)", "max_output_tokens_per_s_by_tokens", "{:.2f}"),
 ]
+
+
+def md_text(value: Any) -> str:
+    """Literal inline Markdown text: one line, emphasis/link/table/HTML characters escaped."""
+    text = " ".join(str(value).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
+
+
+def md_code(value: Any, *, in_table: bool = True) -> str:
+    """Inline code that holds any text: a fence longer than any run of backticks inside, one
+    line, and (in a table cell) '|' escaped, which would otherwise end the cell."""
+    text = " ".join(str(value).split())
+    if in_table:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_block(text: str) -> list[str]:
+    """A fenced code block whose fence no line of ``text`` can close."""
+    fence = "`" * max(3, max((len(m) for m in re.findall(r"`{3,}", text)), default=0) + 1)
+    return [fence, text, fence]
 
 
 def _fmt(v: Any, fmt: str = "{:.2f}") -> str:
@@ -112,12 +139,14 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     arms = doc["arms"]
     status = doc["status"]
     reps = {a: len(arms[a]["repeats"]) for a in ("baseline", "candidate")}
-    lines = [f"## perfgate: {sc['name']}", ""]
+    lines = [f"## perfgate: {md_text(sc['name'])}", ""]
     if status == "complete":
         head = VERDICT_LINE.get(doc["verdict"], str(doc["verdict"]))
     else:
         head = STATUS_LINE.get(status, status)
-    lines.append(f"{head} (exit {doc['exit_code']}). {sc.get('description') or ''}".rstrip())
+    lines.append(
+        f"{head} (exit {doc['exit_code']}). {md_text(sc.get('description') or '')}".rstrip()
+    )
     if doc.get("recomputed"):
         was = doc["recomputed"]
         lines += [
@@ -130,7 +159,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         error = str(doc["error"]).strip()
         if len(error) > 3000:  # the head names the cause; the full text is in results.json
             error = error[:3000] + "\n... (full text in results.json)"
-        lines += ["", "```", error, "```"]
+        lines += ["", *md_block(error)]
     lines.append("")
     w = sc["workload"]
     lines.append(
@@ -188,7 +217,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     )
     if warnings:
         lines += ["<details><summary>Warnings</summary>", ""]
-        lines += [f"- {w}" for w in warnings]
+        lines += [f"- {md_text(w)}" for w in warnings]
         lines += ["", "</details>", ""]
 
     lines += ["<details><summary>Environment</summary>", ""]
@@ -209,16 +238,15 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        f"Host `{env.get('hostname')}`, {env.get('platform')}, Python {env.get('python')}, "
-        f"GPUs: {gpu_text}, perfgate {env.get('perfgate_version')}.",
+        f"Host {md_code(env.get('hostname'), in_table=False)}, {md_text(env.get('platform'))}, "
+        f"Python {md_text(env.get('python'))}, GPUs: {md_text(gpu_text)}, perfgate "
+        f"{md_text(env.get('perfgate_version'))}.",
         "",
         "</details>",
         "",
         "Reproduce:",
         "",
-        "```",
-        doc["command"],
-        "```",
+        *md_block(str(doc["command"])),
         "",
     ]
     return "\n".join(lines)
@@ -239,13 +267,13 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
         return []
     c = acc.get("comparison")
     first = next(iter(arms.values()))
-    lines = ["**Accuracy** (GPQA via lm-eval, " + str(first.get("source")) + ")", ""]
+    lines = ["**Accuracy** (GPQA via lm-eval, " + md_text(first.get("source")) + ")", ""]
     if c is None:
         lines += ["| arm | accuracy | questions x k |", "|---|---:|---:|"]
         for name, a in arms.items():
             cells = [x for row in a["correct"] for x in row]
             score = sum(cells) / len(cells) if cells else None
-            lines.append(f"| {name} | {_acc(score)} | {len(a['correct'])} x {a['k']} |")
+            lines.append(f"| {md_text(name)} | {_acc(score)} | {len(a['correct'])} x {a['k']} |")
         return [*lines, ""]
     verdict = c["verdict"]
     if verdict == "inconclusive" and c.get("k_to_decide"):
@@ -270,11 +298,6 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _code(text: str) -> str:
-    """Inline code safe inside a Markdown table cell (a '|' would end the cell)."""
-    return "`" + text.replace("|", "\\|") + "`"
-
-
 def render_kernel_table(table: dict[str, Any], top: int, title: str = "") -> list[str]:
     what = "GPU kernel" if table["source"] == "kernel" else "CPU operator (self time)"
     lines = [title] if title else []
@@ -289,7 +312,7 @@ def render_kernel_table(table: dict[str, Any], top: int, title: str = "") -> lis
     ]
     for r in table["rows"][:top]:
         lines.append(
-            f"| {_code(short_name(r['name']))} | {r['calls']} | {r['total_us'] / 1000:.3f} "
+            f"| {md_code(short_name(r['name']))} | {r['calls']} | {r['total_us'] / 1000:.3f} "
             f"| {r['mean_us']:.1f} | {r['share']:.1%} |"
         )
     return [*lines, ""]
@@ -302,7 +325,7 @@ def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[s
     ]
     for r in diff_tables(base, cand, top=top):
         lines.append(
-            f"| {_code(short_name(r.name))} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
+            f"| {md_code(short_name(r.name))} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
             f"{r.candidate_calls} | {r.candidate_us / 1000:.3f} | {r.change} |"
         )
     return [*lines, ""]
@@ -323,7 +346,7 @@ def render_profile_section(profile: dict[str, Any], top: int = 10) -> list[str]:
             need = f">= {c['min_calls']}" if c["kind"] == "expect" else f"< {c['min_calls']}"
             mark = "✅ pass" if c["ok"] else "❌ **fail**"
             lines.append(
-                f"| {c['arm']} | {c['kind']} ({need} calls) | {_code(c['pattern'])} | "
+                f"| {c['arm']} | {c['kind']} ({need} calls) | {md_code(c['pattern'])} | "
                 f"{c['calls']} | {mark} |"
             )
         lines.append("")
@@ -345,17 +368,17 @@ def _first(repeats: list[dict[str, Any]], *path: str) -> str:
         for p in path:
             v = v.get(p) if isinstance(v, dict) else None
         if v:
-            return f"`{v}`"
+            return md_code(v)
     return "n/a"
 
 
 def _launch(arm: dict[str, Any]) -> str:
     spec = arm["spec"]
     if spec.get("url"):
-        return f"running server `{spec['url']}`"
+        return f"running server {md_code(spec['url'])}"
     servers = arm.get("servers") or []
     if servers:
         argv = " ".join(servers[0]["argv"])
         env = " ".join(f"{k}={v}" for k, v in (servers[0].get("env") or {}).items())
-        return f"`{(env + ' ' + argv).strip()}`"
+        return md_code((env + " " + argv).strip())
     return "not started"

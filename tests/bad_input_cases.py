@@ -1,0 +1,374 @@
+"""Bad input as a user meets it: each case is a command line, the exit code and the message it
+must print, with no traceback and no server started. ``tests/test_bad_input.py`` runs every
+case; ``tests/reliability_doc.py`` renders the same list into ``docs/reliability.md``, so the
+document cannot drift from what is tested."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE = """\
+name = "case"
+model = "builtin:tiny-llama"
+[server]
+args = ["--max-model-len", "2048"]
+[workload]
+num_prompts = 4
+input_len = 64
+output_len = 16
+[arms.baseline]
+[arms.candidate]
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    section: str  # the issue section it belongs to
+    what: str  # the input, in words
+    argv: Callable[[Path], list[str]]  # tmp dir -> the perfgate command line (after "perfgate")
+    exit_code: int
+    message: str  # must appear in the output, literally
+
+
+def scenario(tmp: Path, text: str = BASE, name: str = "s.toml", data: bytes | None = None) -> str:
+    path = tmp / name
+    if data is not None:
+        path.write_bytes(data)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+def compare(tmp: Path, text: str = BASE, *extra: str) -> list[str]:
+    return ["compare", "--scenario", scenario(tmp, text), "--out-dir", str(tmp / "run"), *extra]
+
+
+def with_(old: str, new: str) -> str:
+    assert old in BASE
+    return BASE.replace(old, new)
+
+
+def gpqa(tmp: Path, name: str, text: str | None = None, data: bytes | None = None) -> str:
+    path = tmp / name
+    if data is not None:
+        path.write_bytes(data)
+    elif text is not None:
+        path.write_text(text)
+    else:
+        path.mkdir()
+    return str(path)
+
+
+HEADER = "Question,Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3\n"
+
+
+def _report_of(tmp: Path, doc: dict) -> list[str]:
+    path = tmp / "r.json"
+    path.write_text(json.dumps(doc))
+    return ["report", str(path)]
+
+
+def _bad_trace(tmp: Path) -> list[str]:
+    path = tmp / "t.pt.trace.json"
+    event = {"ph": "X", "cat": "kernel", "name": "k", "ts": 0, "dur": "fast"}
+    path.write_text(json.dumps({"traceEvents": [event]}))
+    return ["kernels", str(path)]
+
+
+def _file(tmp: Path) -> Path:
+    f = tmp / "a-file"
+    f.write_text("x")
+    return f
+
+
+BAD_INPUT = [
+    # -- 4. bad input fails before any server starts
+    Case(
+        "model-path-missing",
+        "4",
+        "a local model path that does not exist",
+        lambda t: compare(t, with_('model = "builtin:tiny-llama"', 'model = "/no/such/model"')),
+        2,
+        "model: /no/such/model does not exist",
+    ),
+    Case(
+        "serve-model-missing",
+        "4",
+        "`bench --serve` of a model path that does not exist",
+        lambda t: ["bench", "--serve", "./no/such/model", "--num-prompts", "1"],
+        2,
+        "--serve: ./no/such/model does not exist",
+    ),
+    Case(
+        "gpqa-header-only",
+        "4",
+        "a GPQA file with only its header row",
+        lambda t: compare(t, BASE, "--gpqa-path", gpqa(t, "q.csv", HEADER)),
+        2,
+        "holds no questions (a header row at most)",
+    ),
+    Case(
+        "gpqa-empty-answer",
+        "4",
+        "a GPQA row with an empty answer",
+        lambda t: compare(t, BASE, "--gpqa-path", gpqa(t, "q.csv", HEADER + "Q?,a,,c,d\n")),
+        2,
+        "row 1 has empty ['Incorrect Answer 1']",
+    ),
+    Case(
+        "longer-than-max-model-len",
+        "4",
+        "input_len + output_len larger than the --max-model-len the scenario passes",
+        lambda t: compare(t, with_('"2048"', '"64"')),
+        2,
+        "input_len + workload.output_len = 64 + 16 = 80 tokens exceeds --max-model-len 64",
+    ),
+    Case(
+        "longer-than-cli-max-model-len",
+        "4",
+        "the same through `--candidate-arg=--max-model-len=32`",
+        lambda t: compare(t, BASE, "--candidate-arg=--max-model-len=32"),
+        2,
+        "exceeds --max-model-len 32 in the candidate's server arguments",
+    ),
+    Case(
+        "num-prompts-float",
+        "4",
+        "`num_prompts = 1e26`",
+        lambda t: compare(t, with_("num_prompts = 4", "num_prompts = 1e26")),
+        2,
+        "workload.num_prompts must be an integer >= 1 (at most 1000000), got 1e+26",
+    ),
+    Case(
+        "input-len-huge",
+        "4",
+        "`input_len = 2**63 - 1`",
+        lambda t: compare(t, with_("input_len = 64", "input_len = 9223372036854775807")),
+        2,
+        "workload.input_len must be an integer >= 1 (at most 10000000)",
+    ),
+    Case(
+        "env-key-with-equals",
+        "4",
+        "an environment key holding '='",
+        lambda t: compare(t, with_("[arms.candidate]", '[arms.candidate]\nenv = { "A=B" = "1" }')),
+        2,
+        "'A=B' is not a valid environment variable name",
+    ),
+    Case(
+        "env-value-nul",
+        "4",
+        "a NUL byte in an environment value",
+        lambda t: compare(
+            t, with_("[arms.candidate]", '[arms.candidate]\nenv = { A = "x\\u0000y" }')
+        ),
+        2,
+        "the value of A holds a NUL byte",
+    ),
+    Case(
+        "arg-nul",
+        "4",
+        "a NUL byte in a server argument",
+        lambda t: compare(t, with_("[arms.candidate]", '[arms.candidate]\nargs = ["--x\\u0000"]')),
+        2,
+        "holds a NUL byte, which no command line can carry",
+    ),
+    Case(
+        "port-in-args",
+        "4",
+        "`--port` among the server arguments",
+        lambda t: compare(t, BASE, "--candidate-arg=--port=8000"),
+        2,
+        "--port in the server arguments: perfgate gives each server start a free port",
+    ),
+    Case(
+        "empty-kernel-pattern",
+        "4",
+        '`expect_kernels = [""]`',
+        lambda t: compare(t, BASE + '[profile.candidate]\nexpect_kernels = [""]\n'),
+        2,
+        "matches every name (it matches the empty string)",
+    ),
+    Case(
+        "name-traversal",
+        "4",
+        'scenario `name = "../../x"`',
+        lambda t: compare(t, with_('name = "case"', 'name = "../../x"')),
+        2,
+        "name must be 1-64 letters, digits, '.', '_' or '-'",
+    ),
+    Case(
+        "name-markup",
+        "4",
+        "a scenario name with a newline and `<script>`",
+        lambda t: compare(t, with_('name = "case"', 'name = "a\\n<script>"')),
+        2,
+        "name must be 1-64 letters",
+    ),
+    # -- 5. messages, never tracebacks, and the right cause first
+    Case(
+        "markup-in-path",
+        "5",
+        "`--scenario '[bold]x.toml'` (no such file)",
+        lambda t: ["compare", "--scenario", "[bold]x.toml"],
+        2,
+        "[bold]x.toml: no such scenario file",
+    ),
+    Case(
+        "markup-closing-tag",
+        "5",
+        "`--candidate-env '[/x]'`",
+        lambda t: compare(t, BASE, "--candidate-env", "[/x]"),
+        2,
+        "--candidate-env takes KEY=VALUE, got '[/x]'",
+    ),
+    Case(
+        "bracketed-words",
+        "5",
+        "a scenario without arms (the message names [arms.baseline])",
+        lambda t: compare(t, 'model = "m"\n'),
+        2,
+        "every scenario has a [arms.baseline] and an [arms.candidate] table",
+    ),
+    Case(
+        "binary-scenario",
+        "5",
+        "a binary scenario file",
+        lambda t: ["compare", "--scenario", scenario(t, data=b"\x89PNG\x00\xff\xfe")],
+        2,
+        "not a UTF-8 text file",
+    ),
+    Case(
+        "long-unicode-name",
+        "5",
+        "a 300-character unicode scenario name",
+        lambda t: compare(t, with_('name = "case"', f'name = "{"ü" * 300}"')),
+        2,
+        "name must be 1-64 letters",
+    ),
+    Case(
+        "negative-seed",
+        "5",
+        "`bench --seed -1`",
+        lambda t: ["bench", "--seed", "-1"],
+        2,
+        "--seed",
+    ),
+    Case(
+        "empty-scenario-path",
+        "5",
+        '`--scenario ""`',
+        lambda t: ["compare", "--scenario", ""],
+        2,
+        "--scenario is empty; give a scenario file",
+    ),
+    Case(
+        "scenario-is-a-directory",
+        "5",
+        "`--scenario` naming a directory",
+        lambda t: ["compare", "--scenario", str(t)],
+        2,
+        "is a directory, not a scenario file",
+    ),
+    Case(
+        "out-dir-under-a-file",
+        "5",
+        "`--out-dir` under a file",
+        lambda t: [*compare(t)[:3], "--out-dir", str(_file(t) / "run")],
+        2,
+        "a-file is a file, not a directory",
+    ),
+    Case(
+        "report-missing-keys",
+        "5",
+        "`perfgate report` on a compare file missing keys",
+        lambda t: _report_of(t, {"schema": "perfgate.compare/1", "status": "complete"}),
+        2,
+        "a perfgate.compare/1 document with a missing or malformed part",
+    ),
+    Case(
+        "report-future-schema",
+        "5",
+        "`perfgate report` on a file of an unknown schema version",
+        lambda t: _report_of(t, {"schema": "perfgate.compare/2"}),
+        2,
+        "schema 'perfgate.compare/2' is not one this perfgate",
+    ),
+    Case(
+        "kernels-malformed-event",
+        "5",
+        "`perfgate kernels` on a trace with a malformed event",
+        _bad_trace,
+        2,
+        "traceEvents[0] ('k'): dur is 'fast', not a number",
+    ),
+    Case(
+        "gpqa-binary",
+        "5",
+        "a binary `--gpqa-path`",
+        lambda t: compare(t, BASE, "--gpqa-path", gpqa(t, "q.csv", data=b"\xff\xfe\x00bin")),
+        2,
+        "is not a UTF-8 text file",
+    ),
+    Case(
+        "gpqa-directory",
+        "5",
+        "a directory as `--gpqa-path`",
+        lambda t: compare(t, BASE, "--gpqa-path", gpqa(t, "q.csv")),
+        2,
+        "Invalid value for '--gpqa-path'",
+    ),
+    Case(
+        "request-rate-tiny",
+        "5",
+        "`--request-rate 1e-300` (would hang)",
+        lambda t: ["bench", "--request-rate", "1e-300", "--num-prompts", "2"],
+        2,
+        "--request-rate 1e-300 with 2 prompts would take about forever",
+    ),
+    Case(
+        "percentiles-empty",
+        "5",
+        '`--metric-percentiles ","`',
+        lambda t: ["bench", "--metric-percentiles", ","],
+        2,
+        "--metric-percentiles",
+    ),
+    Case(
+        "empty-thresholds",
+        "5",
+        "an empty `[thresholds]` table",
+        lambda t: compare(t, BASE + "[thresholds]\n"),
+        2,
+        "thresholds is empty, so nothing would be gated",
+    ),
+    # -- 2. nothing measured is lost: output paths are checked before any work
+    Case(
+        "bench-out-under-a-file",
+        "2",
+        "`bench --out /etc/hostname/r.json` (a file as the directory)",
+        lambda t: ["bench", "--out", str(_file(t) / "r.json")],
+        2,
+        "a-file is a file, not a directory",
+    ),
+    Case(
+        "bench-out-is-a-directory",
+        "2",
+        "`bench --out` naming a directory",
+        lambda t: ["bench", "--out", str(t)],
+        2,
+        "Invalid value for '--out'",
+    ),
+    Case(
+        "eval-out-under-a-file",
+        "2",
+        "`eval --out` under a file",
+        lambda t: ["eval", "--url", "http://127.0.0.1:9", "--out", str(_file(t) / "e.json")],
+        2,
+        "a-file is a file, not a directory",
+    ),
+]
