@@ -18,6 +18,7 @@ lm-eval does the evaluation (prompting, generation through ``local-completions``
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
 HUB_DATASET = "Idavidrein/gpqa"
@@ -317,6 +319,20 @@ class ArmAccuracy:
         return sum(cells) / len(cells) if cells else float("nan")
 
 
+def auth_header(base_url: str, api_key: str | None) -> tuple[str, dict[str, str] | None]:
+    """The URL without user-info, and the Authorization header to send instead: lm-eval sets
+    that header itself on every request, which HTTP clients refuse to combine with
+    credentials in the URL. A bearer key wins over URL credentials."""
+    parts = urlsplit(base_url)
+    plain = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if api_key:
+        return plain, {"Authorization": f"Bearer {api_key}"}
+    if parts.username is not None or parts.password is not None:
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        return plain, {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    return plain, None
+
+
 def run_accuracy(
     spec: AccuracySpec,
     *,
@@ -324,6 +340,7 @@ def run_accuracy(
     model: str,
     tokenizer: str | None,
     work_dir: Path,
+    api_key: str | None = None,
 ) -> ArmAccuracy:
     """``k`` lm-eval runs of the GPQA task against one server; per-question correctness."""
     from lm_eval import simple_evaluate
@@ -335,6 +352,7 @@ def run_accuracy(
     os.environ.setdefault("HF_DATASETS_CACHE", str(work_dir / "hf-datasets"))
     chat = spec.endpoint == "chat"
     path = "/v1/chat/completions" if chat else "/v1/completions"
+    base_url, auth = auth_header(base_url, api_key)
     model_args: dict[str, Any] = {
         "model": model,
         "base_url": base_url.rstrip("/") + path,
@@ -342,6 +360,8 @@ def run_accuracy(
         "max_retries": 3,
         "tokenized_requests": not chat,
     }
+    if auth:
+        model_args["header"] = auth
     if tokenizer and not chat:
         model_args["tokenizer"] = tokenizer
         model_args["tokenizer_backend"] = "huggingface"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from perfgate import environment, limits
+from perfgate import environment, limits, redact
 from perfgate.client import Endpoint
 from perfgate.endpoint import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
 from perfgate.loadgen import LoadSpec, new_session, run_load
@@ -49,10 +49,13 @@ class BenchConfig:
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     # Where ``model`` came from, for messages: a flag, or a scenario field.
     model_field: str = "--model"
+    # Bearer token for a server started with --api-key; never written anywhere.
+    api_key: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        del d["model_field"]
+        del d["model_field"], d["api_key"]
+        d["url"] = redact.url(self.url)
         d["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
         d["percentiles"] = list(self.percentiles)
         return d
@@ -92,7 +95,7 @@ class BenchResult:
             "started_at": self.started_at,
             "valid": self.valid,
             "config": self.config.to_json(),
-            "server": asdict(self.server),
+            "server": {**asdict(self.server), "base_url": redact.url(self.server.base_url)},
             "environment": self.environment,
             "metrics": self.metrics,
             "problems": [p.to_json() for p in self.problems],
@@ -191,7 +194,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
         if progress is not None:
             progress(phase, done, total)
 
-    async with new_session(cfg.max_concurrency) as session:
+    async with new_session(cfg.max_concurrency, cfg.api_key) as session:
         try:
             info = await probe(session, cfg.url, cfg.model, cfg.model_field)
         except EndpointError as exc:

@@ -7,7 +7,7 @@ Exit codes: 0 = pass (a valid run), 1 = regression found, 2 = the run failed or 
 from __future__ import annotations
 
 import math
-import shlex
+import os
 import signal
 import sys
 import time
@@ -21,7 +21,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from perfgate import __version__, limits, profiling
+from perfgate import __version__, limits, profiling, redact
 from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
 from perfgate.accuracy import preflight as preflight_accuracy
 from perfgate.bench import BenchConfig, BenchError, run_bench, validate_config
@@ -59,15 +59,31 @@ from perfgate.stats import paired_accuracy
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR["pass"], EXIT_FOR["invalid"]
 
+
+class _Console(Console):
+    """A console that prints no secret: strings and Markdown sources are scrubbed first."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(_scrubbed(o) for o in objects), **kwargs)
+
+
+def _scrubbed(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return redact.scrub(obj)
+    if isinstance(obj, Markdown):
+        return Markdown(redact.scrub(obj.markup))
+    return obj
+
+
 # Messages carry user input and server logs: printed literally, never as rich markup (a
 # "[/x]" in a log line would crash the error path, "[arms.baseline]" would vanish).
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-out_console = Console(highlight=False, soft_wrap=True, markup=False)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out_console = _Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def fail(message: str) -> None:
     """Print an error that names the cause and the fix, and exit 2."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
+    err_console.print(Text.assemble(("error:", "bold red"), " ", redact.scrub(message)))
     sys.exit(EXIT_INVALID)
 
 
@@ -300,7 +316,18 @@ def bench(
             check_output_file(out_path, "--out")
         except ResultError as exc:
             fail(str(exc))
+    if url:
+        redact.register(redact.url_secret(url))
+    redact.register_args(serve_args)
+    # the key a server demands: the one --serve gives it, else OPENAI_API_KEY as OpenAI
+    # clients (and vllm bench serve) use it
+    api_key = (
+        redact.api_key(serve_args, {})
+        if serve_model is not None
+        else os.environ.get("OPENAI_API_KEY")
+    )
     cfg = BenchConfig(
+        api_key=api_key or None,
         url=url or "http://127.0.0.1:8000",
         model=model,
         endpoint=endpoint,  # type: ignore[arg-type]
@@ -468,10 +495,11 @@ def compare(
     except ScenarioError as exc:
         fail(str(exc))
     run_dir = out_dir or Path("reports") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = shlex.join(["perfgate", *sys.argv[1:]]) if sys.argv[1:] else "perfgate compare"
+    # to reproduce the run: secrets become references to variables ($HF_TOKEN)
+    command = redact.reproduce(["perfgate", *sys.argv[1:]]) if sys.argv[1:] else "perfgate compare"
 
     def say(message: str) -> None:
-        err_console.print(message, markup=False)
+        err_console.print(message)
 
     # Ctrl-C and SIGTERM both stop the run cleanly, even where SIGINT was ignored when perfgate
     # started (a job launched in the background of a non-interactive shell inherits that).
@@ -565,7 +593,7 @@ def report(result: Path, fmt: str, recompute: bool) -> None:
     if schema == BENCH_SCHEMA:
         out_console.print(text, end="")
     elif fmt == "markdown":
-        click.echo(md, nl=False)
+        click.echo(redact.scrub(md), nl=False)
     else:
         out_console.print(Markdown(md))
 
@@ -669,7 +697,9 @@ def eval_(
         for name, server_url in (("baseline", url), ("candidate", candidate_url)):
             if server_url is None:
                 continue
-            info = probe_server(server_url, model)
+            redact.register(redact.url_secret(server_url))
+            key = os.environ.get("OPENAI_API_KEY") or None
+            info = probe_server(server_url, model, key)
             work = (out_path.parent if out_path else Path("reports")) / f"eval-{name}"
             err_console.print(
                 f"[{name}] GPQA x {k} against {info.base_url} ({info.model})", markup=False
@@ -680,6 +710,7 @@ def eval_(
                 model=info.model,
                 tokenizer=tokenizer or info.root,
                 work_dir=work,
+                api_key=key,
             )
     except (AccuracyError, EndpointError, ResultError) as exc:
         fail(str(exc))

@@ -96,11 +96,13 @@ async def probe(
     )
 
 
-def probe_server(base_url: str, model: str | None) -> ServerInfo:
+def probe_server(base_url: str, model: str | None, api_key: str | None = None) -> ServerInfo:
     """``probe`` with a session of its own, for callers outside an event loop."""
 
     async def go() -> ServerInfo:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             return await probe(session, base_url, model)
 
     return asyncio.run(go())

@@ -50,12 +50,15 @@ def arrival_gaps_s(n: int, request_rate: float, burstiness: float, seed: int) ->
     return [float(g) for g in gaps]
 
 
-def new_session(max_concurrency: int | None) -> aiohttp.ClientSession:
+def new_session(max_concurrency: int | None, api_key: str | None = None) -> aiohttp.ClientSession:
+    """One HTTP session for a run; ``api_key`` (a server started with ``--api-key``) goes on
+    every request as a bearer token, as OpenAI clients send it."""
     connector = aiohttp.TCPConnector(limit=max_concurrency or 0, force_close=False)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         read_bufsize=1 << 20,
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
     )
 
 

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from perfgate import redact
+
 BENCH_SCHEMA = "perfgate.bench/1"
 COMPARE_SCHEMA = "perfgate.compare/1"
 EVAL_SCHEMA = "perfgate.eval/1"
@@ -41,7 +43,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(doc), f, indent=1, allow_nan=False)
+            json.dump(_clean(redact.scrub(doc)), f, indent=1, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
@@ -54,7 +56,7 @@ def write_text_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(text)
+        f.write(redact.scrub(text))
 
 
 def file_in_the_way(directory: Path) -> Path | None:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from perfgate import __version__, environment, profiling, tinymodel
+from perfgate import __version__, environment, profiling, redact, tinymodel
 from perfgate import accuracy as acc
 from perfgate.bench import BenchConfig, BenchError, run_bench
 from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall, worst
@@ -237,7 +237,7 @@ class CompareRun:
             "environment": self.environment,
             "arms": {
                 a: {
-                    "spec": asdict(self.scenario.arms[a]),
+                    "spec": self.scenario.arms[a].to_json(),
                     "servers": self.servers[a],
                     "repeats": self.repeats[a],
                 }
@@ -433,18 +433,19 @@ def _record_start(
     run.servers[arm_name].append(
         {
             "log": str(log),
-            "argv": server.argv,
+            "argv": redact.args(server.argv),
             "startup_s": server.startup_s,
-            "env": server.spec.env,
+            "env": redact.env(server.spec.env),
             "profile": profile,
         }
     )
 
 
-def workload_config(scenario: Scenario, url: str) -> BenchConfig:
-    """The scenario's workload as one ``perfgate bench`` run against ``url``."""
+def workload_config(scenario: Scenario, url: str, arm: str) -> BenchConfig:
+    """The scenario's workload as one ``perfgate bench`` run against ``arm``'s ``url``."""
     w = scenario.workload
     return BenchConfig(
+        api_key=scenario.api_key(arm),
         url=url,
         model=scenario.served_model_name,
         model_field=f"{scenario.source}: served_model_name",
@@ -472,7 +473,7 @@ def _run_repeats(
 ) -> None:
     """``count`` repeats of the workload; repeat k (counted per arm) uses seed + k. When
     requests fail and the arm's server (in ``servers``) has died, the error says that."""
-    base = workload_config(run.scenario, url)
+    base = workload_config(run.scenario, url, arm_name)
     for i in range(count):
         k = len(run.repeats[arm_name])
         cfg = replace(
@@ -521,6 +522,7 @@ def _run_accuracy(
             model=served,
             tokenizer=model,
             work_dir=run.run_dir / f"accuracy-{arm_name}",
+            api_key=run.scenario.api_key(arm_name),
         )
     except acc.AccuracyError as exc:
         _check_alive(servers or {}, wait_s=5.0)
@@ -561,7 +563,7 @@ def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> 
     scenario, prof = run.scenario, run.scenario.profile
     w = scenario.workload
     base = replace(
-        workload_config(scenario, url),
+        workload_config(scenario, url, arm_name),
         num_prompts=2,
         output_len=min(8, w.output_len),
         request_rate=math.inf,

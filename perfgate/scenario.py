@@ -53,13 +53,14 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from perfgate import limits
+from perfgate import limits, redact
 from perfgate.accuracy import AccuracySpec
 from perfgate.profiling import KernelRule, ProfileError
 
@@ -103,12 +104,23 @@ class ArmSpec:
     args: tuple[str, ...] = ()
     gpus: str | None = None
 
-    def describe(self) -> str:
+    def to_json(self) -> dict[str, Any]:
+        """As written to results.json: secrets masked."""
+        return {
+            "name": self.name,
+            "url": redact.url(self.url) if self.url else None,
+            "vllm": self.vllm,
+            "python": self.python,
+            "env": redact.env(self.env),
+            "args": redact.args(self.args),
+            "gpus": self.gpus,
+        }
+
+    def register_secrets(self) -> None:
+        redact.register_env(self.env)
+        redact.register_args(self.args)
         if self.url:
-            return f"already running at {self.url}"
-        how = f"`{self.vllm} serve`" if self.vllm else f"{self.python or 'this Python'}"
-        extra = " ".join([*(f"{k}={v}" for k, v in self.env.items()), *self.args])
-        return f"{how} {extra}".strip()
+            redact.register(redact.url_secret(self.url))
 
 
 @dataclass(frozen=True)
@@ -171,13 +183,25 @@ class Scenario:
     profile: ProfileSpec = field(default_factory=ProfileSpec)
 
     def to_json(self) -> dict[str, Any]:
+        """As written to results.json: secrets in environments, arguments and URLs masked."""
         from dataclasses import asdict
 
         d = asdict(self)
         d["workload"]["request_rate"] = (
             "inf" if math.isinf(self.workload.request_rate) else self.workload.request_rate
         )
+        d["server_env"] = redact.env(self.server_env)
+        d["server_args"] = redact.args(self.server_args)
+        d["arms"] = {name: arm.to_json() for name, arm in self.arms.items()}
         return d
+
+    def api_key(self, arm: str) -> str | None:
+        """The key the arm's server demands: its ``--api-key`` or ``VLLM_API_KEY`` when
+        perfgate starts it, else (a url arm) ``OPENAI_API_KEY``, as OpenAI clients use."""
+        spec = self.arms[arm]
+        if spec.url:
+            return os.environ.get("OPENAI_API_KEY") or None
+        return redact.api_key((*self.server_args, *spec.args), {**self.server_env, **spec.env})
 
 
 class _Fields:
@@ -288,6 +312,7 @@ def _arm(f: _Fields, name: str) -> ArmSpec:
 
 
 def validate_arm(arm: ArmSpec, source: str) -> None:
+    arm.register_secrets()
     where = f"{source}: arms.{arm.name}"
     for key, value in arm.env.items():
         if (problem := limits.env_problem(key, value)) is not None:
@@ -406,6 +431,9 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
     if model is None:  # unreachable: required=True raises
         raise ScenarioError(f"{top.where('model')} is required")
     server_args = server.str_list("args")
+    server_env = server.env("env")
+    redact.register_args(server_args)
+    redact.register_env(server_env)
     for arm in arms.values():
         check_server_args(source, (*server_args, *arm.args), workload, arm.name)
     return Scenario(
@@ -416,7 +444,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         served_model_name=top.text("served_model_name"),
         requires_gpu=top.flag("requires_gpu", False),
         server_args=server_args,
-        server_env=server.env("env"),
+        server_env=server_env,
         startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
         restart_between_repeats=server.flag("restart_between_repeats", False),
         colocate=server.flag("colocate", False),

@@ -22,12 +22,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import IO
+
+from perfgate import redact
 
 LOG_TAIL_LINES = 40
 
@@ -183,6 +187,7 @@ class VllmServer:
         self.argv = spec.argv(self.port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self._pump: threading.Thread | None = None
 
     def __enter__(self) -> VllmServer:
         try:
@@ -210,26 +215,34 @@ class VllmServer:
                 "another process; stop it or let perfgate pick a free port"
             )
         fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "ab") as log:
-            log.write(f"$ {' '.join(self.argv)}\n".encode())
-            log.flush()
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    # A process group of its own (to signal it whole), in perfgate's session:
-                    # a new session would put the server in its own scheduler autogroup,
-                    # and on a small machine its API server then stalled for seconds.
-                    process_group=0,
-                )
-            except OSError as exc:
-                raise ServerError(
-                    f"server {spec.name!r}: cannot run {self.argv[0]!r} ({exc}); check the "
-                    "vllm executable / Python path of this arm"
-                ) from exc
+        log = os.fdopen(fd, "ab")
+        log.write(f"$ {' '.join(redact.args(self.argv))}\n".encode())
+        log.flush()
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                # through a pipe: vLLM logs its own arguments, secrets included, and the
+                # pump scrubs them before they reach the file
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                # A process group of its own (to signal it whole), in perfgate's session:
+                # a new session would put the server in its own scheduler autogroup,
+                # and on a small machine its API server then stalled for seconds.
+                process_group=0,
+            )
+        except OSError as exc:
+            log.close()
+            raise ServerError(
+                f"server {spec.name!r}: cannot run {self.argv[0]!r} ({exc}); check the "
+                "vllm executable / Python path of this arm"
+            ) from exc
+        assert self.proc.stdout is not None  # stdout=PIPE
+        self._pump = threading.Thread(
+            target=_pump, args=(self.proc.stdout, log), name=f"log-{spec.name}", daemon=True
+        )
+        self._pump.start()
         self._wait_healthy()
 
     def _wait_healthy(self) -> None:
@@ -308,7 +321,19 @@ class VllmServer:
                 time.sleep(0.1)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        if self._pump is not None:
+            self._pump.join(timeout=5)  # the pipe ends once the group is gone
         self.proc = None
+
+
+def _pump(pipe: IO[bytes], log: IO[bytes]) -> None:
+    """Copy the server's output into its log line by line, secrets scrubbed. A log that cannot
+    be written (disk full) is skipped, never left to fill the pipe and stall the server."""
+    with pipe, log:
+        for line in iter(pipe.readline, b""):
+            with contextlib.suppress(OSError, ValueError):
+                log.write(redact.scrub_bytes(line))
+                log.flush()
 
 
 def group_members(pgid: int) -> list[int]:

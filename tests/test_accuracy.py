@@ -94,3 +94,14 @@ def test_task_config_points_lm_eval_at_the_right_data():
     hub = task_config(AccuracySpec(source="hub", subset="diamond"))
     assert (hub["dataset_path"], hub["dataset_name"]) == ("Idavidrein/gpqa", "gpqa_diamond")
     assert task_config(AccuracySpec())["dataset_kwargs"]["data_files"]["train"] == str(BUNDLED_GPQA)
+
+
+def test_credentials_in_the_url_become_a_header_lm_eval_can_send():
+    from perfgate.accuracy import auth_header
+
+    assert auth_header("http://h:1", None) == ("http://h:1", None)
+    assert auth_header("http://u:p%40ss@h:1/", None) == (
+        "http://h:1/",
+        {"Authorization": "Basic dTpwQHNz"},  # base64("u:p@ss")
+    )
+    assert auth_header("http://u:p@h:1", "sk-1") == ("http://h:1", {"Authorization": "Bearer sk-1"})
