@@ -47,6 +47,8 @@ class BenchConfig:
     seed: int = 0
     temperature: float = 0.0
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    # A stream silent this long (before its first token or between two) fails its request.
+    stall_timeout_s: float = 600.0
     # Where ``model`` came from, for messages: a flag, or a scenario field.
     model_field: str = "--model"
     # Bearer token for a server started with --api-key; never written anywhere.
@@ -127,6 +129,10 @@ def validate_config(cfg: BenchConfig) -> None:
         )
     if not cfg.burstiness > 0:
         raise BenchError(f"--burstiness must be above 0, got {cfg.burstiness}")
+    if not 0 < cfg.stall_timeout_s <= 86400:
+        raise BenchError(
+            f"--stall-timeout must be above 0 and at most 86400 s, got {cfg.stall_timeout_s:g}"
+        )
     if problem := limits.send_span_problem(cfg.num_prompts, cfg.request_rate, "--request-rate"):
         raise BenchError(problem)
     if not cfg.percentiles:
@@ -164,6 +170,15 @@ def collect_warnings(
                     f"--num-warmups {batch} or more",
                 )
             )
+    if cfg is not None and not checks:
+        out.append(
+            Warning_(
+                "no_server_metrics",
+                "the server has no /metrics (or it did not answer): perfgate's token counts and "
+                "latencies could not be checked against the server's own",
+                "serve with vLLM's metrics on, or accept an unwitnessed measurement",
+            )
+        )
     for c in checks:
         if c.agrees is False:
             out.append(Warning_("server_disagrees", f"{c.name}: {c.note}", c.remedy))
@@ -238,6 +253,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
             burstiness=cfg.burstiness,
             seed=cfg.seed,
             temperature=cfg.temperature,
+            stall_timeout_s=cfg.stall_timeout_s,
         )
         t0 = time.perf_counter_ns()
         records: list[RequestRecord] = []

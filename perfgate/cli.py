@@ -272,6 +272,15 @@ def main() -> None:
     help="Comma-separated percentiles to report.",
 )
 @click.option(
+    "--stall-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request whose stream sends nothing this long (before its first token or between "
+    "two) fails.",
+)
+@click.option(
     "--out",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -294,6 +303,7 @@ def bench(
     seed: int,
     temperature: float,
     metric_percentiles: str,
+    stall_timeout: float,
     out_path: Path | None,
 ) -> None:
     """Benchmark one running server with exact-length streaming requests.
@@ -341,6 +351,7 @@ def bench(
         seed=seed,
         temperature=temperature,
         percentiles=_parse_percentiles(metric_percentiles),
+        stall_timeout_s=stall_timeout,
     )
     try:
         validate_config(cfg)  # every flag before any server starts

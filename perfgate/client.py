@@ -177,17 +177,40 @@ class StreamParser:
 
 
 async def consume_stream(
-    lines: AsyncIterator[bytes], clock: Clock = time.perf_counter_ns
+    lines: AsyncIterator[bytes],
+    clock: Clock = time.perf_counter_ns,
+    stall_timeout_s: float | None = None,
 ) -> StreamResult:
-    """Read SSE lines until ``[DONE]``, an error event, or the end of the stream."""
+    """Read SSE lines until ``[DONE]``, an error event, or the end of the stream. A connection
+    lost mid-stream keeps the chunks that arrived, with the error."""
     parser = StreamParser()
-    async for line in lines:
-        if not line.strip():
-            continue  # event separators carry nothing; do not stamp them
-        parser.feed(line, clock())
-        if parser.done:
-            break
+    try:
+        async for line in lines:
+            if not line.strip():
+                continue  # event separators carry nothing; do not stamp them
+            parser.feed(line, clock())
+            if parser.done:
+                break
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        parser.fail(describe_failure(exc, stall_timeout_s))
     return parser.finish(clock())
+
+
+def describe_failure(exc: BaseException, stall_timeout_s: float | None) -> str:
+    """What a request's exception means, in words, with its type for the record."""
+    if isinstance(exc, TimeoutError):
+        if stall_timeout_s:
+            return (
+                f"the server sent nothing for {stall_timeout_s:g} s (the stall timeout: "
+                "--stall-timeout, or workload.stall_timeout_s in a scenario)"
+            )
+        return "the request timed out"
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return f"the server closed the connection mid-stream ({detail})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to the server ({detail})"
+    return detail
 
 
 async def send_request(
@@ -196,20 +219,24 @@ async def send_request(
     endpoint: Endpoint,
     payload: dict[str, Any],
     clock: Clock = time.perf_counter_ns,
+    stall_timeout_s: float | None = None,
 ) -> tuple[int, StreamResult]:
-    """POST one streaming request. Returns (send time, result); never raises for server errors."""
+    """POST one streaming request. Returns (send time, result); never raises for server errors.
+    A server that sends nothing for ``stall_timeout_s`` (before the first token or between
+    two) ends the request with an error saying so."""
     url = base_url.rstrip("/") + ENDPOINT_PATHS[endpoint]
+    timeout = aiohttp.ClientTimeout(total=session.timeout.total, sock_read=stall_timeout_s)
     send_ns = clock()
     try:
-        async with session.post(url, json=payload) as response:
+        async with session.post(url, json=payload, timeout=timeout) as response:
             if response.status != 200:
                 body = (await response.text())[:500]
                 return send_ns, StreamResult(
                     end_ns=clock(), error=f"HTTP {response.status}: {body.strip()}"
                 )
-            return send_ns, await consume_stream(_lines(response), clock)
+            return send_ns, await consume_stream(_lines(response), clock, stall_timeout_s)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return send_ns, StreamResult(end_ns=clock(), error=f"{type(exc).__name__}: {exc}")
+        return send_ns, StreamResult(end_ns=clock(), error=describe_failure(exc, stall_timeout_s))
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -35,6 +35,7 @@ class LoadSpec:
     burstiness: float = 1.0
     seed: int = 0
     temperature: float = 0.0
+    stall_timeout_s: float | None = None  # most seconds without data from a stream
 
 
 def arrival_gaps_s(n: int, request_rate: float, burstiness: float, seed: int) -> list[float]:
@@ -87,12 +88,12 @@ async def run_load(
         )
         if slots is None:
             send_ns, result = await send_request(
-                session, spec.base_url, spec.endpoint, payload, clock
+                session, spec.base_url, spec.endpoint, payload, clock, spec.stall_timeout_s
             )
         else:
             async with slots:
                 send_ns, result = await send_request(
-                    session, spec.base_url, spec.endpoint, payload, clock
+                    session, spec.base_url, spec.endpoint, payload, clock, spec.stall_timeout_s
                 )
         record = RequestRecord(
             index=first_index + i,

@@ -458,6 +458,7 @@ def workload_config(scenario: Scenario, url: str, arm: str) -> BenchConfig:
         num_warmups=w.num_warmups,
         seed=w.seed,
         temperature=w.temperature,
+        stall_timeout_s=w.stall_timeout_s,
     )
 
 

@@ -134,6 +134,7 @@ class Workload:
     request_rate: float = math.inf
     seed: int = 0
     temperature: float = 0.0
+    stall_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -375,6 +376,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "request_rate",
             "seed",
             "temperature",
+            "stall_timeout_s",
         }
     )
     endpoint = wl.text("endpoint", "completions")
@@ -392,6 +394,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         request_rate=wl.number("request_rate", math.inf, low=1e-9, high=math.inf),
         seed=wl.integer("seed", 0) or 0,
         temperature=wl.number("temperature", 0.0, low=0.0, high=10.0),
+        stall_timeout_s=wl.number("stall_timeout_s", 600.0, low=0.1, high=86400.0),
     )
     if (
         problem := limits.send_span_problem(

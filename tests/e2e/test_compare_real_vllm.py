@@ -11,6 +11,7 @@ import sys
 
 from perfgate.profiling import BUILTIN_PATTERNS, CPU_GEMM
 from tests.e2e.conftest import ROOT, cpu_server_env, perfgate, vllm_processes, wait_until
+from tests.fault_cases import BY_ID
 
 SCENARIO = "scenarios/demo-cpu.toml"
 CPU_GEMM_REGEX = BUILTIN_PATTERNS[CPU_GEMM][0]
@@ -87,8 +88,9 @@ def test_candidate_that_cannot_start_fails_with_its_log_and_keeps_the_baseline(
 ):
     run_dir = tmp_path / "broken"
     proc = compare(run_dir, "--candidate-arg=--no-such-flag")
-    assert proc.returncode == 2
-    assert "server 'candidate' exited with code" in proc.stderr
+    case = BY_ID["exits-during-start-up"]
+    assert proc.returncode == case.exit_code
+    assert case.message in proc.stderr
     assert "no-such-flag" in proc.stderr  # its log tail
     assert str(run_dir / "candidate-1.log") in proc.stderr
     doc = results(run_dir)
@@ -127,8 +129,9 @@ def test_ctrl_c_mid_run_leaves_no_vllm_process(tiny_model, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2
-    assert "interrupted" in err
+    case = BY_ID["ctrl-c-during-start-up"]
+    assert proc.returncode == case.exit_code
+    assert case.message in err
     assert vllm_processes() - before == set(), "no server process survives Ctrl-C"
     assert results(run_dir)["status"] == "interrupted"
 

@@ -1,0 +1,155 @@
+"""Faults while measuring, and what perfgate does about each: the exit code, the message, what
+results.json keeps. Every case is asserted by a test that names it (``tests/test_faults.py``
+with the scripted server, ``tests/e2e/test_faults_real_vllm.py`` with real CPU vLLM), and
+``tests/reliability_doc.py`` renders this list into ``docs/reliability.md``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCRIPTED = "scripted server"
+REAL = "real vLLM (CPU)"
+
+
+@dataclass(frozen=True)
+class Fault:
+    id: str
+    what: str
+    against: str  # SCRIPTED or REAL
+    exit_code: int
+    message: str  # must appear in perfgate's output
+    kept: str  # what the result file holds afterwards
+
+
+FAULTS = [
+    Fault(
+        "http500",
+        "every request answers HTTP 500",
+        SCRIPTED,
+        2,
+        "4 of 4 requests failed: 4x HTTP 500",
+        "every request's record, with its error; `valid: false`",
+    ),
+    Fault(
+        "http429",
+        "every request answers HTTP 429 (rate limited)",
+        SCRIPTED,
+        2,
+        "4 of 4 requests failed: 4x HTTP 429",
+        "every request's record, with its error; `valid: false`",
+    ),
+    Fault(
+        "malformed",
+        "a stream sends a line that is not JSON",
+        SCRIPTED,
+        2,
+        "4x malformed stream event: '{not json'",
+        "every request's record, with its error; `valid: false`",
+    ),
+    Fault(
+        "drop",
+        "the server drops the connection mid-stream",
+        SCRIPTED,
+        2,
+        "4x the server closed the connection mid-stream",
+        "every request's record, with the chunks that arrived; `valid: false`",
+    ),
+    Fault(
+        "stall",
+        "a stream stalls past the stall timeout (`--stall-timeout 1`)",
+        SCRIPTED,
+        2,
+        "4x the server sent nothing for 1 s (the stall timeout",
+        "every request's record, with its error; `valid: false`",
+    ),
+    Fault(
+        "no_metrics",
+        "the server has no /metrics",
+        SCRIPTED,
+        0,
+        "warning: the server has no /metrics",
+        "the full result; the warning `no_server_metrics`; no cross-check rows",
+    ),
+    Fault(
+        "wrong_usage",
+        "usage reports one token more than the stream carried",
+        SCRIPTED,
+        2,
+        "4 outputs were not the asked length (e.g. request 0: 9 tokens, asked 8)",
+        "every request's record; the /metrics cross-check disagreeing; `valid: false`",
+    ),
+    Fault(
+        "out-unwritable-at-the-end",
+        "`bench --out` cannot be written once the run is over (disk full)",
+        SCRIPTED,
+        0,
+        "the result was saved to",
+        "the full result, in a private temporary file the message names",
+    ),
+    Fault(
+        "compare-candidate-fails",
+        "compare of two running servers (URL arms) whose candidate answers HTTP 500",
+        SCRIPTED,
+        2,
+        "candidate repeat 1 is invalid: 4 of 4 requests failed: 4x HTTP 500",
+        "the baseline's repeat and the candidate's failed one; `status: invalid`",
+    ),
+    Fault(
+        "never-healthy",
+        "a server whose /health never answers 200",
+        SCRIPTED,
+        2,
+        "was not healthy after 3 s (raise the start-up timeout if it is still loading)",
+        "its log; no process of its group is left",
+    ),
+    Fault(
+        "port-taken",
+        "the port a server is to use is already taken",
+        SCRIPTED,
+        2,
+        "is already in use by another process",
+        "nothing started",
+    ),
+    Fault(
+        "killed-mid-repeat",
+        "the candidate's vLLM is killed (SIGKILL) during its repeat",
+        REAL,
+        2,
+        "server 'candidate' was killed by signal 9 (SIGKILL) during the run",
+        "the baseline's repeats; `status: failed`; report.md; no vLLM process left",
+    ),
+    Fault(
+        "exits-during-start-up",
+        "the candidate's vLLM exits during start-up (an unknown argument)",
+        REAL,
+        2,
+        "server 'candidate' exited with code",
+        "the baseline's repeat, the log's tail and path; `status: failed`",
+    ),
+    Fault(
+        "ctrl-c-during-start-up",
+        "Ctrl-C while a server starts",
+        REAL,
+        2,
+        "interrupted",
+        "`status: interrupted`; no vLLM process left",
+    ),
+    Fault(
+        "ctrl-c-during-accuracy",
+        "Ctrl-C during the accuracy phase (lm-eval running)",
+        REAL,
+        2,
+        "interrupted",
+        "every timed repeat; `status: interrupted`; no vLLM process left",
+    ),
+    Fault(
+        "ctrl-c-during-profiling",
+        "Ctrl-C during the kernel-profile phase",
+        REAL,
+        2,
+        "interrupted",
+        "every timed repeat; `status: interrupted`; no vLLM process left",
+    ),
+]
+
+BY_ID = {f.id: f for f in FAULTS}
