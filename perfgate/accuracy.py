@@ -19,12 +19,14 @@ lm-eval does the evaluation (prompting, generation through ``local-completions``
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import random
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,6 +335,43 @@ def auth_header(base_url: str, api_key: str | None) -> tuple[str, dict[str, str]
     return plain, None
 
 
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Everything written to stdout and stderr meanwhile, by Python or by C code, by handlers
+    that libraries bound to the streams earlier, goes to ``log`` (appended, owner-only), and
+    through perfgate's secret scrubbing afterwards. The process's streams are restored after."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        with (
+            open(fd, "w", closefd=False) as text,
+            contextlib.redirect_stdout(text),
+            contextlib.redirect_stderr(text),
+        ):
+            yield
+            text.flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (*saved, fd):
+            os.close(f)
+        _scrub_file(log)
+
+
+def _scrub_file(path: Path) -> None:
+    from perfgate import redact
+
+    data = path.read_bytes()
+    clean = redact.scrub_bytes(data)
+    if clean != data:
+        path.write_bytes(clean)
+
+
 def run_accuracy(
     spec: AccuracySpec,
     *,
@@ -341,13 +380,18 @@ def run_accuracy(
     tokenizer: str | None,
     work_dir: Path,
     api_key: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ArmAccuracy:
-    """``k`` lm-eval runs of the GPQA task against one server; per-question correctness."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
+    """``k`` lm-eval runs of the GPQA task against one server; per-question correctness.
+    lm-eval's own output (progress bars, log lines) goes to ``work_dir/lm-eval.log``;
+    ``progress(done, k)`` is called after each run."""
     source = preflight(spec)
     work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / "lm-eval.log"
+    with output_to(log):
+        from lm_eval import simple_evaluate
+        from lm_eval.tasks import TaskManager
+
     # A datasets cache of the run's own, so nothing stale can change the documents.
     os.environ.setdefault("HF_DATASETS_CACHE", str(work_dir / "hf-datasets"))
     chat = spec.endpoint == "chat"
@@ -371,20 +415,23 @@ def run_accuracy(
         gen_kwargs: dict[str, Any] = {"seed": repeat, **spec.extra_gen_kwargs}
         if spec.reasoning_effort:
             gen_kwargs["reasoning_effort"] = spec.reasoning_effort
-        out = simple_evaluate(
-            model="local-chat-completions" if chat else "local-completions",
-            model_args=model_args,
-            tasks=[task_config(spec)],
-            task_manager=TaskManager(include_defaults=False),
-            limit=spec.limit,
-            gen_kwargs=gen_kwargs,
-            apply_chat_template=chat,
-            log_samples=True,
-            random_seed=spec.shuffle_seed,
-            bootstrap_iters=0,
-        )
+        with output_to(log):
+            out = simple_evaluate(
+                model="local-chat-completions" if chat else "local-completions",
+                model_args=model_args,
+                tasks=[task_config(spec)],
+                task_manager=TaskManager(include_defaults=False),
+                limit=spec.limit,
+                gen_kwargs=gen_kwargs,
+                apply_chat_template=chat,
+                log_samples=True,
+                random_seed=spec.shuffle_seed,
+                bootstrap_iters=0,
+            )
         if out is None:
-            raise AccuracyError("lm-eval returned no results")
+            raise AccuracyError(f"lm-eval returned no results (its log: {log})")
+        if progress is not None:
+            progress(repeat + 1, spec.k)
         samples = out["samples"]["perfgate_gpqa"]
         for s in samples:
             if s.get("filter") not in (None, "perfgate-extract"):

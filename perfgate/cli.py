@@ -722,6 +722,9 @@ def eval_(
                 tokenizer=tokenizer or info.root,
                 work_dir=work,
                 api_key=key,
+                progress=lambda done, total, arm=name: err_console.print(
+                    f"[{arm}] run {done}/{total} done"
+                ),
             )
     except (AccuracyError, EndpointError, ResultError) as exc:
         fail(str(exc))

@@ -524,6 +524,7 @@ def _run_accuracy(
             tokenizer=model,
             work_dir=run.run_dir / f"accuracy-{arm_name}",
             api_key=run.scenario.api_key(arm_name),
+            progress=lambda done, k: say(f"[{arm_name}] accuracy: run {done}/{k} done"),
         )
     except acc.AccuracyError as exc:
         _check_alive(servers or {}, wait_s=5.0)

@@ -64,7 +64,9 @@ from perfgate import limits, redact
 from perfgate.accuracy import AccuracySpec
 from perfgate.profiling import KernelRule, ProfileError
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+# The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied
+# into the package when it is built, so an installed perfgate finds them too.
+BUILTIN_DIR = Path(__file__).parent / "scenarios"
 BUILTIN_TINY = "builtin:tiny-llama"
 
 # Metrics a threshold may name, with the better direction.

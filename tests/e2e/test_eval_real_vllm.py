@@ -30,6 +30,13 @@ def test_eval_one_server_writes_per_question_rows(vllm_server, tmp_path):
     assert len(arm["questions"]) == 6 and [len(r) for r in arm["correct"]] == [2] * 6
     assert {s["repeat"] for s in arm["samples"]} == {0, 1}
     assert "Accuracy" in proc.stdout
+    # lm-eval's progress bars and log lines go to the arm's log, perfgate's progress to the
+    # terminal
+    lm_eval_log = (tmp_path / "eval-baseline" / "lm-eval.log").read_text()
+    assert "Requesting API" in lm_eval_log
+    for noise in ("Requesting API", "generation_kwargs", "lm_eval", "%|"):
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert "[baseline] run 1/2 done" in proc.stderr and "[baseline] run 2/2 done" in proc.stderr
 
 
 def test_eval_two_servers_are_compared_question_by_question(vllm_server, tmp_path):
