@@ -142,3 +142,19 @@ def test_a_taken_port_stops_the_start_before_anything_runs(tmp_path, monkeypatch
         with pytest.raises(ServerError) as info:
             VllmServer(spec).start()
     assert BY_ID["port-taken"].message in str(info.value) and str(port) in str(info.value)
+
+
+def test_url_arms_serving_another_model_name_the_scenario_field_to_fix(tmp_path, server_starts):
+    with FakeServer("ok") as url:
+        scenario = tmp_path / "urls.toml"
+        scenario.write_text(
+            'model = "fake"\nserved_model_name = "llama"\n[compare]\nrepeats = 1\n'
+            f'[arms.baseline]\nurl = "{url}"\n[arms.candidate]\nurl = "{url}"\n'
+        )
+        args = ["compare", "--scenario", str(scenario), "--out-dir", str(tmp_path / "run")]
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    message = flat(result.output)
+    assert f"{scenario}: served_model_name 'llama' is not served at {url}" in message
+    assert "it serves fake" in message and "--model" not in message
+    assert server_starts == []

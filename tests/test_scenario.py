@@ -153,3 +153,9 @@ def test_colocate_is_off_unless_asked():
     assert parse(doc(server={"colocate": True}), "x.toml").colocate is True
     with pytest.raises(ScenarioError, match=r"server.colocate must be true or false"):
         parse(doc(server={"colocate": "yes"}), "x.toml")
+
+
+def test_a_byte_order_mark_is_not_a_toml_error(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'model = "m"\n[arms.baseline]\n[arms.candidate]\n')
+    assert load(path).model == "m"
