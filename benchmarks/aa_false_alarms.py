@@ -25,8 +25,8 @@ from perfgate import stats
 from perfgate.compare import compare, request_values
 from perfgate.metrics import compute_metrics
 from perfgate.records import RequestRecord
+from perfgate.registry import Threshold
 from perfgate.runner import blocks, schedule
-from perfgate.scenario import Threshold
 
 MS = 1_000_000
 TOKENS = 16

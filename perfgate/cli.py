@@ -722,9 +722,7 @@ def eval_(
                 tokenizer=tokenizer or info.root,
                 work_dir=work,
                 api_key=key,
-                progress=lambda done, total, arm=name: err_console.print(
-                    f"[{arm}] run {done}/{total} done"
-                ),
+                progress=_accuracy_progress(name),
             )
     except (AccuracyError, EndpointError, ResultError) as exc:
         fail(str(exc))
@@ -751,6 +749,13 @@ def eval_(
     if written is not None:
         err_console.print(f"result written to {written}")
     sys.exit(EXIT_FOR[overall("pass", comparison)])
+
+
+def _accuracy_progress(arm: str) -> Any:
+    def show(done: int, total: int) -> None:
+        err_console.print(f"[{arm}] run {done}/{total} done")
+
+    return show
 
 
 @main.command()

@@ -32,55 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from perfgate import stats
-from perfgate.metrics import e2el_ms, itl_ms, itl_per_token_ms, tpot_ms, ttft_ms
+from perfgate import registry, stats
 from perfgate.records import RequestRecord
-from perfgate.scenario import Threshold
-
-PER_REQUEST: dict[str, Callable[[RequestRecord], list[float]]] = {
-    "ttft": lambda r: [] if (v := ttft_ms(r)) is None else [v],
-    "tpot": lambda r: [] if (v := tpot_ms(r)) is None else [v],
-    "e2el": lambda r: [] if (v := e2el_ms(r)) is None else [v],
-    "itl": itl_ms,
-    "itl_per_token": itl_per_token_ms,
-}
-
-LABELS = {
-    "ttft": "TTFT",
-    "tpot": "TPOT",
-    "itl": "ITL",
-    "e2el": "E2EL",
-    "itl_per_token": "ITL per token",
-    "output_throughput": "Output token throughput (tok/s)",
-    "request_throughput": "Request throughput (req/s)",
-    "total_token_throughput": "Total token throughput (tok/s)",
-}
+from perfgate.registry import PerRequest, Threshold
 
 EXIT_FOR = {"pass": 0, "regressed": 1, "invalid": 2, "inconclusive": 3}
 
 
-def split_metric(metric: str) -> tuple[str, str] | None:
-    """'median_tpot_ms' -> ('median', 'tpot'); None for run-level metrics."""
-    if not metric.endswith("_ms"):
-        return None
-    kind, _, base = metric[: -len("_ms")].partition("_")
-    return kind, base
-
-
-def label(metric: str) -> str:
-    parts = split_metric(metric)
-    if parts is None:
-        return LABELS.get(metric, metric)
-    kind, base = parts
-    return (
-        f"{kind.capitalize() if kind in ('mean', 'median') else kind.upper()} "
-        f"{LABELS.get(base, base)} (ms)"
-    )
-
-
-def request_values(docs: Sequence[dict[str, Any]], base: str) -> list[list[np.ndarray]]:
-    """repeats -> successful measured requests -> that request's values of ``base``."""
-    fn = PER_REQUEST[base]
+def request_values(docs: Sequence[dict[str, Any]], fn: PerRequest) -> list[list[np.ndarray]]:
+    """repeats -> successful measured requests -> that request's values (``fn``)."""
     out = []
     for doc in docs:
         reqs = []
@@ -150,17 +110,17 @@ def compare_metric(
     run_to_run = (
         stats.pooled_log_ratio if min(len(b_units), len(c_units)) < 2 else stats.welch_log_ratio
     )
-    parts = split_metric(threshold.metric)
-    if parts is None:
+    metric = registry.get(threshold.metric)
+    if metric.per_request is None:
         b = [_geomean([_num(d["metrics"].get(threshold.metric)) for d in u]) for u in b_units]
         c = [_geomean([_num(d["metrics"].get(threshold.metric)) for d in u]) for u in c_units]
         iv = run_to_run(b, c, confidence=confidence)
         b_val, c_val = _geomean(b), _geomean(c)
     else:
-        kind, base = parts
+        kind = str(metric.statistic)
         stat = stats.statistic(kind)
-        bv = [_pool(request_values(u, base)) for u in b_units]
-        cv = [_pool(request_values(u, base)) for u in c_units]
+        bv = [_pool(request_values(u, metric.per_request)) for u in b_units]
+        cv = [_pool(request_values(u, metric.per_request)) for u in c_units]
         boot = stats.bootstrap_relative(
             bv, cv, kind, confidence=confidence, resamples=resamples, seed=seed
         )
@@ -182,8 +142,8 @@ def compare_metric(
         d = replace(d, verdict=stats.INCONCLUSIVE, repeats_to_decide=2)
     return MetricComparison(
         metric=threshold.metric,
-        label=label(threshold.metric),
-        higher_is_better=threshold.higher_is_better,
+        label=metric.label,
+        higher_is_better=metric.higher_is_better,
         tolerance=threshold.tolerance,
         baseline=b_val,
         candidate=c_val,

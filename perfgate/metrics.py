@@ -46,10 +46,6 @@ NS_PER_MS = 1e6
 NS_PER_S = 1e9
 DEFAULT_PERCENTILES: tuple[float, ...] = (90.0, 99.0)
 
-# Latency distributions reported with mean/median/std/min/max/percentiles, in ms.
-# The first four keep `vllm bench serve`'s names; the rest are perfgate's own.
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el", "itl_per_token", "queue_wait")
-
 
 def _fmt_pct(p: float) -> str:
     return str(int(p)) if float(p).is_integer() else str(p)
@@ -191,16 +187,14 @@ def compute_metrics(
     )
     out["max_concurrent_requests"] = _max_concurrency(measured)
 
-    series: dict[str, list[float]] = {
-        "ttft": [v for r in ok if (v := ttft_ms(r)) is not None],
-        "tpot": [v for r in ok if (v := tpot_ms(r)) is not None],
-        "itl": [g for r in ok for g in itl_ms(r)],
-        "e2el": [v for r in ok if (v := e2el_ms(r)) is not None],
-        "itl_per_token": [g for r in ok for g in itl_per_token_ms(r)] if tokens_known else [],
-        "queue_wait": [r.queue_wait_ns / NS_PER_MS for r in measured],
-    }
-    for name in LATENCY_METRICS:
-        out.update(describe(series[name], name, "ms", percentiles))
+    from perfgate.registry import LATENCIES  # the registry's formulas are this module's
+
+    # every latency family of the registry, described with mean/median/std/min/max/pNN in ms
+    for family in LATENCIES.values():
+        pool = measured if family.over == "measured" else ok
+        usable = tokens_known or not family.needs_chunk_tokens
+        values = [v for r in pool for v in family.per_request(r)] if usable else []
+        out.update(describe(values, family.base, "ms", percentiles))
 
     chunk_sizes = [n for r in ok for n in (r.chunk_tokens or ())] if tokens_known else []
     out.update(describe(chunk_sizes, "tokens_per_chunk", "n", percentiles))

@@ -37,9 +37,10 @@ from perfgate import __version__, environment, profiling, redact, tinymodel
 from perfgate import accuracy as acc
 from perfgate.bench import BenchConfig, BenchError, run_bench
 from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall, worst
+from perfgate.registry import Threshold
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import COMPARE_SCHEMA, file_in_the_way, write_json, write_text_private
-from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError, Threshold
+from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError
 from perfgate.server import ServerError, ServerSpec, VllmServer
 from perfgate.stats import AccuracyComparison, paired_accuracy
 

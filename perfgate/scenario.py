@@ -60,20 +60,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from perfgate import limits, redact
+from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
 from perfgate.profiling import KernelRule, ProfileError
+from perfgate.registry import Threshold
 
 # The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied
 # into the package when it is built, so an installed perfgate finds them too.
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 BUILTIN_TINY = "builtin:tiny-llama"
 
-# Metrics a threshold may name, with the better direction.
-HIGHER_IS_BETTER = {"output_throughput", "request_throughput", "total_token_throughput"}
-_LATENCIES = ("ttft", "tpot", "itl", "e2el", "itl_per_token")
-_STATS = ("mean", "median", "p90", "p95", "p99")
-GATEABLE = sorted(HIGHER_IS_BETTER | {f"{s}_{m}_ms" for s in _STATS for m in _LATENCIES})
 DEFAULT_THRESHOLDS = {
     "median_tpot_ms": 0.02,
     "p99_tpot_ms": 0.05,
@@ -137,16 +133,6 @@ class Workload:
     seed: int = 0
     temperature: float = 0.0
     stall_timeout_s: float = 600.0
-
-
-@dataclass(frozen=True)
-class Threshold:
-    metric: str
-    tolerance: float
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -407,7 +393,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
     cmp = top.sub("compare")
     cmp.check_keys({"repeats", "confidence", "resamples"})
     th = top.sub("thresholds")
-    th.check_keys(set(GATEABLE))
+    th.check_keys(set(registry.gateable()))
     if "thresholds" in doc and not th.table:
         defaults = ", ".join(f"{k} = {v}" for k, v in DEFAULT_THRESHOLDS.items())
         raise ScenarioError(

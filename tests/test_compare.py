@@ -4,10 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfgate.compare import compare, gate, label, split_metric
+from perfgate import registry
+from perfgate.compare import compare, gate
 from perfgate.metrics import compute_metrics
+from perfgate.registry import Threshold
 from perfgate.runner import blocks, schedule
-from perfgate.scenario import Threshold
 from tests.test_metrics import MS, rec
 
 OUT = 16
@@ -88,10 +89,11 @@ def test_abba_schedule_and_server_blocks():
 
 
 def test_metric_names_and_labels():
-    assert split_metric("p99_tpot_ms") == ("p99", "tpot")
-    assert split_metric("output_throughput") is None
-    assert label("median_ttft_ms") == "Median TTFT (ms)"
-    assert label("p99_itl_per_token_ms") == "P99 ITL per token (ms)"
+    p99 = registry.get("p99_tpot_ms")
+    assert (p99.statistic, p99.request_level) == ("p99", True)
+    assert not registry.get("output_throughput").request_level
+    assert registry.get("median_ttft_ms").label == "Median TTFT (ms)"
+    assert registry.get("p99_itl_per_token_ms").label == "P99 ITL per token (ms)"
 
 
 def test_one_repeat_per_arm_is_never_a_confident_verdict():

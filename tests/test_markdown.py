@@ -19,7 +19,7 @@ ENV = {
 }
 
 
-def run_doc(cand_tpot, status="complete", error=None, starts=None):
+def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=None):
     scenario = load(ROOT / "scenarios" / "demo-cpu.toml")
     rng = np.random.default_rng(0)
     run = CompareRun(
@@ -46,7 +46,10 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None):
             }
         )
     run.comparison = compare(
-        scenario.thresholds, run.repeats["baseline"], run.repeats["candidate"], resamples=300
+        thresholds or scenario.thresholds,
+        run.repeats["baseline"],
+        run.repeats["candidate"],
+        resamples=300,
     )
     run.verdict = gate(run.comparison)
     run.status, run.error = status, error

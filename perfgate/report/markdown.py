@@ -13,6 +13,7 @@ import re
 import statistics
 from typing import Any
 
+from perfgate import registry
 from perfgate.compare import units
 from perfgate.profiling import KernelTable, diff_tables, short_name
 
@@ -28,32 +29,6 @@ STATUS_LINE = {
     "interrupted": "⛔ **interrupted**",
     "running": "⏳ **incomplete**",
 }
-
-# (label, key, format) of the side-by-side table, in `vllm bench serve`'s order.
-SERVING_ROWS = [
-    ("Successful requests", "completed", "{:.0f}"),
-    ("Failed requests", "failed", "{:.0f}"),
-    ("Benchmark duration (s)", "duration", "{:.2f}"),
-    ("Request throughput (req/s)", "request_throughput", "{:.2f}"),
-    ("Output token throughput (tok/s)", "output_throughput", "{:.2f}"),
-    ("Peak output token throughput (tok/s)", "max_output_tokens_per_s", "{:.2f}"),
-    ("Total token throughput (tok/s)", "total_token_throughput", "{:.2f}"),
-    ("Mean TTFT (ms)", "mean_ttft_ms", "{:.2f}"),
-    ("Median TTFT (ms)", "median_ttft_ms", "{:.2f}"),
-    ("P99 TTFT (ms)", "p99_ttft_ms", "{:.2f}"),
-    ("Mean TPOT (ms)", "mean_tpot_ms", "{:.2f}"),
-    ("Median TPOT (ms)", "median_tpot_ms", "{:.2f}"),
-    ("P99 TPOT (ms)", "p99_tpot_ms", "{:.2f}"),
-    ("Mean ITL (ms)", "mean_itl_ms", "{:.2f}"),
-    ("Median ITL (ms)", "median_itl_ms", "{:.2f}"),
-    ("P99 ITL (ms)", "p99_itl_ms", "{:.2f}"),
-    ("Mean E2EL (ms)", "mean_e2el_ms", "{:.2f}"),
-    ("Median E2EL (ms)", "median_e2el_ms", "{:.2f}"),
-    ("P99 E2EL (ms)", "p99_e2el_ms", "{:.2f}"),
-    ("Mean tokens per chunk", "mean_tokens_per_chunk_n", "{:.2f}"),
-    ("Mean ITL per token (ms)", "mean_itl_per_token_ms", "{:.2f}"),
-    ("Peak output throughput, tokens (tok/s)", "max_output_tokens_per_s_by_tokens", "{:.2f}"),
-]
 
 
 def md_text(value: Any) -> str:
@@ -201,10 +176,11 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
             "| | baseline | candidate |",
             "|---|---:|---:|",
         ]
-        for label, key, fmt in SERVING_ROWS:
+        for key in registry.SERVING_TABLE:
+            m = registry.get(key)
             b = _median_over_repeats(arms["baseline"]["repeats"], key)
             c = _median_over_repeats(arms["candidate"]["repeats"], key)
-            lines.append(f"| {label} | {_fmt(b, fmt)} | {_fmt(c, fmt)} |")
+            lines.append(f"| {m.label} | {_fmt(b, m.fmt)} | {_fmt(c, m.fmt)} |")
         lines += ["", "</details>", ""]
 
     warnings = sorted(
