@@ -21,7 +21,8 @@ import argparse
 
 import numpy as np
 
-from perfgate import stats
+from perfgate import registry, stats
+from perfgate import verdict as judge
 from perfgate.compare import compare, request_values
 from perfgate.metrics import compute_metrics
 from perfgate.records import RequestRecord
@@ -57,6 +58,9 @@ def repeat_doc(tpots_ms: np.ndarray, start: int) -> dict:
     }
 
 
+TPOT = registry.get("median_tpot_ms")
+
+
 def simulate(rng: np.random.Generator, repeats: int, a: argparse.Namespace) -> dict[str, list]:
     docs: dict[str, list] = {"baseline": [], "candidate": []}
     starts = {"baseline": 0, "candidate": 0}
@@ -74,15 +78,15 @@ def simulate(rng: np.random.Generator, repeats: int, a: argparse.Namespace) -> d
 def old_rule(base: list, cand: list, tolerance: float, resamples: int, seed: int) -> str:
     """Bootstrap over repeats and requests alone, one repeat = one unit."""
     iv = stats.bootstrap_relative(
-        request_values(base, "tpot"),
-        request_values(cand, "tpot"),
+        request_values(base, TPOT.per_request),
+        request_values(cand, TPOT.per_request),
         "median",
         resamples=resamples,
         seed=seed,
     )
     n = min(len(base), len(cand))
-    verdict = stats.decide(iv, higher_is_better=False, tolerance=tolerance, repeats=n).verdict
-    return stats.INCONCLUSIVE if n < 2 else verdict
+    verdict = judge.decide(iv, higher_is_better=False, tolerance=tolerance, repeats=n).verdict
+    return judge.INCONCLUSIVE if n < 2 else verdict
 
 
 def main() -> None:

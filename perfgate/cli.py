@@ -25,7 +25,6 @@ from perfgate import __version__, limits, profiling, redact
 from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
 from perfgate.accuracy import preflight as preflight_accuracy
 from perfgate.bench import BenchConfig, BenchError, run_bench, validate_config
-from perfgate.compare import EXIT_FOR, overall
 from perfgate.endpoint import EndpointError, probe_server
 from perfgate.report.bench_text import render_bench_text
 from perfgate.report.markdown import (
@@ -56,8 +55,9 @@ from perfgate.scenario import (
 from perfgate.scenario import load as load_scenario
 from perfgate.server import ServerError, ServerSpec, VllmServer
 from perfgate.stats import paired_accuracy
+from perfgate.verdict import EXIT_FOR, INVALID, PASS, overall
 
-EXIT_PASS, EXIT_INVALID = EXIT_FOR["pass"], EXIT_FOR["invalid"]
+EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 
 
 class _Console(Console):
@@ -748,7 +748,7 @@ def eval_(
         err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
     if written is not None:
         err_console.print(f"result written to {written}")
-    sys.exit(EXIT_FOR[overall("pass", comparison)])
+    sys.exit(EXIT_FOR[overall([], None if comparison is None else comparison.verdict)])
 
 
 def _accuracy_progress(arm: str) -> Any:

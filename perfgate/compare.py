@@ -14,12 +14,8 @@ Request-level metrics (``median_tpot_ms``, ``p99_ttft_ms``, ...): the two-stage 
 ``perfgate.stats`` over units, then requests, enveloped with Welch's (or the pooled) interval
 on the per-unit statistic (the bootstrap alone is too narrow with two or three units: on an
 H200 it called p99 TPOT "regressed" +16%, CI +15..+21%, for nearly the same code). Run-level
-throughputs: Welch's interval on the per-unit values' logs. The gate:
-
-- any gated metric that could not be measured -> ``invalid`` (exit 2; missing is not zero)
-- any metric ``regressed`` -> exit 1
-- else any metric ``inconclusive`` -> exit 3
-- else pass -> exit 0
+throughputs: Welch's interval on the per-unit values' logs. ``perfgate.verdict`` turns each
+interval into a verdict and the verdicts into the gate.
 """
 
 from __future__ import annotations
@@ -32,11 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from perfgate import registry, stats
+from perfgate import registry, stats, verdict
 from perfgate.records import RequestRecord
 from perfgate.registry import PerRequest, Threshold
-
-EXIT_FOR = {"pass": 0, "regressed": 1, "invalid": 2, "inconclusive": 3}
 
 
 def request_values(docs: Sequence[dict[str, Any]], fn: PerRequest) -> list[list[np.ndarray]]:
@@ -132,14 +126,14 @@ def compare_metric(
         iv = stats.envelope(boot, spread)
         b_val, c_val = _pooled_stat(bv, stat), _pooled_stat(cv, stat)
     n = min(len(b_units), len(c_units))
-    d = stats.decide(
+    d = verdict.decide(
         iv, higher_is_better=threshold.higher_is_better, tolerance=threshold.tolerance, repeats=n
     )
-    if max(len(b_units), len(c_units)) < 2 and d.verdict != stats.INVALID:
+    if max(len(b_units), len(c_units)) < 2 and d.verdict != verdict.INVALID:
         # One unit per arm shows request-to-request noise only; run-to-run noise (a server
         # start, the machine's state) is invisible. On an H100 an A/A pair of single repeats
         # "regressed" p99 TPOT by 12.8% (CI 12.5-13.1%): no verdict without a second repeat.
-        d = replace(d, verdict=stats.INCONCLUSIVE, repeats_to_decide=2)
+        d = replace(d, verdict=verdict.INCONCLUSIVE, repeats_to_decide=2)
     return MetricComparison(
         metric=threshold.metric,
         label=metric.label,
@@ -191,19 +185,6 @@ def compare(
     ]
 
 
-def worst(verdicts: Iterable[str]) -> str:
-    """The gate over verdicts: invalid, then regressed, then inconclusive; else pass."""
-    seen = set(verdicts)
-    for v in (stats.INVALID, stats.REGRESSED, stats.INCONCLUSIVE):
-        if v in seen:
-            return v
-    return "pass"
-
-
-def gate(rows: Sequence[MetricComparison]) -> str:
-    return worst(r.verdict for r in rows)
-
-
-def overall(perf: str, accuracy: Any | None) -> str:
-    """The gate over the perf verdict and the accuracy comparison (if any), worst first."""
-    return worst([perf] if accuracy is None else [perf, accuracy.verdict])
+def gate(rows: Iterable[MetricComparison]) -> str:
+    """The verdict over the gated metrics alone."""
+    return verdict.overall(r.verdict for r in rows)

@@ -35,8 +35,9 @@ from typing import Any
 
 from perfgate import __version__, environment, profiling, redact, tinymodel
 from perfgate import accuracy as acc
+from perfgate import verdict as judge
 from perfgate.bench import BenchConfig, BenchError, run_bench
-from perfgate.compare import EXIT_FOR, MetricComparison, compare, gate, overall, worst
+from perfgate.compare import MetricComparison, compare
 from perfgate.registry import Threshold
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import COMPARE_SCHEMA, file_in_the_way, write_json, write_text_private
@@ -221,9 +222,7 @@ class CompareRun:
 
     @property
     def exit_code(self) -> int:
-        if self.status != "complete" or self.verdict is None:
-            return 2
-        return EXIT_FOR[self.verdict]
+        return judge.exit_code(self.status, self.verdict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -303,7 +302,10 @@ def run_compare(
         )
         if scenario.accuracy.enabled:
             run.accuracy_comparison = compare_accuracy(run)
-        run.verdict = overall(gate(run.comparison), run.accuracy_comparison)
+        run.verdict = judge.overall(
+            (r.verdict for r in run.comparison),
+            run.accuracy_comparison.verdict if run.accuracy_comparison else None,
+        )
         if scenario.profile.enabled:
             _run_profiles(run, model, say)
             violations = [c["message"] for c in run.kernel_checks if not c["ok"]]
@@ -698,8 +700,10 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
     doc["comparison"] = [r.to_json() for r in rows]
     if doc["status"] == "complete":
         accuracy = (doc.get("accuracy") or {}).get("comparison")
-        doc["verdict"] = worst([gate(rows), *([accuracy["verdict"]] if accuracy else [])])
-        doc["exit_code"] = EXIT_FOR[doc["verdict"]]
+        doc["verdict"] = judge.overall(
+            (r.verdict for r in rows), accuracy["verdict"] if accuracy else None
+        )
+        doc["exit_code"] = judge.exit_code(doc["status"], doc["verdict"])
     return doc
 
 

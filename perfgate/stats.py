@@ -39,14 +39,6 @@ from scipy import stats as sps
 
 Repeats = Sequence[Sequence[np.ndarray]]  # repeats -> requests -> values of that request
 
-REGRESSED, IMPROVED, NO_CHANGE, INCONCLUSIVE, INVALID = (
-    "regressed",
-    "improved",
-    "no change",
-    "inconclusive",
-    "invalid",
-)
-
 
 @dataclass(frozen=True)
 class Interval:
@@ -236,41 +228,6 @@ def envelope(a: Interval, b: Interval) -> Interval:
     )
 
 
-@dataclass(frozen=True)
-class Decision:
-    verdict: str
-    worse: float  # estimate in the bad direction (positive = worse)
-    worse_low: float
-    worse_high: float
-    repeats_to_decide: int | None  # inconclusive only: repeats per arm that would likely decide
-
-
-def decide(
-    interval: Interval, *, higher_is_better: bool, tolerance: float, repeats: int
-) -> Decision:
-    if higher_is_better:
-        worse, lo, hi = -interval.estimate, -interval.high, -interval.low
-    else:
-        worse, lo, hi = interval.estimate, interval.low, interval.high
-    if any(math.isnan(x) for x in (worse, lo, hi)):
-        return Decision(INVALID, worse, lo, hi, None)
-    if lo > tolerance:
-        return Decision(REGRESSED, worse, lo, hi, None)
-    if hi < 0:
-        return Decision(IMPROVED, worse, lo, hi, None)
-    if hi <= tolerance:
-        return Decision(NO_CHANGE, worse, lo, hi, None)
-    return Decision(
-        INCONCLUSIVE,
-        worse,
-        lo,
-        hi,
-        repeats_to_decide(
-            worse, lo, hi, tolerance, repeats, df=interval.df, confidence=interval.confidence
-        ),
-    )
-
-
 def repeats_to_decide(
     worse: float,
     lo: float,
@@ -371,6 +328,8 @@ def paired_accuracy(
     seed: int = 0,
 ) -> AccuracyComparison:
     """Rows are questions (the same, in the same order, for both arms), columns repeats."""
+    from perfgate import verdict as rule  # the rule lives there, the numbers here
+
     if len(baseline) != len(candidate):
         raise ValueError("both arms must answer the same questions")
     n = len(baseline)
@@ -395,7 +354,7 @@ def paired_accuracy(
             "none",
             nan,
             max_drop,
-            INVALID,
+            rule.INVALID,
             None,
         )
     b = np.array([np.mean(r) for r in baseline])
@@ -422,17 +381,17 @@ def paired_accuracy(
     planning_sd = sd if sd > 0 else math.sqrt(0.25 / kb + 0.25 / kc)
     mde = (Z_ALPHA_ONE_SIDED + Z_POWER) * planning_sd / math.sqrt(n)
 
-    drop, drop_hi = -mean_d, -d_lo
-    alpha = 1 - confidence
+    drop = -mean_d
+    verdict = rule.decide_accuracy(
+        drop=drop,
+        p_value=p,
+        diff_low=d_lo,
+        diff_high=d_hi,
+        max_drop=max_drop,
+        alpha=1 - confidence,
+    )
     k_to_decide = None
-    if drop > max_drop and p < alpha:  # the drop is beyond the tolerance and significant
-        verdict = REGRESSED
-    elif d_lo > 0:
-        verdict = IMPROVED
-    elif drop_hi <= max_drop:
-        verdict = NO_CHANGE
-    else:
-        verdict = INCONCLUSIVE
+    if verdict == rule.INCONCLUSIVE:
         half, gap = (d_hi - d_lo) / 2, abs(drop - max_drop)
         if gap > 0 and half > 0:
             k_now = min(kb, kc)

@@ -3,19 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from perfgate import stats
+from perfgate import stats, verdict
 from perfgate.stats import (
-    IMPROVED,
-    INCONCLUSIVE,
-    INVALID,
-    NO_CHANGE,
-    REGRESSED,
     Interval,
     _Arm,
     bootstrap_relative,
-    decide,
     welch_log_ratio,
 )
+from perfgate.verdict import IMPROVED, INCONCLUSIVE, INVALID, NO_CHANGE, REGRESSED, decide
 
 
 def arm(rng, median, repeats=3, n=40, sigma=0.3):
@@ -125,7 +120,7 @@ def test_pooled_interval_borrows_the_spread_of_the_arm_with_two_or_more_units():
 def test_repeats_to_decide_counts_the_t_quantile_falling_with_more_units():
     # Two starts per arm, 10% apart within each arm, 5% between the arms, 1% tolerance.
     iv = stats.welch_log_ratio([1.0, 1.1], [1.05, 1.155])
-    d = stats.decide(iv, higher_is_better=False, tolerance=0.01, repeats=2)
+    d = verdict.decide(iv, higher_is_better=False, tolerance=0.01, repeats=2)
     assert d.verdict == INCONCLUSIVE and iv.df < 3
     n = d.repeats_to_decide
     naive = math.ceil(2 * ((iv.high - iv.low) / 2 / abs(d.worse - 0.01)) ** 2)
