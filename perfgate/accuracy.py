@@ -72,7 +72,6 @@ class AccuracySpec:
     num_concurrent: int = 8
     max_drop: float = 0.01  # accuracy drop (fraction, 0.01 = 1 pp) the gate tolerates
     shuffle_seed: int = 0
-    extra_gen_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -412,7 +411,7 @@ def run_accuracy(
     result = ArmAccuracy(source=source, task="perfgate_gpqa", k=spec.k)
     rows: dict[str, list[int]] = {}
     for repeat in range(spec.k):
-        gen_kwargs: dict[str, Any] = {"seed": repeat, **spec.extra_gen_kwargs}
+        gen_kwargs: dict[str, Any] = {"seed": repeat}
         if spec.reasoning_effort:
             gen_kwargs["reasoning_effort"] = spec.reasoning_effort
         with output_to(log):

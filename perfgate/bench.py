@@ -13,50 +13,40 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from perfgate import environment, limits, redact
-from perfgate.client import Endpoint
 from perfgate.endpoint import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
-from perfgate.loadgen import LoadSpec, new_session, run_load
+from perfgate.loadgen import Target, new_session, run_load
 from perfgate.metrics import DEFAULT_PERCENTILES, compute_metrics
 from perfgate.records import RequestRecord
 from perfgate.results import BENCH_SCHEMA
 from perfgate.server_metrics import CrossCheck, cross_check
 from perfgate.validity import Problem, check_records
-from perfgate.workload import WorkloadError, build_prompts
+from perfgate.workload import Workload, WorkloadError, build_prompts
 
 
 class BenchError(Exception):
     """The benchmark could not run; the message names the flag or the server and the fix."""
 
 
-@dataclass(frozen=True)
-class BenchConfig:
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig(Workload):
+    """A workload sent to one server: the workload's fields, where, and what to report."""
+
     url: str
     model: str | None = None
-    endpoint: Endpoint = "completions"
-    num_prompts: int = 80
-    input_len: int = 1024
-    output_len: int = 1024
-    max_concurrency: int | None = 8
-    request_rate: float = math.inf
-    burstiness: float = 1.0
-    num_warmups: int = 0
-    seed: int = 0
-    temperature: float = 0.0
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
-    # A stream silent this long (before its first token or between two) fails its request.
-    stall_timeout_s: float = 600.0
-    # Where ``model`` came from, for messages: a flag, or a scenario field.
-    model_field: str = "--model"
+    # The scenario file this workload comes from (None: command-line flags), so messages
+    # name what the user wrote: "--random-input-len" or "x.toml: workload.input_len".
+    scenario: str | None = None
     # Bearer token for a server started with --api-key; never written anywhere.
     api_key: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        del d["model_field"], d["api_key"]
+        del d["scenario"], d["api_key"]
         d["url"] = redact.url(self.url)
         d["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
         d["percentiles"] = list(self.percentiles)
@@ -64,7 +54,7 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
-class Warning_:
+class RunWarning:
     """Something about the measurement a reader should know, with what to do about it."""
 
     code: str
@@ -84,7 +74,7 @@ class BenchResult:
     metrics: dict[str, Any]
     problems: list[Problem]
     cross_checks: list[CrossCheck]
-    warnings: list[Warning_] = field(default_factory=list)
+    warnings: list[RunWarning] = field(default_factory=list)
     started_at: str = ""
 
     @property
@@ -107,33 +97,53 @@ class BenchResult:
         }
 
 
+# (command-line flag, scenario field) of each setting a message may name
+_NAMES = {
+    "model": ("--model", "served_model_name"),
+    "num_prompts": ("--num-prompts", "workload.num_prompts"),
+    "input_len": ("--random-input-len", "workload.input_len"),
+    "output_len": ("--random-output-len", "workload.output_len"),
+    "num_warmups": ("--num-warmups", "workload.num_warmups"),
+    "max_concurrency": ("--max-concurrency", "workload.max_concurrency"),
+    "request_rate": ("--request-rate", "workload.request_rate"),
+    "burstiness": ("--burstiness", "workload.burstiness"),
+    "stall_timeout_s": ("--stall-timeout", "workload.stall_timeout_s"),
+}
+
+
+def name(cfg: BenchConfig, setting: str) -> str:
+    """What the user calls ``setting``: its flag, or its scenario field with the file."""
+    flag, field_name = _NAMES[setting]
+    return flag if cfg.scenario is None else f"{cfg.scenario}: {field_name}"
+
+
 def validate_config(cfg: BenchConfig) -> None:
     """Flag checks that need no server; each message names the flag."""
-    for flag, value in (
-        ("--num-prompts", cfg.num_prompts),
-        ("--random-input-len", cfg.input_len),
-        ("--random-output-len", cfg.output_len),
-    ):
+    for setting in ("num_prompts", "input_len", "output_len"):
+        value = getattr(cfg, setting)
         if value < 1:
-            raise BenchError(f"{flag} must be at least 1, got {value}")
+            raise BenchError(f"{name(cfg, setting)} must be at least 1, got {value}")
     if cfg.num_warmups < 0:
-        raise BenchError(f"--num-warmups must be 0 or more, got {cfg.num_warmups}")
+        raise BenchError(f"{name(cfg, 'num_warmups')} must be 0 or more, got {cfg.num_warmups}")
     if cfg.max_concurrency is not None and cfg.max_concurrency < 1:
         raise BenchError(
-            f"--max-concurrency must be at least 1, got {cfg.max_concurrency} "
+            f"{name(cfg, 'max_concurrency')} must be at least 1, got {cfg.max_concurrency} "
             "(leave it out for no cap)"
         )
     if not cfg.request_rate > 0:
         raise BenchError(
-            f"--request-rate must be above 0, got {cfg.request_rate} (inf sends all at once)"
+            f"{name(cfg, 'request_rate')} must be above 0, got {cfg.request_rate} "
+            "(inf sends all at once)"
         )
     if not cfg.burstiness > 0:
-        raise BenchError(f"--burstiness must be above 0, got {cfg.burstiness}")
+        raise BenchError(f"{name(cfg, 'burstiness')} must be above 0, got {cfg.burstiness}")
     if not 0 < cfg.stall_timeout_s <= 86400:
         raise BenchError(
-            f"--stall-timeout must be above 0 and at most 86400 s, got {cfg.stall_timeout_s:g}"
+            f"{name(cfg, 'stall_timeout_s')} must be above 0 and at most 86400 s, got "
+            f"{cfg.stall_timeout_s:g}"
         )
-    if problem := limits.send_span_problem(cfg.num_prompts, cfg.request_rate, "--request-rate"):
+    rate = name(cfg, "request_rate")
+    if problem := limits.send_span_problem(cfg.num_prompts, cfg.request_rate, rate):
         raise BenchError(problem)
     if not cfg.percentiles:
         raise BenchError("--metric-percentiles needs at least one percentile, e.g. 90,99")
@@ -148,7 +158,8 @@ def check_fits(cfg: BenchConfig, info: ServerInfo) -> None:
     total = cfg.input_len + cfg.output_len
     if info.max_model_len is not None and total > info.max_model_len:
         raise BenchError(
-            f"--random-input-len {cfg.input_len} + --random-output-len {cfg.output_len} = "
+            f"{name(cfg, 'input_len')} {cfg.input_len} + {name(cfg, 'output_len')} "
+            f"{cfg.output_len} = "
             f"{total} tokens exceeds the server's max_model_len of {info.max_model_len} for "
             f"{info.model!r}; shorten them or restart the server with --max-model-len {total}"
         )
@@ -156,23 +167,23 @@ def check_fits(cfg: BenchConfig, info: ServerInfo) -> None:
 
 def collect_warnings(
     metrics: dict[str, Any], checks: list[CrossCheck], cfg: BenchConfig | None = None
-) -> list[Warning_]:
-    out: list[Warning_] = []
+) -> list[RunWarning]:
+    out: list[RunWarning] = []
     if cfg is not None and cfg.num_warmups > 0:
         batch = min(cfg.max_concurrency or cfg.num_prompts, cfg.num_prompts)
         if cfg.num_warmups < batch:
             out.append(
-                Warning_(
+                RunWarning(
                     "few_warmups",
                     f"{cfg.num_warmups} warmup requests never filled the batch of {batch} "
                     "concurrent requests the benchmark runs: the first measured requests meet "
                     "batch shapes the server has not run yet (kernel selection, JIT, allocator)",
-                    f"--num-warmups {batch} or more",
+                    f"{name(cfg, 'num_warmups')} {batch} or more",
                 )
             )
     if cfg is not None and not checks:
         out.append(
-            Warning_(
+            RunWarning(
                 "no_server_metrics",
                 "the server has no /metrics (or it did not answer): perfgate's token counts and "
                 "latencies could not be checked against the server's own",
@@ -181,11 +192,11 @@ def collect_warnings(
         )
     for c in checks:
         if c.agrees is False:
-            out.append(Warning_("server_disagrees", f"{c.name}: {c.note}", c.remedy))
+            out.append(RunWarning("server_disagrees", f"{c.name}: {c.note}", c.remedy))
     frac = metrics.get("multi_token_chunk_fraction")
     if isinstance(frac, float) and frac > 0.01:
         out.append(
-            Warning_(
+            RunWarning(
                 "multi_token_chunks",
                 f"{frac:.0%} of streamed chunks carried more than one token (mean "
                 f"{metrics['mean_tokens_per_chunk_n']:.2f}): the `vllm bench serve` figures "
@@ -211,7 +222,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
 
     async with new_session(cfg.max_concurrency, cfg.api_key) as session:
         try:
-            info = await probe(session, cfg.url, cfg.model, cfg.model_field)
+            info = await probe(session, cfg.url, cfg.model, name(cfg, "model"))
         except EndpointError as exc:
             raise BenchError(str(exc)) from exc
         check_fits(cfg, info)
@@ -244,17 +255,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
                 "/detokenize endpoints (vLLM has them)"
             ) from exc
 
-        spec = LoadSpec(
-            base_url=info.base_url,
-            endpoint=cfg.endpoint,
-            model=info.model,
-            max_concurrency=cfg.max_concurrency,
-            request_rate=cfg.request_rate,
-            burstiness=cfg.burstiness,
-            seed=cfg.seed,
-            temperature=cfg.temperature,
-            stall_timeout_s=cfg.stall_timeout_s,
-        )
+        target = Target(info.base_url, info.model)
         t0 = time.perf_counter_ns()
         records: list[RequestRecord] = []
         if warmup_prompts:
@@ -265,10 +266,10 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
                 done += 1
                 report("warmup", done, len(warmup_prompts))
 
-            warm_spec = LoadSpec(**{**asdict(spec), "request_rate": math.inf})
             records += await run_load(
                 session,
-                warm_spec,
+                target,
+                replace(cfg, request_rate=math.inf),
                 warmup_prompts,
                 t0_ns=t0,
                 warmup=True,
@@ -285,7 +286,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
             report("benchmark", finished, len(prompts))
 
         report("benchmark", 0, len(prompts))
-        records += await run_load(session, spec, prompts, t0_ns=t0, on_done=measured_done)
+        records += await run_load(session, target, cfg, prompts, t0_ns=t0, on_done=measured_done)
         after = await scrape_metrics(session, info.base_url)
 
     metrics = compute_metrics(records, cfg.percentiles)

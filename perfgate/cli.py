@@ -56,6 +56,7 @@ from perfgate.scenario import load as load_scenario
 from perfgate.server import ServerError, ServerSpec, VllmServer
 from perfgate.stats import paired_accuracy
 from perfgate.verdict import EXIT_FOR, INVALID, PASS, overall
+from perfgate.workload import Workload
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 
@@ -125,6 +126,30 @@ class _Progress:
         if due and self._last.get(phase) != done:
             err_console.print(f"{phase}: {done}/{total}", markup=False)
             self._last[phase] = done
+
+
+WORKLOAD = Workload()  # the one set of defaults, shared with scenarios
+
+
+class _ConcurrencyType(click.ParamType):
+    """A positive integer, or 'none' for no cap."""
+
+    name = "N|none"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | None:
+        if value is None or str(value).lower() == "none":
+            return None
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= limits.MAX_CONCURRENCY:
+            self.fail(
+                f"{value!r} is not a count from 1 to {limits.MAX_CONCURRENCY} or 'none' (no cap)",
+                param,
+                ctx,
+            )
+        return n
 
 
 def _parse_percentiles(value: str) -> tuple[float, ...]:
@@ -206,29 +231,30 @@ def main() -> None:
 @click.option(
     "--num-prompts",
     type=click.IntRange(min=1, max=limits.MAX_PROMPTS),
-    default=80,
+    default=WORKLOAD.num_prompts,
     show_default=True,
     help="Measured requests.",
 )
 @click.option(
     "--random-input-len",
     type=click.IntRange(min=1, max=limits.MAX_TOKENS),
-    default=1024,
+    default=WORKLOAD.input_len,
     show_default=True,
     help="Prompt length in tokens, exact as the server counts them.",
 )
 @click.option(
     "--random-output-len",
     type=click.IntRange(min=1, max=limits.MAX_TOKENS),
-    default=1024,
+    default=WORKLOAD.output_len,
     show_default=True,
     help="Output length in tokens (ignore_eos, so exact).",
 )
 @click.option(
     "--max-concurrency",
-    type=click.IntRange(min=1, max=limits.MAX_CONCURRENCY),
-    default=None,
-    help="Most requests in flight at once. Default: no cap.",
+    type=_ConcurrencyType(),
+    default=str(WORKLOAD.max_concurrency),
+    show_default=True,
+    help="Most requests in flight at once, or 'none' for no cap.",
 )
 @click.option(
     "--request-rate",
@@ -247,7 +273,7 @@ def main() -> None:
 @click.option(
     "--num-warmups",
     type=click.IntRange(min=0, max=limits.MAX_PROMPTS),
-    default=0,
+    default=WORKLOAD.num_warmups,
     show_default=True,
     help="Unmeasured requests sent first (their own prompts).",
 )
@@ -274,7 +300,7 @@ def main() -> None:
 @click.option(
     "--stall-timeout",
     type=float,
-    default=600.0,
+    default=WORKLOAD.stall_timeout_s,
     show_default=True,
     metavar="SECONDS",
     help="A request whose stream sends nothing this long (before its first token or between "

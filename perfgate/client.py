@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-Endpoint = Literal["completions", "chat"]
+EndpointKind = Literal["completions", "chat"]
 Clock = Callable[[], int]
 
 ENDPOINT_PATHS: dict[str, str] = {
@@ -33,7 +33,7 @@ ENDPOINT_PATHS: dict[str, str] = {
 
 
 def build_payload(
-    endpoint: Endpoint,
+    endpoint: EndpointKind,
     model: str,
     prompt: str,
     output_len: int,
@@ -77,7 +77,6 @@ class StreamResult:
     output_tokens: int | None = None
     end_ns: int | None = None
     error: str | None = None
-    text: str = ""
 
 
 def _chunk_text(choice: dict[str, Any]) -> str:
@@ -93,7 +92,6 @@ class StreamParser:
 
     def __init__(self) -> None:
         self._events: list[_Event] = []
-        self._text: list[str] = []
         self._usage: dict[str, Any] | None = None
         self._done = False
         self._error: str | None = None
@@ -132,9 +130,7 @@ class StreamParser:
             completion_tokens = ct if isinstance(ct, int) else None
         choices = obj.get("choices") or []
         if choices:
-            text = _chunk_text(choices[0])
-            self._text.append(text)
-            self._events.append(_Event(t_ns, completion_tokens, bool(text)))
+            self._events.append(_Event(t_ns, completion_tokens, bool(_chunk_text(choices[0]))))
         elif completion_tokens is not None and self._events:
             # A usage-only chunk (the final one) that reports tokens no choice chunk announced:
             # they arrived with the last chunk we saw.
@@ -146,7 +142,7 @@ class StreamParser:
         self._error = message
 
     def finish(self, end_ns: int) -> StreamResult:
-        result = StreamResult(end_ns=end_ns, text="".join(self._text))
+        result = StreamResult(end_ns=end_ns)
         events = self._events
         per_chunk_usage = bool(events) and all(e.completion_tokens is not None for e in events)
         if per_chunk_usage:
@@ -216,7 +212,7 @@ def describe_failure(exc: BaseException, stall_timeout_s: float | None) -> str:
 async def send_request(
     session: aiohttp.ClientSession,
     base_url: str,
-    endpoint: Endpoint,
+    endpoint: EndpointKind,
     payload: dict[str, Any],
     clock: Clock = time.perf_counter_ns,
     stall_timeout_s: float | None = None,

@@ -49,7 +49,7 @@ def request_values(docs: Sequence[dict[str, Any]], fn: PerRequest) -> list[list[
     return out
 
 
-def _num(v: Any) -> float:
+def _as_float(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
@@ -77,7 +77,7 @@ class MetricComparison:
         return asdict(self)
 
 
-def units(docs: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def group_by_start(docs: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Repeats grouped by the server start they ran on; a document without ``start`` (an
     older result) is a unit of its own."""
     groups: dict[Any, list[dict[str, Any]]] = {}
@@ -95,7 +95,7 @@ def compare_metric(
     resamples: int,
     seed: int = 0,
 ) -> MetricComparison:
-    b_units, c_units = units(baseline), units(candidate)
+    b_units, c_units = group_by_start(baseline), group_by_start(candidate)
     known = all("start" in doc for doc in (*baseline, *candidate))
     by_start = known and max(len(b_units), len(c_units)) >= 2
     if not by_start:
@@ -106,8 +106,8 @@ def compare_metric(
     )
     metric = registry.get(threshold.metric)
     if metric.per_request is None:
-        b = [_geomean([_num(d["metrics"].get(threshold.metric)) for d in u]) for u in b_units]
-        c = [_geomean([_num(d["metrics"].get(threshold.metric)) for d in u]) for u in c_units]
+        b = [_geomean([_as_float(d["metrics"].get(threshold.metric)) for d in u]) for u in b_units]
+        c = [_geomean([_as_float(d["metrics"].get(threshold.metric)) for d in u]) for u in c_units]
         iv = run_to_run(b, c, confidence=confidence)
         b_val, c_val = _geomean(b), _geomean(c)
     else:

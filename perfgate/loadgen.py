@@ -18,24 +18,19 @@ from dataclasses import dataclass
 import aiohttp
 import numpy as np
 
-from perfgate.client import Clock, Endpoint, build_payload, send_request
+from perfgate.client import Clock, build_payload, send_request
 from perfgate.records import RequestRecord
-from perfgate.workload import Prompt
+from perfgate.workload import Prompt, Workload
 
 REQUEST_TIMEOUT_S = 6 * 3600
 
 
 @dataclass(frozen=True)
-class LoadSpec:
+class Target:
+    """Where the load goes: the server's base URL and the served model's name."""
+
     base_url: str
-    endpoint: Endpoint
     model: str
-    max_concurrency: int | None  # None = no cap
-    request_rate: float = math.inf
-    burstiness: float = 1.0
-    seed: int = 0
-    temperature: float = 0.0
-    stall_timeout_s: float | None = None  # most seconds without data from a stream
 
 
 def arrival_gaps_s(n: int, request_rate: float, burstiness: float, seed: int) -> list[float]:
@@ -65,7 +60,8 @@ def new_session(max_concurrency: int | None, api_key: str | None = None) -> aioh
 
 async def run_load(
     session: aiohttp.ClientSession,
-    spec: LoadSpec,
+    target: Target,
+    workload: Workload,
     prompts: Sequence[Prompt],
     *,
     t0_ns: int,
@@ -75,25 +71,22 @@ async def run_load(
     clock: Clock = time.perf_counter_ns,
 ) -> list[RequestRecord]:
     """Send every prompt once; records come back in prompt order, times relative to ``t0_ns``."""
-    slots = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
-    gaps = arrival_gaps_s(len(prompts), spec.request_rate, spec.burstiness, spec.seed)
+    w = workload
+    slots = asyncio.Semaphore(w.max_concurrency) if w.max_concurrency else None
+    gaps = arrival_gaps_s(len(prompts), w.request_rate, w.burstiness, w.seed)
 
     async def one(i: int, prompt: Prompt, scheduled_ns: int) -> RequestRecord:
         payload = build_payload(
-            spec.endpoint,
-            spec.model,
-            prompt.text,
-            prompt.output_tokens,
-            temperature=spec.temperature,
+            w.endpoint, target.model, prompt.text, prompt.output_tokens, temperature=w.temperature
         )
         if slots is None:
             send_ns, result = await send_request(
-                session, spec.base_url, spec.endpoint, payload, clock, spec.stall_timeout_s
+                session, target.base_url, w.endpoint, payload, clock, w.stall_timeout_s
             )
         else:
             async with slots:
                 send_ns, result = await send_request(
-                    session, spec.base_url, spec.endpoint, payload, clock, spec.stall_timeout_s
+                    session, target.base_url, w.endpoint, payload, clock, w.stall_timeout_s
                 )
         record = RequestRecord(
             index=first_index + i,

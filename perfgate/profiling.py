@@ -289,12 +289,34 @@ def rule_violation(table: KernelTable, arm: str, rule: KernelRule, kind: str) ->
     return None
 
 
+def evaluate_rules(
+    table: KernelTable, arm: str, expect: Sequence[KernelRule], forbid: Sequence[KernelRule]
+) -> list[dict[str, Any]]:
+    """One record per assertion, as results.json keeps it: the arm, ``expect``/``forbid``, the
+    pattern, the calls seen, whether it held and, if not, the sentence saying so."""
+    out = []
+    for kind, rules in (("expect", expect), ("forbid", forbid)):
+        for rule in rules:
+            problem = rule_violation(table, arm, rule, kind)
+            out.append(
+                {
+                    "arm": arm,
+                    "kind": kind,
+                    "pattern": rule.pattern,
+                    "min_calls": rule.min_calls,
+                    "calls": table.calls_matching(rule.regex),
+                    "ok": problem is None,
+                    "message": problem or "",
+                }
+            )
+    return out
+
+
 def check_rules(
     table: KernelTable, arm: str, expect: Sequence[KernelRule], forbid: Sequence[KernelRule]
 ) -> list[str]:
     """Violations, each a sentence naming the arm, the pattern and what ran."""
-    checks = [(r, "expect") for r in expect] + [(r, "forbid") for r in forbid]
-    return [v for r, kind in checks if (v := rule_violation(table, arm, r, kind)) is not None]
+    return [c["message"] for c in evaluate_rules(table, arm, expect, forbid) if not c["ok"]]
 
 
 def worker_traces(folder: Path) -> list[Path]:

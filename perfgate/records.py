@@ -9,7 +9,7 @@ A value that was not observed is ``None``, never 0: a failed request has no firs
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -35,7 +35,6 @@ class RequestRecord:
     output_tokens: int | None = None  # from the server's usage
     error: str | None = None
     warmup: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +62,7 @@ class RequestRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RequestRecord:
         data = dict(data)
+        data.pop("extra", None)  # written by perfgate <= 0.1.0 (always empty)
         data["chunk_ns"] = tuple(data.get("chunk_ns") or ())
         tokens = data.get("chunk_tokens")
         data["chunk_tokens"] = None if tokens is None else tuple(tokens)

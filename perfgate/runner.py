@@ -36,7 +36,7 @@ from typing import Any
 from perfgate import __version__, environment, profiling, redact, tinymodel
 from perfgate import accuracy as acc
 from perfgate import verdict as judge
-from perfgate.bench import BenchConfig, BenchError, run_bench
+from perfgate.bench import BenchConfig, BenchError, ProgressFn, run_bench
 from perfgate.compare import MetricComparison, compare
 from perfgate.registry import Threshold
 from perfgate.report.markdown import render_compare_markdown
@@ -181,8 +181,7 @@ def compile_cache_root(run_dir: Path, arm_name: str) -> Path:
     return (run_dir / "vllm-cache" / arm_name).resolve()
 
 
-ProgressFn = Callable[[str], None]
-BenchProgressFn = Callable[[str, int, int], None]
+SayFn = Callable[[str], None]  # one line per phase
 
 
 @dataclass
@@ -202,7 +201,7 @@ class CompareRun:
     verdict: str | None = None
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     environment: dict[str, Any] = field(default_factory=environment.capture)
-    bench_progress: BenchProgressFn | None = None
+    bench_progress: ProgressFn | None = None
     # Where results go once the run directory cannot be written (disk full, removed): a
     # private temporary directory, so nothing measured is lost. ``save_error`` says why.
     fallback_dir: Path | None = None
@@ -276,8 +275,8 @@ def run_compare(
     scenario: Scenario,
     run_dir: Path,
     command: str,
-    progress: ProgressFn | None = None,
-    bench_progress: BenchProgressFn | None = None,
+    progress: SayFn | None = None,
+    bench_progress: ProgressFn | None = None,
 ) -> CompareRun:
     """Run the whole comparison. Raises ``RunFailed`` (results written) when it cannot finish.
 
@@ -357,7 +356,7 @@ def make_run_dir(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def _serve(
-    run: CompareRun, arm_name: str, spec: ServerSpec, say: ProgressFn, *, profile: bool = False
+    run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn, *, profile: bool = False
 ) -> Iterator[VllmServer]:
     """A healthy server for ``arm_name``, recorded in the run; start failures -> RunFailed."""
     say(f"[{arm_name}] starting vLLM (log: {spec.log_path})")
@@ -370,7 +369,7 @@ def _serve(
         raise RunFailed(str(exc), "failed") from exc
 
 
-def _run_colocated(run: CompareRun, model: str, say: ProgressFn) -> None:
+def _run_colocated(run: CompareRun, model: str, say: SayFn) -> None:
     """Both arms' servers up at once (when both fit), so the schedule alternates repeat by
     repeat with no restart: A B B A A B ... Each server starts when the schedule first needs
     it, so a candidate that cannot start leaves the baseline's first repeat measured."""
@@ -402,7 +401,7 @@ def _check_alive(servers: dict[str, VllmServer], wait_s: float = 0.0) -> None:
             raise RunFailed(f"{death}; everything measured before it is kept", "failed")
 
 
-def _run_blocks(run: CompareRun, model: str, say: ProgressFn) -> None:
+def _run_blocks(run: CompareRun, model: str, say: SayFn) -> None:
     scenario = run.scenario
     if scenario.colocate:
         _run_colocated(run, model, say)
@@ -446,22 +445,12 @@ def _record_start(
 
 def workload_config(scenario: Scenario, url: str, arm: str) -> BenchConfig:
     """The scenario's workload as one ``perfgate bench`` run against ``arm``'s ``url``."""
-    w = scenario.workload
     return BenchConfig(
-        api_key=scenario.api_key(arm),
+        **asdict(scenario.workload),
         url=url,
         model=scenario.served_model_name,
-        model_field=f"{scenario.source}: served_model_name",
-        endpoint=w.endpoint,  # type: ignore[arg-type]
-        num_prompts=w.num_prompts,
-        input_len=w.input_len,
-        output_len=w.output_len,
-        max_concurrency=w.max_concurrency,
-        request_rate=w.request_rate,
-        num_warmups=w.num_warmups,
-        seed=w.seed,
-        temperature=w.temperature,
-        stall_timeout_s=w.stall_timeout_s,
+        scenario=scenario.source,
+        api_key=scenario.api_key(arm),
     )
 
 
@@ -470,7 +459,7 @@ def _run_repeats(
     arm_name: str,
     url: str,
     count: int,
-    say: ProgressFn,
+    say: SayFn,
     *,
     warm: bool,
     servers: dict[str, VllmServer] | None = None,
@@ -513,7 +502,7 @@ def _run_accuracy(
     arm_name: str,
     url: str,
     model: str,
-    say: ProgressFn,
+    say: SayFn,
     servers: dict[str, VllmServer] | None = None,
 ) -> None:
     spec = run.scenario.accuracy
@@ -599,23 +588,9 @@ def _profile_once(run: CompareRun, arm_name: str, url: str, trace_dir: Path) -> 
     traces = _wait_for_traces(trace_dir, before)
     table = profiling.table_from_files(traces)
     run.profiles[arm_name] = table
-    for kind, rules in (
-        ("expect", prof.expect.get(arm_name, ())),
-        ("forbid", prof.forbid.get(arm_name, ())),
-    ):
-        for rule in rules:
-            problem = profiling.rule_violation(table, arm_name, rule, kind)
-            run.kernel_checks.append(
-                {
-                    "arm": arm_name,
-                    "kind": kind,
-                    "pattern": rule.pattern,
-                    "min_calls": rule.min_calls,
-                    "calls": table.calls_matching(rule.regex),
-                    "ok": problem is None,
-                    "message": problem or "",
-                }
-            )
+    run.kernel_checks += profiling.evaluate_rules(
+        table, arm_name, prof.expect.get(arm_name, ()), prof.forbid.get(arm_name, ())
+    )
     run.save()
 
 
@@ -640,7 +615,7 @@ def _stable(path: Path) -> bool:
     return size > 0 and path.stat().st_size == size
 
 
-def _run_profiles(run: CompareRun, model: str, say: ProgressFn) -> None:
+def _run_profiles(run: CompareRun, model: str, say: SayFn) -> None:
     """One profiled run per arm, on a server start of its own: profiler hooks never touch
     the timed repeats, and these timings are never used."""
     for arm_name in ARMS:
@@ -719,7 +694,7 @@ def compare_accuracy(run: CompareRun) -> AccuracyComparison:
     )
 
 
-def _labelled(bar: BenchProgressFn | None, label: str) -> BenchProgressFn | None:
+def _labelled(bar: ProgressFn | None, label: str) -> ProgressFn | None:
     if bar is None:
         return None
     return lambda phase, done, total: bar(f"{label} {phase}", done, total)

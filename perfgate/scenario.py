@@ -17,12 +17,14 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     colocate = false                      # true: both servers up at once (if both fit)
     shared_compile_cache = false          # false: each arm its own vLLM cache in the run dir
 
-    [workload]                            # as `perfgate bench`
+    [workload]                            # as `perfgate bench`; defaults: perfgate.workload
     num_prompts = 32
     input_len = 256
     output_len = 128
-    max_concurrency = 8
+    max_concurrency = 8                   # "none": no cap
     num_warmups = 8
+    request_rate = "inf"                  # or requests per second, with burstiness (gamma)
+    stall_timeout_s = 600
 
     [compare]
     repeats = 2                           # per arm, interleaved A B B A ...
@@ -64,6 +66,7 @@ from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
 from perfgate.profiling import KernelRule, ProfileError
 from perfgate.registry import Threshold
+from perfgate.workload import Workload
 
 # The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied
 # into the package when it is built, so an installed perfgate finds them too.
@@ -119,20 +122,6 @@ class ArmSpec:
         redact.register_args(self.args)
         if self.url:
             redact.register(redact.url_secret(self.url))
-
-
-@dataclass(frozen=True)
-class Workload:
-    endpoint: str = "completions"
-    num_prompts: int = 80
-    input_len: int = 1024
-    output_len: int = 1024
-    max_concurrency: int | None = 8
-    num_warmups: int = 8
-    request_rate: float = math.inf
-    seed: int = 0
-    temperature: float = 0.0
-    stall_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -365,6 +354,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "seed",
             "temperature",
             "stall_timeout_s",
+            "burstiness",
         }
     )
     endpoint = wl.text("endpoint", "completions")
@@ -372,17 +362,25 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         raise ScenarioError(
             f'{wl.where("endpoint")} must be "completions" or "chat", got {endpoint!r}'
         )
+    d = Workload()  # the defaults
+    if wl.table.get("max_concurrency") == "none":
+        max_concurrency = None
+    else:
+        max_concurrency = wl.integer(
+            "max_concurrency", d.max_concurrency, minimum=1, maximum=limits.MAX_CONCURRENCY
+        )
     workload = Workload(
-        endpoint=endpoint or "completions",
-        num_prompts=wl.integer("num_prompts", 80, minimum=1, maximum=limits.MAX_PROMPTS) or 80,
-        input_len=wl.integer("input_len", 1024, minimum=1, maximum=limits.MAX_TOKENS) or 1024,
-        output_len=wl.integer("output_len", 1024, minimum=1, maximum=limits.MAX_TOKENS) or 1024,
-        max_concurrency=wl.integer("max_concurrency", 8, minimum=1, maximum=limits.MAX_CONCURRENCY),
-        num_warmups=wl.integer("num_warmups", 8, maximum=limits.MAX_PROMPTS) or 0,
-        request_rate=wl.number("request_rate", math.inf, low=1e-9, high=math.inf),
-        seed=wl.integer("seed", 0) or 0,
-        temperature=wl.number("temperature", 0.0, low=0.0, high=10.0),
-        stall_timeout_s=wl.number("stall_timeout_s", 600.0, low=0.1, high=86400.0),
+        endpoint="chat" if endpoint == "chat" else "completions",
+        num_prompts=_int(wl, "num_prompts", d.num_prompts, 1, limits.MAX_PROMPTS),
+        input_len=_int(wl, "input_len", d.input_len, 1, limits.MAX_TOKENS),
+        output_len=_int(wl, "output_len", d.output_len, 1, limits.MAX_TOKENS),
+        max_concurrency=max_concurrency,
+        num_warmups=_int(wl, "num_warmups", d.num_warmups, 0, limits.MAX_PROMPTS),
+        request_rate=wl.number("request_rate", d.request_rate, low=1e-9, high=math.inf),
+        burstiness=wl.number("burstiness", d.burstiness, low=1e-3, high=1e3),
+        seed=_int(wl, "seed", d.seed, 0, limits.MAX_SEED),
+        temperature=wl.number("temperature", d.temperature, low=0.0, high=10.0),
+        stall_timeout_s=wl.number("stall_timeout_s", d.stall_timeout_s, low=0.1, high=86400.0),
     )
     if (
         problem := limits.send_span_problem(
@@ -449,6 +447,11 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         accuracy=accuracy,
         profile=_profile(top.sub("profile")) if "profile" in doc else ProfileSpec(),
     )
+
+
+def _int(f: _Fields, key: str, default: int, minimum: int, maximum: int) -> int:
+    value = f.integer(key, default, minimum=minimum, maximum=maximum)
+    return default if value is None else value
 
 
 def _name(top: _Fields, source: str) -> str:

@@ -98,7 +98,7 @@ class CrossCheck:
         }
 
 
-def _num(x: Any) -> float | None:
+def _float_or_none(x: Any) -> float | None:
     if x is None:
         return None
     try:
@@ -125,7 +125,7 @@ def cross_check(
         ("generated tokens", "vllm:generation_tokens_total", "total_output_tokens", "tokens"),
         ("successful requests", "vllm:request_success_total", "completed", "requests"),
     ):
-        s, c = delta(before, after, metric), _num(client.get(key))
+        s, c = delta(before, after, metric), _float_or_none(client.get(key))
         agrees = None if s is None or c is None else s == c
         note = (
             ""
@@ -148,7 +148,7 @@ def cross_check(
         ("mean TPOT", "vllm:request_time_per_output_token_seconds", "mean_tpot_ms"),
         ("mean E2EL", "vllm:e2e_request_latency_seconds", "mean_e2el_ms"),
     ):
-        s, c = _hist_mean_ms(before, after, base), _num(client.get(key))
+        s, c = _hist_mean_ms(before, after, base), _float_or_none(client.get(key))
         if s is None or c is None:
             checks.append(CrossCheck(name, s, c, "ms", None, "not available on one side"))
             continue

@@ -296,6 +296,7 @@ class AccuracyComparison:
     max_drop: float
     verdict: str
     k_to_decide: int | None
+    confidence: float = 0.95
 
 
 def _bootstrap_mean_ci(
@@ -415,4 +416,5 @@ def paired_accuracy(
         max_drop=max_drop,
         verdict=verdict,
         k_to_decide=k_to_decide,
+        confidence=confidence,
     )

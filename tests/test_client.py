@@ -27,7 +27,9 @@ def test_one_token_per_chunk_stamps_every_chunk():
     assert result.chunk_tokens == [1, 1, 1, 1]
     assert (result.prompt_tokens, result.output_tokens) == (10, 4)
     assert result.end_ns == 430
-    assert result.text == "abcd"
+    # without per-chunk usage, the chunks that carried text are the token-carrying ones
+    bare = run([completion_chunk(t, None, None) for t in "ab"] + [DONE], [100, 200, 210, 220])
+    assert (bare.chunk_ns, bare.chunk_tokens) == ([100, 200], None)
 
 
 def test_multi_token_chunks_carry_the_usage_growth():
@@ -118,7 +120,12 @@ def test_chat_role_chunk_is_not_a_token_and_reasoning_counts():
     result = run(stream, [5, 10, 30, 31, 32])
     assert result.chunk_ns == [10, 30]
     assert result.chunk_tokens == [1, 2]
-    assert result.text == "hmok"
+    # without usage, reasoning and content deltas both count as text; the empty role one not
+    bare = [
+        event({"choices": [{"index": 0, "delta": d}]})
+        for d in ({"role": "assistant"}, {"reasoning_content": "hm"}, {"content": "ok"})
+    ]
+    assert run([*bare, DONE], [5, 10, 30, 31, 32]).chunk_ns == [10, 30]
 
 
 def test_usage_only_final_chunk_with_new_tokens_is_attributed_to_its_arrival():

@@ -12,7 +12,7 @@ from typing import Any
 WIDTH = 60
 
 
-def _num(v: Any, fmt: str = "{:.2f}") -> str:
+def _show(v: Any, fmt: str = "{:.2f}") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     return fmt.format(v)
@@ -32,11 +32,11 @@ def _pct_label(key: str) -> str:
 
 def _latency_block(m: dict[str, Any], name: str, title: str, label: str) -> list[str]:
     lines = [_title(title)]
-    lines.append(_row(f"Mean {label} (ms):", _num(m.get(f"mean_{name}_ms"))))
-    lines.append(_row(f"Median {label} (ms):", _num(m.get(f"median_{name}_ms"))))
+    lines.append(_row(f"Mean {label} (ms):", _show(m.get(f"mean_{name}_ms"))))
+    lines.append(_row(f"Median {label} (ms):", _show(m.get(f"median_{name}_ms"))))
     pcts = [k for k in m if k.startswith("p") and k.endswith(f"_{name}_ms")]
     for key in pcts:
-        lines.append(_row(f"{_pct_label(key)} {label} (ms):", _num(m.get(key))))
+        lines.append(_row(f"{_pct_label(key)} {label} (ms):", _show(m.get(key))))
     return lines
 
 
@@ -49,36 +49,38 @@ def render_bench_text(doc: dict[str, Any]) -> str:
     if cfg.get("max_concurrency") is not None:
         lines.append(_row("Maximum request concurrency:", str(cfg["max_concurrency"])))
     if cfg.get("request_rate") not in (None, "inf"):
-        lines.append(_row("Request rate configured (RPS):", _num(cfg["request_rate"])))
-    lines.append(_row("Benchmark duration (s):", _num(m.get("duration"))))
-    lines.append(_row("Total input tokens:", _num(m.get("total_input_tokens"), "{}")))
-    lines.append(_row("Total generated tokens:", _num(m.get("total_output_tokens"), "{}")))
-    lines.append(_row("Request throughput (req/s):", _num(m.get("request_throughput"))))
-    lines.append(_row("Output token throughput (tok/s):", _num(m.get("output_throughput"))))
+        lines.append(_row("Request rate configured (RPS):", _show(cfg["request_rate"])))
+    lines.append(_row("Benchmark duration (s):", _show(m.get("duration"))))
+    lines.append(_row("Total input tokens:", _show(m.get("total_input_tokens"), "{}")))
+    lines.append(_row("Total generated tokens:", _show(m.get("total_output_tokens"), "{}")))
+    lines.append(_row("Request throughput (req/s):", _show(m.get("request_throughput"))))
+    lines.append(_row("Output token throughput (tok/s):", _show(m.get("output_throughput"))))
     lines.append(
-        _row("Peak output token throughput (tok/s):", _num(m.get("max_output_tokens_per_s")))
+        _row("Peak output token throughput (tok/s):", _show(m.get("max_output_tokens_per_s")))
     )
-    lines.append(_row("Peak concurrent requests:", _num(m.get("max_concurrent_requests"), "{}")))
-    lines.append(_row("Total token throughput (tok/s):", _num(m.get("total_token_throughput"))))
+    lines.append(_row("Peak concurrent requests:", _show(m.get("max_concurrent_requests"), "{}")))
+    lines.append(_row("Total token throughput (tok/s):", _show(m.get("total_token_throughput"))))
     lines += _latency_block(m, "ttft", "Time to First Token", "TTFT")
     lines += _latency_block(m, "tpot", "Time per Output Token (excl. 1st token)", "TPOT")
     lines += _latency_block(m, "itl", "Inter-token Latency", "ITL")
     lines += _latency_block(m, "e2el", "End-to-end Latency", "E2EL")
 
     lines.append(_title(" perfgate: tokens, not chunks "))
-    lines.append(_row("Mean tokens per chunk:", _num(m.get("mean_tokens_per_chunk_n"))))
-    lines.append(_row("Max tokens per chunk:", _num(m.get("max_tokens_per_chunk_n"), "{:.0f}")))
-    lines.append(_row("Chunks with >1 token:", _num(m.get("multi_token_chunk_fraction"), "{:.1%}")))
-    lines.append(_row("Mean ITL per token (ms):", _num(m.get("mean_itl_per_token_ms"))))
-    lines.append(_row("Median ITL per token (ms):", _num(m.get("median_itl_per_token_ms"))))
+    lines.append(_row("Mean tokens per chunk:", _show(m.get("mean_tokens_per_chunk_n"))))
+    lines.append(_row("Max tokens per chunk:", _show(m.get("max_tokens_per_chunk_n"), "{:.0f}")))
+    lines.append(
+        _row("Chunks with >1 token:", _show(m.get("multi_token_chunk_fraction"), "{:.1%}"))
+    )
+    lines.append(_row("Mean ITL per token (ms):", _show(m.get("mean_itl_per_token_ms"))))
+    lines.append(_row("Median ITL per token (ms):", _show(m.get("median_itl_per_token_ms"))))
     lines.append(
         _row(
             "Peak output throughput, tokens (tok/s):",
-            _num(m.get("max_output_tokens_per_s_by_tokens")),
+            _show(m.get("max_output_tokens_per_s_by_tokens")),
         )
     )
-    lines.append(_row("Mean client queue wait (ms):", _num(m.get("mean_queue_wait_ms"))))
-    lines.append(_row("Max client queue wait (ms):", _num(m.get("max_queue_wait_ms"))))
+    lines.append(_row("Mean client queue wait (ms):", _show(m.get("mean_queue_wait_ms"))))
+    lines.append(_row("Max client queue wait (ms):", _show(m.get("max_queue_wait_ms"))))
 
     checks = doc.get("server_cross_check") or []
     if checks:
@@ -89,7 +91,7 @@ def render_bench_text(doc: dict[str, Any]) -> str:
             agrees = {True: "yes", False: "NO", None: "-"}[c["agrees"]]
             label = f"{c['name']} ({c['unit']})"
             lines.append(
-                f"{label:<32} {_num(c['server'], fmt):>10} {_num(c['client'], fmt):>10}  {agrees}"
+                f"{label:<32} {_show(c['server'], fmt):>10} {_show(c['client'], fmt):>10}  {agrees}"
             )
     lines.append("=" * WIDTH)
 

@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 from perfgate import registry
-from perfgate.compare import units
+from perfgate.compare import group_by_start
 from perfgate.profiling import KernelTable, diff_tables, short_name
 
 VERDICT_LINE = {
@@ -85,7 +85,7 @@ def _verdict_cell(row: dict[str, Any]) -> str:
 
 def _units_note(rows: list[dict[str, Any]], arms: dict[str, Any]) -> list[str]:
     """What the intervals resampled, and a warning when server starts went unsampled."""
-    starts = {a: len(units(arms[a]["repeats"])) for a in ("baseline", "candidate")}
+    starts = {a: len(group_by_start(arms[a]["repeats"])) for a in ("baseline", "candidate")}
     if any(r.get("unit") == "server start" for r in rows):
         return [
             f"Unit of replication: the server start ({starts['baseline']} baseline, "
@@ -167,7 +167,9 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
 
     lines += render_accuracy_section(doc.get("accuracy") or {})
 
-    lines += render_profile_section(doc.get("profile") or {})
+    lines += render_profile_section(
+        doc.get("profile") or {}, top=(sc.get("profile") or {}).get("top", 10)
+    )
 
     if any(arms[a]["repeats"] for a in arms):
         lines += [
@@ -255,7 +257,8 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
     if verdict == "inconclusive" and c.get("k_to_decide"):
         verdict += f" (~k = {c['k_to_decide']} to decide)"
     lines += [
-        "| | baseline | candidate | change (95% CI) | p (one-sided) | tolerance | verdict |",
+        f"| | baseline | candidate | change ({c.get('confidence', 0.95):.0%} CI) | p (one-sided) "
+        "| tolerance | verdict |",
         "|---|---:|---:|---:|---:|---:|---|",
         f"| accuracy | {_acc(c['baseline'])} ({_acc(c['baseline_low'])}-"
         f"{_acc(c['baseline_high'])}) | {_acc(c['candidate'])} ({_acc(c['candidate_low'])}-"
