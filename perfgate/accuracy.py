@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from perfgate.results import EVAL_SCHEMA
+from perfgate.stats import AccuracyComparison, paired_accuracy
+
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
 HUB_DATASET = "Idavidrein/gpqa"
 HUB_SUBSETS = {"diamond": "gpqa_diamond", "main": "gpqa_main", "extended": "gpqa_extended"}
@@ -454,3 +457,67 @@ def run_accuracy(
     result.correct = [rows[q] for q in result.questions]
     (work_dir / "samples.json").write_text(json.dumps(result.samples, indent=1))
     return result
+
+
+def compare_arms(
+    baseline: ArmAccuracy, candidate: ArmAccuracy, *, max_drop: float, confidence: float = 0.95
+) -> AccuracyComparison:
+    """The two arms compared question by question; they must have answered the same ones."""
+    if baseline.questions != candidate.questions:
+        raise AccuracyError("the arms answered different questions; cannot pair them")
+    return paired_accuracy(
+        baseline.correct, candidate.correct, max_drop=max_drop, confidence=confidence
+    )
+
+
+@dataclass
+class EvalRun:
+    """``perfgate eval``: one server's accuracy, or two compared by question."""
+
+    spec: AccuracySpec
+    arms: dict[str, ArmAccuracy]
+    comparison: AccuracyComparison | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": EVAL_SCHEMA,
+            "accuracy": {
+                "spec": self.spec.to_json(),
+                "arms": {n: r.to_json() for n, r in self.arms.items()},
+                "comparison": None if self.comparison is None else asdict(self.comparison),
+            },
+        }
+
+
+def evaluate(
+    spec: AccuracySpec,
+    urls: dict[str, str],
+    *,
+    model: str | None,
+    tokenizer: str | None,
+    work_root: Path,
+    api_key: str | None,
+    say: Callable[[str], None],
+) -> EvalRun:
+    """GPQA against each named server (``baseline``, optionally ``candidate``), each in
+    ``work_root/eval-<name>``; with two, the comparison by question."""
+    from perfgate.endpoint import probe_server
+
+    preflight(spec)
+    arms: dict[str, ArmAccuracy] = {}
+    for name, url in urls.items():
+        info = probe_server(url, model, api_key)
+        say(f"[{name}] GPQA x {spec.k} against {info.base_url} ({info.model})")
+        arms[name] = run_accuracy(
+            spec,
+            base_url=info.base_url,
+            model=info.model,
+            tokenizer=tokenizer or info.root,
+            work_dir=work_root / f"eval-{name}",
+            api_key=api_key,
+            progress=lambda done, k, name=name: say(f"[{name}] run {done}/{k} done"),  # type: ignore[misc]
+        )
+    comparison = None
+    if len(arms) == 2:
+        comparison = compare_arms(arms["baseline"], arms["candidate"], max_drop=spec.max_drop)
+    return EvalRun(spec, arms, comparison)

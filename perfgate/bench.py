@@ -22,6 +22,7 @@ from perfgate.loadgen import Target, new_session, run_load
 from perfgate.metrics import DEFAULT_PERCENTILES, compute_metrics
 from perfgate.records import RequestRecord
 from perfgate.results import BENCH_SCHEMA
+from perfgate.server import ServerSpec, VllmServer, model_problem
 from perfgate.server_metrics import CrossCheck, cross_check
 from perfgate.validity import Problem, check_records
 from perfgate.workload import Workload, WorkloadError, build_prompts
@@ -306,3 +307,22 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
 
 def run_bench(cfg: BenchConfig, progress: ProgressFn | None = None) -> BenchResult:
     return asyncio.run(run_bench_async(cfg, progress))
+
+
+def run_bench_serving(
+    cfg: BenchConfig,
+    spec: ServerSpec,
+    say: Callable[[str], None],
+    progress: ProgressFn | None = None,
+) -> BenchResult:
+    """Start vLLM as ``spec`` says, benchmark it, stop it (``perfgate bench --serve``)."""
+    problem = model_problem(spec.model)
+    if problem is not None:
+        raise BenchError(f"--serve: {problem}")
+    for arg in spec.serve_args:
+        if (bad := limits.arg_problem(arg)) is not None:
+            raise BenchError(f"--serve-arg: {bad}")
+    say(f"starting vLLM for {spec.model} (log: {spec.log_path})")
+    with VllmServer(spec) as server:
+        say(f"server healthy at {server.url} after {server.startup_s:.0f} s")
+        return run_bench(replace(cfg, url=server.url), progress)

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from perfgate import __version__, limits, profiling, redact
-from perfgate.accuracy import AccuracyError, AccuracySpec, run_accuracy
-from perfgate.accuracy import preflight as preflight_accuracy
-from perfgate.bench import BenchConfig, BenchError, run_bench, validate_config
-from perfgate.endpoint import EndpointError, probe_server
+from perfgate.accuracy import AccuracyError, AccuracySpec, evaluate
+from perfgate.bench import BenchConfig, BenchError, run_bench, run_bench_serving, validate_config
+from perfgate.endpoint import EndpointError
 from perfgate.report.bench_text import render_bench_text
 from perfgate.report.markdown import (
     render_accuracy_section,
@@ -42,7 +40,7 @@ from perfgate.results import (
     read_json,
     write_json_or_fallback,
 )
-from perfgate.runner import RunFailed, model_problem, run_compare
+from perfgate.runner import RunFailed, run_compare
 from perfgate.runner import recompute as recompute_result
 from perfgate.scenario import (
     Scenario,
@@ -53,8 +51,7 @@ from perfgate.scenario import (
     with_overrides,
 )
 from perfgate.scenario import load as load_scenario
-from perfgate.server import ServerError, ServerSpec, VllmServer
-from perfgate.stats import paired_accuracy
+from perfgate.server import ServerError, ServerSpec
 from perfgate.verdict import EXIT_FOR, INVALID, PASS, overall
 from perfgate.workload import Workload
 
@@ -381,28 +378,18 @@ def bench(
     )
     try:
         validate_config(cfg)  # every flag before any server starts
-        if serve_model is None:
-            with _Progress() as progress:
+        with _Progress() as progress:
+            if serve_model is None:
                 result = run_bench(cfg, progress)
-        else:
-            problem = model_problem(serve_model)
-            if problem is not None:
-                fail(f"--serve: {problem}")
-            for arg in serve_args:
-                if (bad := limits.arg_problem(arg)) is not None:
-                    fail(f"--serve-arg: {bad}")
-            log_dir = out_path.parent if out_path is not None else Path("reports")
-            spec = ServerSpec(
-                name="bench",
-                model=serve_model,
-                log_path=log_dir / "bench-server.log",
-                serve_args=serve_args,
-            )
-            err_console.print(f"starting vLLM for {serve_model} (log: {spec.log_path})")
-            with VllmServer(spec) as server:
-                err_console.print(f"server healthy at {server.url} after {server.startup_s:.0f} s")
-                with _Progress() as progress:
-                    result = run_bench(replace(cfg, url=server.url), progress)
+            else:
+                spec = ServerSpec(
+                    name="bench",
+                    model=serve_model,
+                    log_path=(out_path.parent if out_path else Path("reports"))
+                    / "bench-server.log",
+                    serve_args=serve_args,
+                )
+                result = run_bench_serving(cfg, spec, err_console.print, progress)
     except (BenchError, ServerError) as exc:
         fail(str(exc))
     doc = result.to_json()
@@ -729,43 +716,21 @@ def eval_(
     try:
         if out_path is not None:
             check_output_file(out_path, "--out")
-        preflight_accuracy(spec)
-        results = {}
-        for name, server_url in (("baseline", url), ("candidate", candidate_url)):
-            if server_url is None:
-                continue
+        urls = {"baseline": url, **({"candidate": candidate_url} if candidate_url else {})}
+        for server_url in urls.values():
             redact.register(redact.url_secret(server_url))
-            key = os.environ.get("OPENAI_API_KEY") or None
-            info = probe_server(server_url, model, key)
-            work = (out_path.parent if out_path else Path("reports")) / f"eval-{name}"
-            err_console.print(
-                f"[{name}] GPQA x {k} against {info.base_url} ({info.model})", markup=False
-            )
-            results[name] = run_accuracy(
-                spec,
-                base_url=info.base_url,
-                model=info.model,
-                tokenizer=tokenizer or info.root,
-                work_dir=work,
-                api_key=key,
-                progress=_accuracy_progress(name),
-            )
+        run = evaluate(
+            spec,
+            urls,
+            model=model,
+            tokenizer=tokenizer,
+            work_root=out_path.parent if out_path else Path("reports"),
+            api_key=os.environ.get("OPENAI_API_KEY") or None,
+            say=err_console.print,
+        )
     except (AccuracyError, EndpointError, ResultError) as exc:
         fail(str(exc))
-    comparison = None
-    if len(results) == 2:
-        b, c = results["baseline"], results["candidate"]
-        if b.questions != c.questions:
-            fail("the two servers answered different questions; cannot pair them")
-        comparison = paired_accuracy(b.correct, c.correct, max_drop=max_drop)
-    doc: dict[str, Any] = {
-        "schema": EVAL_SCHEMA,
-        "accuracy": {
-            "spec": spec.to_json(),
-            "arms": {n: r.to_json() for n, r in results.items()},
-            "comparison": None if comparison is None else asdict(comparison),
-        },
-    }
+    doc = run.to_json()
     written, problem = (None, None)
     if out_path is not None:
         written, problem = write_json_or_fallback(out_path, doc, "perfgate-eval")
@@ -774,14 +739,8 @@ def eval_(
         err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
     if written is not None:
         err_console.print(f"result written to {written}")
-    sys.exit(EXIT_FOR[overall([], None if comparison is None else comparison.verdict)])
-
-
-def _accuracy_progress(arm: str) -> Any:
-    def show(done: int, total: int) -> None:
-        err_console.print(f"[{arm}] run {done}/{total} done")
-
-    return show
+    accuracy_verdict = None if run.comparison is None else run.comparison.verdict
+    sys.exit(EXIT_FOR[overall([], accuracy_verdict)])
 
 
 @main.command()
@@ -803,8 +762,8 @@ def kernels(traces: tuple[Path, ...], against: tuple[Path, ...], top: int) -> No
       perfgate kernels cand.pt.trace.json.gz --against base.pt.trace.json.gz
     """
     try:
-        table = profiling.table_from_files(_trace_files(traces))
-        base = profiling.table_from_files(_trace_files(against)) if against else None
+        table = profiling.table_from_files(profiling.trace_files(traces))
+        base = profiling.table_from_files(profiling.trace_files(against)) if against else None
     except profiling.ProfileError as exc:
         fail(str(exc))
     if base is None:
@@ -812,16 +771,3 @@ def kernels(traces: tuple[Path, ...], against: tuple[Path, ...], top: int) -> No
     else:
         md = "\n".join(render_kernel_diff(base, table, top))
     click.echo(md)  # Markdown as text: kernel names are too long for a terminal table
-
-
-def _trace_files(paths: tuple[Path, ...]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = profiling.worker_traces(p)
-            if not found:
-                raise profiling.ProfileError(f"{p}: no *.pt.trace.json(.gz) files in this folder")
-            files += found
-        else:
-            files.append(p)
-    return files

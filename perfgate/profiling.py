@@ -325,6 +325,20 @@ def worker_traces(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.pt.trace.json*") if "async_llm" not in p.name)
 
 
+def trace_files(paths: Sequence[Path]) -> list[Path]:
+    """The trace files named: files as given, folders as their worker traces."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = worker_traces(p)
+            if not found:
+                raise ProfileError(f"{p}: no *.pt.trace.json(.gz) files in this folder")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
 def short_name(name: str, width: int = 90) -> str:
     """Kernel names can be kilobytes of template arguments; keep the head."""
     name = " ".join(name.split())

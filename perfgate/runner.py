@@ -22,7 +22,6 @@ import copy
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -42,8 +41,8 @@ from perfgate.registry import Threshold
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import COMPARE_SCHEMA, file_in_the_way, write_json, write_text_private
 from perfgate.scenario import BUILTIN_TINY, ArmSpec, Scenario, ScenarioError
-from perfgate.server import ServerError, ServerSpec, VllmServer
-from perfgate.stats import AccuracyComparison, paired_accuracy
+from perfgate.server import ServerError, ServerSpec, VllmServer, model_problem
+from perfgate.stats import AccuracyComparison
 
 ARMS = ("baseline", "candidate")
 
@@ -109,38 +108,6 @@ def preflight(scenario: Scenario) -> None:
         problem = model_problem(scenario.model)
         if problem is not None:
             raise ScenarioError(f"{scenario.source}: model: {problem}")
-
-
-# A Hugging Face repo id: "name" or "owner/name" (letters, digits, '-', '_', '.').
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
-
-
-def model_problem(model: str) -> str | None:
-    """Why vLLM could not load ``model``, found without starting it; None when it may.
-    A local path must exist; anything that is not a repo id is a local path; a repo id must
-    be in the Hugging Face cache when HF_HUB_OFFLINE is set."""
-    if Path(model).expanduser().exists():
-        return None
-    if not _REPO_ID.fullmatch(model) or ".." in model or "--" in model:
-        return (
-            f"{model} does not exist; give a local model directory or a Hugging Face repo "
-            "id (owner/name, e.g. openai/gpt-oss-120b)"
-        )
-    if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True"):
-        return None  # vLLM may download it
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        cached = False
-    else:
-        cached = isinstance(try_to_load_from_cache(model, "config.json"), str)
-    if cached:
-        return None
-    return (
-        f"{model!r} is neither a local directory nor in the Hugging Face cache, and "
-        "HF_HUB_OFFLINE is set; download it first (huggingface-cli download) or point "
-        "`model` at a local copy"
-    )
 
 
 def resolve_model(scenario: Scenario) -> str:
@@ -683,15 +650,15 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:
-    base, cand = run.accuracy["baseline"], run.accuracy["candidate"]
-    if base.questions != cand.questions:
-        raise RunFailed("the arms answered different questions; cannot pair them", "invalid")
-    return paired_accuracy(
-        base.correct,
-        cand.correct,
-        max_drop=run.scenario.accuracy.max_drop,
-        confidence=run.scenario.confidence,
-    )
+    try:
+        return acc.compare_arms(
+            run.accuracy["baseline"],
+            run.accuracy["candidate"],
+            max_drop=run.scenario.accuracy.max_drop,
+            confidence=run.scenario.confidence,
+        )
+    except acc.AccuracyError as exc:
+        raise RunFailed(str(exc), "invalid") from None
 
 
 def _labelled(bar: ProgressFn | None, label: str) -> ProgressFn | None:

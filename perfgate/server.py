@@ -150,6 +150,38 @@ def group_owns_listener(pgid: int, port: int) -> bool | None:
     return False
 
 
+# A Hugging Face repo id: "name" or "owner/name" (letters, digits, '-', '_', '.').
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def model_problem(model: str) -> str | None:
+    """Why vLLM could not load ``model``, found without starting it; None when it may.
+    A local path must exist; anything that is not a repo id is a local path; a repo id must
+    be in the Hugging Face cache when HF_HUB_OFFLINE is set."""
+    if Path(model).expanduser().exists():
+        return None
+    if not _REPO_ID.fullmatch(model) or ".." in model or "--" in model:
+        return (
+            f"{model} does not exist; give a local model directory or a Hugging Face repo "
+            "id (owner/name, e.g. openai/gpt-oss-120b)"
+        )
+    if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True"):
+        return None  # vLLM may download it
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        cached = False
+    else:
+        cached = isinstance(try_to_load_from_cache(model, "config.json"), str)
+    if cached:
+        return None
+    return (
+        f"{model!r} is neither a local directory nor in the Hugging Face cache, and "
+        "HF_HUB_OFFLINE is set; download it first (huggingface-cli download) or point "
+        "`model` at a local copy"
+    )
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """How to launch one vLLM server."""
