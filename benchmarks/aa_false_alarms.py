@@ -21,13 +21,14 @@ import argparse
 
 import numpy as np
 
-from perfgate import registry, stats
-from perfgate import verdict as judge
-from perfgate.compare import compare, request_values
-from perfgate.metrics import compute_metrics
-from perfgate.records import RequestRecord
+from perfgate import registry
+from perfgate.decide import stats
+from perfgate.decide import verdict as judge
+from perfgate.decide.comparison import compare, request_values
+from perfgate.measure.metrics import compute_metrics
+from perfgate.measure.records import RequestRecord
 from perfgate.registry import Threshold
-from perfgate.runner import blocks, schedule
+from perfgate.run.schedule import blocks, schedule
 
 MS = 1_000_000
 TOKENS = 16

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from perfgate.decide.stats import AccuracyComparison, paired_accuracy
 from perfgate.results import EVAL_SCHEMA
-from perfgate.stats import AccuracyComparison, paired_accuracy
 
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
 HUB_DATASET = "Idavidrein/gpqa"
@@ -501,7 +501,7 @@ def evaluate(
 ) -> EvalRun:
     """GPQA against each named server (``baseline``, optionally ``candidate``), each in
     ``work_root/eval-<name>``; with two, the comparison by question."""
-    from perfgate.endpoint import probe_server
+    from perfgate.serve.server_api import probe_server
 
     preflight(spec)
     arms: dict[str, ArmAccuracy] = {}

@@ -22,8 +22,15 @@ from rich.text import Text
 
 from perfgate import __version__, limits, profiling, redact
 from perfgate.accuracy import AccuracyError, AccuracySpec, evaluate
-from perfgate.bench import BenchConfig, BenchError, run_bench, run_bench_serving, validate_config
-from perfgate.endpoint import EndpointError
+from perfgate.decide.verdict import EXIT_FOR, INVALID, PASS, overall
+from perfgate.measure.bench import (
+    BenchConfig,
+    BenchError,
+    run_bench,
+    run_bench_serving,
+    validate_config,
+)
+from perfgate.measure.workload import Workload
 from perfgate.report.bench_text import render_bench_text
 from perfgate.report.markdown import (
     render_accuracy_section,
@@ -40,8 +47,9 @@ from perfgate.results import (
     read_json,
     write_json_or_fallback,
 )
-from perfgate.runner import RunFailed, run_compare
-from perfgate.runner import recompute as recompute_result
+from perfgate.run.runner import recompute as recompute_result
+from perfgate.run.runner import run_compare
+from perfgate.run.state import RunFailed
 from perfgate.scenario import (
     Scenario,
     ScenarioError,
@@ -51,9 +59,8 @@ from perfgate.scenario import (
     with_overrides,
 )
 from perfgate.scenario import load as load_scenario
-from perfgate.server import ServerError, ServerSpec
-from perfgate.verdict import EXIT_FOR, INVALID, PASS, overall
-from perfgate.workload import Workload
+from perfgate.serve.server import ServerError, ServerSpec
+from perfgate.serve.server_api import EndpointError
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 
@@ -382,11 +389,11 @@ def bench(
             if serve_model is None:
                 result = run_bench(cfg, progress)
             else:
+                log_dir = out_path.parent if out_path else Path("reports")
                 spec = ServerSpec(
                     name="bench",
                     model=serve_model,
-                    log_path=(out_path.parent if out_path else Path("reports"))
-                    / "bench-server.log",
+                    log_path=log_dir / "bench-server.log",
                     serve_args=serve_args,
                 )
                 result = run_bench_serving(cfg, spec, err_console.print, progress)

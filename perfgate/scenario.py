@@ -17,7 +17,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     colocate = false                      # true: both servers up at once (if both fit)
     shared_compile_cache = false          # false: each arm its own vLLM cache in the run dir
 
-    [workload]                            # as `perfgate bench`; defaults: perfgate.workload
+    [workload]                            # as `perfgate bench`; defaults: perfgate.measure.workload
     num_prompts = 32
     input_len = 256
     output_len = 128
@@ -64,9 +64,9 @@ from typing import Any
 
 from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
+from perfgate.measure.workload import Workload
 from perfgate.profiling import KernelRule, ProfileError
 from perfgate.registry import Threshold
-from perfgate.workload import Workload
 
 # The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied
 # into the package when it is built, so an installed perfgate finds them too.

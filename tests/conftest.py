@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perfgate import server
+from perfgate.serve import server
 
 
 @pytest.fixture

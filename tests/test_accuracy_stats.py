@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from perfgate.stats import mcnemar_one_sided, paired_accuracy
-from perfgate.verdict import INCONCLUSIVE, NO_CHANGE, REGRESSED
+from perfgate.decide.stats import mcnemar_one_sided, paired_accuracy
+from perfgate.decide.verdict import INCONCLUSIVE, NO_CHANGE, REGRESSED
 
 
 def simulate(rng, n, k, drop):

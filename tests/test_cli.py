@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from perfgate.cli import main
 from perfgate.environment import gpus
-from perfgate.server import free_port
+from perfgate.serve.server import free_port
 
 
 def run(*args):

@@ -1,6 +1,6 @@
 import asyncio
 
-from perfgate.client import StreamParser, build_payload, consume_stream
+from perfgate.measure.client import StreamParser, build_payload, consume_stream
 from tests.sse import (
     DONE,
     ScriptedClock,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from perfgate import registry
-from perfgate.compare import compare, gate
-from perfgate.metrics import compute_metrics
+from perfgate.decide.comparison import compare, gate
+from perfgate.measure.metrics import compute_metrics
 from perfgate.registry import Threshold
-from perfgate.runner import blocks, schedule
+from perfgate.run.schedule import blocks, schedule
 from tests.test_metrics import MS, rec
 
 OUT = 16

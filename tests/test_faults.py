@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from perfgate import results, server
+from perfgate import results
 from perfgate.cli import main
-from perfgate.server import ServerError, ServerSpec, VllmServer, group_members
+from perfgate.serve import server
+from perfgate.serve.server import ServerError, ServerSpec, VllmServer, group_members
 from tests.fake_server import FakeServer
 from tests.fault_cases import BY_ID, SCRIPTED
 

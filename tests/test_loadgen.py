@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from perfgate.loadgen import arrival_gaps_s
+from perfgate.measure.loadgen import arrival_gaps_s
 
 
 def test_infinite_rate_sends_everything_at_once():

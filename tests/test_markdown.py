@@ -2,9 +2,9 @@ from pathlib import Path
 
 import numpy as np
 
-from perfgate.compare import compare, gate
+from perfgate.decide.comparison import compare, gate
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.runner import CompareRun
+from perfgate.run.state import CompareRun
 from perfgate.scenario import load
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
@@ -81,8 +81,8 @@ def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
 
 def test_accuracy_table_shows_scores_difference_p_and_verdict():
     from perfgate.accuracy import ArmAccuracy
+    from perfgate.decide.stats import paired_accuracy
     from perfgate.report.markdown import render_accuracy_section
-    from perfgate.stats import paired_accuracy
 
     base = [[1, 1], [0, 1], [1, 0], [0, 0]] * 10
     cand = [[1, 1], [0, 0], [1, 0], [0, 0]] * 10
@@ -122,7 +122,7 @@ def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
 
 
 def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verdict():
-    from perfgate.runner import recompute
+    from perfgate.run.runner import recompute
 
     doc = run_doc(6.0)  # stored without "start" (as results from before it was recorded)
     doc["scenario"]["colocate"] = False  # sequential: A | B B | A

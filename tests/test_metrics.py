@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from perfgate.client import consume_stream
-from perfgate.metrics import (
+from perfgate.measure.client import consume_stream
+from perfgate.measure.metrics import (
     compute_metrics,
     describe,
     e2el_ms,
@@ -13,7 +13,7 @@ from perfgate.metrics import (
     tpot_ms,
     ttft_ms,
 )
-from perfgate.records import RequestRecord
+from perfgate.measure.records import RequestRecord
 from tests.sse import DONE, ScriptedClock, completion_chunk, lines, usage_chunk
 
 MS = 1_000_000

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from perfgate import registry
-from perfgate.compare import compare
-from perfgate.metrics import NS_PER_MS
+from perfgate.decide.comparison import compare
+from perfgate.measure.metrics import NS_PER_MS
 from perfgate.registry import Latency, Threshold
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.scenario import ScenarioError, parse

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from perfgate import runner
-from perfgate.runner import server_spec
+from perfgate.run import runner
+from perfgate.run.servers import server_spec
 from perfgate.scenario import parse, with_overrides
 
 ARMS = {"baseline": {}, "candidate": {"env": {"VLLM_PLUGINS": "mine"}}}
@@ -73,7 +73,7 @@ def test_every_repeat_records_the_server_start_it_ran_on(
         run.servers[arm_name].append({"log": str(spec.log_path), "profile": profile})
         yield types.SimpleNamespace(url="http://127.0.0.1:1", death=lambda wait_s=0: None)
 
-    monkeypatch.setattr(runner, "_serve", fake_serve)
+    monkeypatch.setattr(runner, "serve", fake_serve)
     monkeypatch.setattr(runner, "run_bench", lambda cfg, progress=None: _FakeResult())
     s = parse(
         {

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from perfgate.server import (
+from perfgate.serve.server import (
     ServerError,
     ServerSpec,
     VllmServer,
@@ -145,7 +145,7 @@ def test_a_health_answer_from_a_process_that_is_not_the_server_is_refused(tmp_pa
     squatter = http.server.HTTPServer(("127.0.0.1", 0), _Health)
     port = squatter.server_address[1]
     threading.Thread(target=squatter.serve_forever, daemon=True).start()
-    monkeypatch.setattr("perfgate.server.port_in_use", lambda host, port: False)
+    monkeypatch.setattr("perfgate.serve.server.port_in_use", lambda host, port: False)
     try:
         server = VllmServer(_sleeper(tmp_path, port=port, startup_timeout_s=30))
         not_ours = "the process listening there is not this server"

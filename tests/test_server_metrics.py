@@ -1,6 +1,6 @@
 import pytest
 
-from perfgate.server_metrics import cross_check, parse_prometheus
+from perfgate.measure.server_metrics import cross_check, parse_prometheus
 
 BEFORE = """# HELP vllm:generation_tokens_total Number of generation tokens processed.
 # TYPE vllm:generation_tokens_total counter

@@ -3,14 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from perfgate import stats, verdict
-from perfgate.stats import (
+from perfgate.decide import stats, verdict
+from perfgate.decide.stats import (
     Interval,
     _Arm,
     bootstrap_relative,
     welch_log_ratio,
 )
-from perfgate.verdict import IMPROVED, INCONCLUSIVE, INVALID, NO_CHANGE, REGRESSED, decide
+from perfgate.decide.verdict import IMPROVED, INCONCLUSIVE, INVALID, NO_CHANGE, REGRESSED, decide
 
 
 def arm(rng, median, repeats=3, n=40, sigma=0.3):

@@ -1,4 +1,4 @@
-from perfgate.validity import check_records
+from perfgate.measure.validity import check_records
 from tests.test_metrics import MS, rec
 
 

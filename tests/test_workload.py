@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from perfgate.workload import WorkloadError, exact_length_text
+from perfgate.measure.workload import WorkloadError, exact_length_text
 
 
 async def count(text: str) -> int:

@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 from perfgate import registry
-from perfgate.compare import group_by_start
+from perfgate.decide.comparison import group_by_start
 from perfgate.profiling import KernelTable, diff_tables, short_name
 
 VERDICT_LINE = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from perfgate import tinymodel
-from perfgate.server import ServerSpec, VllmServer
+from perfgate.serve import tinymodel
+from perfgate.serve.server import ServerSpec, VllmServer
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_MODEL_LEN = 2048

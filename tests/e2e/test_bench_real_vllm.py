@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from perfgate.metrics import e2el_ms, itl_ms, ttft_ms
-from perfgate.records import RequestRecord
-from perfgate.server import ServerError, ServerSpec, VllmServer
+from perfgate.measure.metrics import e2el_ms, itl_ms, ttft_ms
+from perfgate.measure.records import RequestRecord
+from perfgate.serve.server import ServerError, ServerSpec, VllmServer
 from tests.e2e.conftest import (
     MAX_MODEL_LEN,
     cpu_server_env,

@@ -11,10 +11,10 @@ one start per arm (colocated servers, a running URL) the unit is the repeat, and
 that start-to-start variation went unsampled.
 
 Request-level metrics (``median_tpot_ms``, ``p99_ttft_ms``, ...): the two-stage bootstrap of
-``perfgate.stats`` over units, then requests, enveloped with Welch's (or the pooled) interval
+``perfgate.decide.stats`` over units, then requests, enveloped with Welch's (or the pooled) interval
 on the per-unit statistic (the bootstrap alone is too narrow with two or three units: on an
 H200 it called p99 TPOT "regressed" +16%, CI +15..+21%, for nearly the same code). Run-level
-throughputs: Welch's interval on the per-unit values' logs. ``perfgate.verdict`` turns each
+throughputs: Welch's interval on the per-unit values' logs. ``perfgate.decide.verdict`` turns each
 interval into a verdict and the verdicts into the gate.
 """
 
@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from perfgate import registry, stats, verdict
-from perfgate.records import RequestRecord
+from perfgate import registry
+from perfgate.decide import stats, verdict
+from perfgate.measure.records import RequestRecord
 from perfgate.registry import PerRequest, Threshold
 
 

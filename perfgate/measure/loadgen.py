@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import aiohttp
 import numpy as np
 
-from perfgate.client import Clock, build_payload, send_request
-from perfgate.records import RequestRecord
-from perfgate.workload import Prompt, Workload
+from perfgate.measure.client import Clock, build_payload, send_request
+from perfgate.measure.records import RequestRecord
+from perfgate.measure.workload import Prompt, Workload
 
 REQUEST_TIMEOUT_S = 6 * 3600
 

@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from perfgate import stats
+from perfgate.decide import stats
 
 PASS = "pass"
 REGRESSED, IMPROVED, NO_CHANGE, INCONCLUSIVE, INVALID = (

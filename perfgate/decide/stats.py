@@ -329,7 +329,7 @@ def paired_accuracy(
     seed: int = 0,
 ) -> AccuracyComparison:
     """Rows are questions (the same, in the same order, for both arms), columns repeats."""
-    from perfgate import verdict as rule  # the rule lives there, the numbers here
+    from perfgate.decide import verdict as rule  # the rule lives there, the numbers here
 
     if len(baseline) != len(candidate):
         raise ValueError("both arms must answer the same questions")

@@ -17,15 +17,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from perfgate import environment, limits, redact
-from perfgate.endpoint import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
-from perfgate.loadgen import Target, new_session, run_load
-from perfgate.metrics import DEFAULT_PERCENTILES, compute_metrics
-from perfgate.records import RequestRecord
+from perfgate.measure.loadgen import Target, new_session, run_load
+from perfgate.measure.metrics import DEFAULT_PERCENTILES, compute_metrics
+from perfgate.measure.records import RequestRecord
+from perfgate.measure.server_metrics import CrossCheck, cross_check
+from perfgate.measure.validity import Problem, check_records
+from perfgate.measure.workload import Workload, WorkloadError, build_prompts
 from perfgate.results import BENCH_SCHEMA
-from perfgate.server import ServerSpec, VllmServer, model_problem
-from perfgate.server_metrics import CrossCheck, cross_check
-from perfgate.validity import Problem, check_records
-from perfgate.workload import Workload, WorkloadError, build_prompts
+from perfgate.serve.server import ServerSpec, VllmServer, model_problem
+from perfgate.serve.server_api import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
 
 
 class BenchError(Exception):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perfgate.client import EndpointKind
-from perfgate.endpoint import Tokenizer
+from perfgate.measure.client import EndpointKind
+from perfgate.serve.server_api import Tokenizer
 
 MAX_FIXUPS = 32
 

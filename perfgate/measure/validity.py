@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perfgate.records import RequestRecord
+from perfgate.measure.records import RequestRecord
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from perfgate.records import RequestRecord
+from perfgate.measure.records import RequestRecord
 
 NS_PER_MS = 1e6
 NS_PER_S = 1e9

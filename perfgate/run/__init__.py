@@ -1,0 +1,1 @@
+"""``perfgate compare``: the phases of a paired run and their order."""

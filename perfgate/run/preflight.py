@@ -1,0 +1,52 @@
+"""Checks before any server starts: the machine, the model, the accuracy source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from perfgate import accuracy as acc
+from perfgate import environment
+from perfgate.scenario import BUILTIN_TINY, Scenario, ScenarioError
+from perfgate.serve import tinymodel
+from perfgate.serve.server import model_problem
+
+
+def tiny_model_dir() -> Path:
+    return Path(os.environ.get("PERFGATE_TINY_MODEL", Path.cwd() / ".cache" / "tiny-model"))
+
+
+def preflight(scenario: Scenario) -> None:
+    """Fail fast, before any server starts, on a machine that cannot run the scenario."""
+    needs_server = [a for a in scenario.arms.values() if not a.url]
+    if scenario.requires_gpu and needs_server:
+        gpus = environment.gpus()
+        if not gpus or "error" in gpus[0]:
+            raise ScenarioError(
+                f"scenario {scenario.name!r} needs an NVIDIA GPU to start its vLLM servers, "
+                "and nvidia-smi found none on this machine; run it on a GPU machine, give "
+                "both arms a running server (--baseline-url / --candidate-url), or try "
+                "--scenario scenarios/demo-cpu.toml"
+            )
+    if scenario.accuracy.enabled:
+        try:
+            acc.preflight(scenario.accuracy)
+        except acc.AccuracyError as exc:
+            raise ScenarioError(f"{scenario.source}: {exc}") from None
+        try:
+            import lm_eval  # noqa: F401
+        except ImportError:
+            raise ScenarioError(
+                "the accuracy phase needs lm-eval: pip install 'perfgate[eval]' "
+                "(or pass --skip-accuracy)"
+            ) from None
+    if needs_server and scenario.model != BUILTIN_TINY:
+        problem = model_problem(scenario.model)
+        if problem is not None:
+            raise ScenarioError(f"{scenario.source}: model: {problem}")
+
+
+def resolve_model(scenario: Scenario) -> str:
+    if scenario.model == BUILTIN_TINY:
+        return str(tinymodel.build(tiny_model_dir()))
+    return scenario.model

@@ -1,0 +1,143 @@
+"""A paired run as it goes: its repeats, server starts, phases' results and status, saved to
+results.json (and report.md) after every step, so nothing measured is lost."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfgate import accuracy as acc
+from perfgate import environment, profiling
+from perfgate.decide import verdict as judge
+from perfgate.decide.comparison import MetricComparison
+from perfgate.decide.stats import AccuracyComparison
+from perfgate.measure.bench import ProgressFn
+from perfgate.report.markdown import render_compare_markdown
+from perfgate.results import COMPARE_SCHEMA, file_in_the_way, write_json, write_text_private
+from perfgate.run.schedule import ARMS
+from perfgate.scenario import Scenario, ScenarioError
+
+
+class RunFailed(Exception):
+    """The run could not finish; results so far are written. ``status`` says how it ended;
+    ``run`` (set by ``run_compare``) is the run, with where its files went."""
+
+    def __init__(self, message: str, status: str = "failed") -> None:
+        super().__init__(message)
+        self.status = status
+        self.run: CompareRun | None = None
+
+
+SayFn = Callable[[str], None]  # one line per phase
+
+
+@dataclass
+class CompareRun:
+    scenario: Scenario
+    run_dir: Path
+    command: str
+    repeats: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {a: [] for a in ARMS})
+    servers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {a: [] for a in ARMS})
+    status: str = "running"
+    error: str | None = None
+    comparison: list[MetricComparison] = field(default_factory=list)
+    accuracy: dict[str, acc.ArmAccuracy] = field(default_factory=dict)
+    accuracy_comparison: AccuracyComparison | None = None
+    profiles: dict[str, profiling.KernelTable] = field(default_factory=dict)
+    kernel_checks: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None
+    started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    environment: dict[str, Any] = field(default_factory=environment.capture)
+    bench_progress: ProgressFn | None = None
+    # Where results go once the run directory cannot be written (disk full, removed): a
+    # private temporary directory, so nothing measured is lost. ``save_error`` says why.
+    fallback_dir: Path | None = None
+    save_error: str | None = None
+
+    @property
+    def results_path(self) -> Path:
+        return (self.fallback_dir or self.run_dir) / "results.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.results_path.parent / "report.md"
+
+    def write_report(self) -> None:
+        """report.md beside results.json, rendered from what results.json holds."""
+        write_text_private(self.report_path, render_compare_markdown(self.to_json()))
+
+    @property
+    def exit_code(self) -> int:
+        return judge.exit_code(self.status, self.verdict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": COMPARE_SCHEMA,
+            "started_at": self.started_at,
+            "status": self.status,
+            "error": self.error,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "command": self.command,
+            "scenario": self.scenario.to_json(),
+            "environment": self.environment,
+            "arms": {
+                a: {
+                    "spec": self.scenario.arms[a].to_json(),
+                    "servers": self.servers[a],
+                    "repeats": self.repeats[a],
+                }
+                for a in ARMS
+            },
+            "comparison": [c.to_json() for c in self.comparison],
+            "profile": {
+                "enabled": self.scenario.profile.enabled,
+                "arms": {a: t.to_json() for a, t in self.profiles.items()},
+                "checks": self.kernel_checks,
+            },
+            "accuracy": {
+                "spec": self.scenario.accuracy.to_json(),
+                "arms": {a: r.to_json() for a, r in self.accuracy.items()},
+                "comparison": None
+                if self.accuracy_comparison is None
+                else asdict(self.accuracy_comparison),
+            },
+        }
+
+    def save(self) -> None:
+        """Write results.json; if the run directory cannot take it, write it to a private
+        temporary directory instead (and keep writing there), never losing the data."""
+        doc = self.to_json()
+        try:
+            write_json(self.results_path, doc)
+        except OSError as exc:
+            if self.fallback_dir is not None:
+                raise
+            self.save_error = f"cannot write {self.results_path} ({exc.strerror or exc})"
+            self.fallback_dir = Path(tempfile.mkdtemp(prefix=f"perfgate-{self.scenario.name}-"))
+            write_json(self.results_path, doc)
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory readable by its owner only (it holds server logs and the
+    servers' environment), and prove it can be written before anything is measured."""
+    if (blocker := file_in_the_way(run_dir)) is not None:
+        raise ScenarioError(
+            f"--out-dir {run_dir}: cannot write there ({blocker} is a file, not a directory)"
+        )
+    try:
+        if not run_dir.is_dir():
+            run_dir.mkdir(parents=True, mode=0o700)
+            run_dir.chmod(0o700)  # mkdir's mode passes through the umask
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".perfgate-probe-"):
+            pass
+    except OSError as exc:
+        raise ScenarioError(
+            f"--out-dir {run_dir}: cannot write there ({exc.strerror or exc}"
+            + (f": {exc.filename}" if exc.filename else "")
+            + "); give a directory you can write to"
+        ) from None
