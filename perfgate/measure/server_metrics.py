@@ -24,11 +24,10 @@ mean other traffic reached the server during the run, or the client miscounted.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+from prometheus_client.parser import text_string_to_metric_families
 
 # A latency figure "agrees" when within this relative or absolute slack of the server's.
 # TTFT and E2EL include the HTTP request, the API server's tokenization and the stream's
@@ -43,22 +42,16 @@ TOLERANCES = {  # check name -> (relative, absolute ms)
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
-    """Sum every sample of a metric name over its label sets (``_bucket`` series are skipped)."""
+    """Sum every sample of a metric name over its label sets (``_bucket`` series are skipped).
+    Parsed by ``prometheus_client``; text it cannot parse gives what was read before it."""
     totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        name, _, value = m.groups()
-        if name.endswith("_bucket"):
-            continue
-        try:
-            v = float(value)
-        except ValueError:
-            continue
-        totals[name] = totals.get(name, 0.0) + v
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not sample.name.endswith("_bucket"):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+    except ValueError:
+        pass  # a malformed line: the figures read so far stand, the rest count as missing
     return totals
 
 
