@@ -306,11 +306,19 @@ class AccuracyComparison:
 def _bootstrap_mean_ci(
     x: np.ndarray, confidence: float, rng: np.random.Generator, resamples: int
 ) -> tuple[float, float]:
-    idx = rng.integers(0, len(x), (resamples, len(x)))
-    means = x[idx].mean(axis=1)
-    alpha = 1 - confidence
-    lo, hi = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+    """Percentile bootstrap interval of the mean (scipy's ``bootstrap``); exact when every
+    value is the same (a model that answers nothing right: 0%)."""
+    if x.size < 2 or float(np.ptp(x)) == 0:
+        return float(x.mean()), float(x.mean())
+    ci = sps.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=rng,
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def mcnemar_one_sided(baseline: np.ndarray, candidate: np.ndarray) -> float:
