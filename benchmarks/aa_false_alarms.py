@@ -24,7 +24,7 @@ import numpy as np
 from perfgate import registry
 from perfgate.decide import stats
 from perfgate.decide import verdict as judge
-from perfgate.decide.comparison import compare, request_values
+from perfgate.decide.comparison import RepeatData, compare, request_values
 from perfgate.measure.metrics import compute_metrics
 from perfgate.measure.records import RequestRecord
 from perfgate.registry import Threshold
@@ -34,7 +34,7 @@ MS = 1_000_000
 TOKENS = 16
 
 
-def repeat_doc(tpots_ms: np.ndarray, start: int) -> dict:
+def repeat_doc(tpots_ms: np.ndarray, start: int) -> RepeatData:
     records = []
     for i, t in enumerate(tpots_ms):
         chunks = tuple(int((20.0 + k * t) * MS) for k in range(TOKENS))
@@ -52,11 +52,7 @@ def repeat_doc(tpots_ms: np.ndarray, start: int) -> dict:
                 output_tokens=TOKENS,
             )
         )
-    return {
-        "metrics": compute_metrics(records),
-        "records": [r.to_json() for r in records],
-        "start": start,
-    }
+    return RepeatData(records, compute_metrics(records), start)
 
 
 TPOT = registry.get("median_tpot_ms")

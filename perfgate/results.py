@@ -28,6 +28,15 @@ class ResultError(Exception):
     """A result file cannot be read; the message names the file and the problem."""
 
 
+def need(doc: Any, key: str, where: str) -> Any:
+    """``doc[key]``, or a ResultError naming what is missing where (``from_json`` helpers)."""
+    if not isinstance(doc, dict):
+        raise ResultError(f"{where}: expected an object, got {type(doc).__name__}")
+    if key not in doc:
+        raise ResultError(f"{where}: missing key {key!r}")
+    return doc[key]
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None

@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from perfgate import registry
-from perfgate.decide.comparison import compare, gate
+from perfgate.decide.comparison import RepeatData, compare, gate
 from perfgate.measure.metrics import compute_metrics
 from perfgate.registry import Threshold
 from perfgate.run.schedule import blocks, schedule
@@ -15,15 +16,15 @@ OUT = 16
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def repeat(rng, tpot_ms, n=24, ttft_ms=20.0):
-    """A bench document whose requests have about the given TPOT (and 1 token per chunk)."""
+def repeat(rng, tpot_ms, n=24, ttft_ms=20.0, start=None):
+    """A repeat whose requests have about the given TPOT (and 1 token per chunk)."""
     records = []
     for i in range(n):
         step = tpot_ms * rng.lognormal(0, 0.05)
         first = ttft_ms * rng.lognormal(0, 0.1)
         chunks = tuple(int((first + k * step) * MS) for k in range(OUT))
         records.append(rec(index=i, send=0, chunks=chunks, tokens=(1,) * OUT, out=OUT))
-    return {"metrics": compute_metrics(records), "records": [r.to_json() for r in records]}
+    return RepeatData(records, compute_metrics(records), start)
 
 
 THRESHOLDS = [Threshold("median_tpot_ms", 0.05), Threshold("output_throughput", 0.05)]
@@ -63,7 +64,7 @@ def test_unmeasurable_metric_makes_the_gate_invalid():
     rng = np.random.default_rng(3)
     base = [repeat(rng, 3.0)]
     failed = rec(index=0, send=0, error="HTTP 500: x")
-    cand = [{"metrics": compute_metrics([failed]), "records": [failed.to_json()]}]
+    cand = [RepeatData([failed], compute_metrics([failed]))]
     rows = compare(THRESHOLDS, base, cand, resamples=200)
     assert {r.verdict for r in rows} == {"invalid"}
     assert gate(rows) == "invalid"
@@ -106,16 +107,12 @@ def test_one_repeat_per_arm_is_never_a_confident_verdict():
 
 
 def tpot_repeat(tpots_ms, start):
-    """A bench document whose requests have exactly these TPOTs, run on server start ``start``."""
+    """A repeat whose requests have exactly these TPOTs, run on server start ``start``."""
     records = []
     for i, t in enumerate(tpots_ms):
         chunks = tuple(int((20.0 + k * t) * MS) for k in range(OUT))
         records.append(rec(index=i, send=0, chunks=chunks, tokens=(1,) * OUT, out=OUT))
-    return {
-        "metrics": compute_metrics(records),
-        "records": [r.to_json() for r in records],
-        "start": start,
-    }
+    return RepeatData(records, compute_metrics(records), start)
 
 
 GPU_RUNS = json.loads((FIXTURES / "gpu" / "h200_tpot_per_request.json").read_text())["runs"]
@@ -141,22 +138,22 @@ def test_two_repeats_on_a_gpu_never_make_a_confident_tpot_verdict(run):
 def test_repeats_that_share_a_server_start_are_one_unit():
     rng = np.random.default_rng(6)
     # two starts per arm, two repeats each: the unit is the start
-    base = [repeat(rng, 3.0) | {"start": s} for s in (0, 0, 1, 1)]
-    cand = [repeat(rng, 3.0) | {"start": s} for s in (0, 0, 1, 1)]
+    base = [repeat(rng, 3.0, start=s) for s in (0, 0, 1, 1)]
+    cand = [repeat(rng, 3.0, start=s) for s in (0, 0, 1, 1)]
     row = compare(THRESHOLDS, base, cand, resamples=300)[0]
     assert (row.unit, row.n_baseline, row.n_candidate) == ("server start", 2, 2)
     # one start for the candidate: still starts, the baseline's spread standing for both
-    cand_one = [repeat(rng, 3.0) | {"start": 0} for _ in range(3)]
+    cand_one = [repeat(rng, 3.0, start=0) for _ in range(3)]
     row = compare(THRESHOLDS, base, cand_one, resamples=300)[0]
     assert (row.unit, row.n_baseline, row.n_candidate) == ("server start", 2, 1)
     assert "pooled-t-log" in row.method and row.starts_sampled is True
     # one start each (colocated servers): start-to-start variation cannot be sampled
-    base_one = [repeat(rng, 3.0) | {"start": 0} for _ in range(3)]
+    base_one = [repeat(rng, 3.0, start=0) for _ in range(3)]
     row = compare(THRESHOLDS, base_one, cand_one, resamples=300)[0]
     assert (row.unit, row.n_baseline, row.n_candidate) == ("repeat", 3, 3)
     assert row.starts_sampled is False
     # documents without a start (older results, a running server): each repeat its own unit
-    plain = [{k: v for k, v in d.items() if k != "start"} for d in base]
+    plain = [replace(d, start=None) for d in base]
     row = compare(THRESHOLDS, plain, plain, resamples=300)[0]
     assert (row.unit, row.n_baseline) == ("repeat", 4) and row.starts_sampled is True
 
@@ -166,11 +163,11 @@ def test_server_starts_not_repeats_set_the_interval():
     # +-12%). Counted as six independent repeats, the candidate would "regress"; counted as
     # the two starts each arm really had, the interval is honest about start-to-start spread.
     rng = np.random.default_rng(7)
-    base = [repeat(rng, t) | {"start": s} for s, t in ((0, 3.0), (1, 3.1)) for _ in range(3)]
-    cand = [repeat(rng, t) | {"start": s} for s, t in ((0, 3.25), (1, 3.35)) for _ in range(3)]
+    base = [repeat(rng, t, start=s) for s, t in ((0, 3.0), (1, 3.1)) for _ in range(3)]
+    cand = [repeat(rng, t, start=s) for s, t in ((0, 3.25), (1, 3.35)) for _ in range(3)]
     th = [Threshold("median_tpot_ms", 0.01)]
     row = compare(th, base, cand, resamples=500)[0]
     assert row.unit == "server start" and row.verdict == "inconclusive", (row.low, row.high)
-    as_repeats = [{k: v for k, v in d.items() if k != "start"} for d in base]
-    cand_repeats = [{k: v for k, v in d.items() if k != "start"} for d in cand]
+    as_repeats = [replace(d, start=None) for d in base]
+    cand_repeats = [replace(d, start=None) for d in cand]
     assert compare(th, as_repeats, cand_repeats, resamples=500)[0].verdict == "regressed"

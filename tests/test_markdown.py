@@ -3,9 +3,11 @@ from pathlib import Path
 import numpy as np
 
 from perfgate.decide.comparison import compare, gate
+from perfgate.measure.bench import BenchConfig, BenchResult
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.run.state import CompareRun
+from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load
+from perfgate.serve.server_api import ServerInfo
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
 
@@ -17,6 +19,20 @@ ENV = {
     "gpus": None,
     "perfgate_version": "test",
 }
+
+
+def bench_result(data):
+    """A bench result around a simulated repeat, as the tiny model's server would report."""
+    server = ServerInfo("http://127.0.0.1:8000", ("tiny",), "tiny", 2048, "0.32.0")
+    return BenchResult(
+        config=BenchConfig(url=server.base_url),
+        server=server,
+        environment={},
+        records=list(data.records),
+        metrics=dict(data.metrics),
+        problems=[],
+        cross_checks=[],
+    )
 
 
 def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=None):
@@ -31,12 +47,9 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=No
     )
     for arm, tpot in (("baseline", 3.0), ("candidate", cand_tpot)):
         for k in range(2):
-            doc = repeat(rng, tpot)
-            doc["server"] = {"version": "0.32.0", "model": "tiny"}
-            doc["repeat"] = k
-            if starts is not None:
-                doc["start"] = starts[arm][k]
-            run.repeats[arm].append(doc)
+            data = repeat(rng, tpot)
+            start = None if starts is None else starts[arm][k]
+            run.repeats[arm].append(Repeat(bench_result(data), k, start))
         run.servers[arm].append(
             {
                 "log": f"{arm}-1.log",
@@ -124,7 +137,10 @@ def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
 def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verdict():
     from perfgate.run.runner import recompute
 
-    doc = run_doc(6.0)  # stored without "start" (as results from before it was recorded)
+    doc = run_doc(6.0)
+    for arm in doc["arms"].values():  # as stored before "start" was recorded
+        for rep in arm["repeats"]:
+            del rep["start"]
     doc["scenario"]["colocate"] = False  # sequential: A | B B | A
     again = recompute(doc)
     starts = {a: [r["start"] for r in again["arms"][a]["repeats"]] for a in again["arms"]}

@@ -36,7 +36,7 @@ def test_a_registered_metric_is_gated_summarized_compared_and_reported(first_gap
     rng = np.random.default_rng(0)
     base = [repeat(rng, 3.0) for _ in range(3)]  # summaries computed after registering
     cand = [repeat(rng, 6.0) for _ in range(3)]
-    assert base[0]["metrics"]["median_first_gap_ms"] == pytest.approx(3.0, rel=0.2)
+    assert base[0].metrics["median_first_gap_ms"] == pytest.approx(3.0, rel=0.2)
     (row,) = compare(scenario.thresholds, base, cand, resamples=200)
     assert row.label == "P99 first gap (ms)" and row.verdict == "regressed"
     assert row.estimate == pytest.approx(1.0, abs=0.3)  # twice as slow

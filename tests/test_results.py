@@ -23,3 +23,34 @@ def test_reading_rejects_broken_and_foreign_files(tmp_path):
     foreign.write_text('{"schema": "other/1"}')
     with pytest.raises(ResultError, match="not a perfgate result"):
         read_json(foreign)
+
+
+def test_stored_h200_results_read_back_typed_through_the_one_migration():
+    """Files written by perfgate 0.1.0 on an H200 (records with 'extra', repeats without
+    'start') become typed repeats and recompute without a patch anywhere else."""
+    import lzma
+    from pathlib import Path
+
+    from perfgate.run.runner import recompute
+    from perfgate.run.state import Repeat, migrate
+
+    files = sorted((Path(__file__).resolve().parents[1] / "docs/gpu/results").glob("*.json.xz"))
+    assert len(files) >= 5
+    for path in files:
+        doc = json.loads(lzma.decompress(path.read_bytes()))
+        migrated = migrate(doc)
+        for arm in ("baseline", "candidate"):
+            repeats = [Repeat.from_json(r) for r in migrated["arms"][arm]["repeats"]]
+            assert all(r.start is not None and r.records for r in repeats), path
+    again = recompute(
+        json.loads(lzma.decompress(min(files, key=lambda p: p.stat().st_size).read_bytes()))
+    )
+    assert again["recomputed"]["perfgate_version"] and again["comparison"]
+
+
+def test_reading_a_damaged_document_names_the_missing_key():
+    from perfgate.measure.bench import BenchResult
+    from perfgate.results import ResultError
+
+    with pytest.raises(ResultError, match="bench result: missing key 'server'"):
+        BenchResult.from_json({"config": {"url": "http://x"}, "records": [], "metrics": {}})

@@ -86,5 +86,5 @@ def test_every_repeat_records_the_server_start_it_ran_on(
     )
     run = runner.CompareRun(scenario=s, run_dir=tmp_path, command="test")
     runner._run_blocks(run, "m", lambda _msg: None)
-    got = {a: [r["start"] for r in run.repeats[a]] for a in ("baseline", "candidate")}
+    got = {a: [r.start for r in run.repeats[a]] for a in ("baseline", "candidate")}
     assert got == starts

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,13 +34,35 @@ from perfgate.measure.records import RequestRecord
 from perfgate.registry import PerRequest, Threshold
 
 
-def request_values(docs: Sequence[dict[str, Any]], fn: PerRequest) -> list[list[np.ndarray]]:
+class Measured(Protocol):
+    """One repeat of one arm, as the comparison reads it (``run.state.Repeat`` in a run)."""
+
+    @property
+    def records(self) -> Sequence[RequestRecord]: ...
+
+    @property
+    def metrics(self) -> Mapping[str, Any]: ...
+
+    @property
+    def start(self) -> int | None:  # which of the arm's server starts; None: not recorded
+        ...
+
+
+@dataclass(frozen=True)
+class RepeatData:
+    """A ``Measured`` made of plain values (simulations, tests)."""
+
+    records: Sequence[RequestRecord]
+    metrics: Mapping[str, Any]
+    start: int | None = None
+
+
+def request_values(docs: Sequence[Measured], fn: PerRequest) -> list[list[np.ndarray]]:
     """repeats -> successful measured requests -> that request's values (``fn``)."""
     out = []
     for doc in docs:
         reqs = []
-        for raw in doc["records"]:
-            r = RequestRecord.from_json(raw)
+        for r in doc.records:
             if r.warmup or not r.ok:
                 continue
             values = fn(r)
@@ -78,26 +100,30 @@ class MetricComparison:
         return asdict(self)
 
 
-def group_by_start(docs: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Repeats grouped by the server start they ran on; a document without ``start`` (an
-    older result) is a unit of its own."""
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for i, doc in enumerate(docs):
-        groups.setdefault(doc.get("start", ("repeat", i)), []).append(doc)
+def group_by_start(starts: Sequence[int | None]) -> list[list[int]]:
+    """Indices of repeats grouped by the server start they ran on; a repeat whose start is
+    not recorded is a unit of its own."""
+    groups: dict[Any, list[int]] = {}
+    for i, start in enumerate(starts):
+        groups.setdefault(("repeat", i) if start is None else start, []).append(i)
     return list(groups.values())
+
+
+def _units(docs: Sequence[Measured]) -> list[list[Measured]]:
+    return [[docs[i] for i in group] for group in group_by_start([d.start for d in docs])]
 
 
 def compare_metric(
     threshold: Threshold,
-    baseline: Sequence[dict[str, Any]],
-    candidate: Sequence[dict[str, Any]],
+    baseline: Sequence[Measured],
+    candidate: Sequence[Measured],
     *,
     confidence: float,
     resamples: int,
     seed: int = 0,
 ) -> MetricComparison:
-    b_units, c_units = group_by_start(baseline), group_by_start(candidate)
-    known = all("start" in doc for doc in (*baseline, *candidate))
+    b_units, c_units = _units(baseline), _units(candidate)
+    known = all(doc.start is not None for doc in (*baseline, *candidate))
     by_start = known and max(len(b_units), len(c_units)) >= 2
     if not by_start:
         b_units, c_units = [[d] for d in baseline], [[d] for d in candidate]
@@ -107,8 +133,8 @@ def compare_metric(
     )
     metric = registry.get(threshold.metric)
     if metric.per_request is None:
-        b = [_geomean([_as_float(d["metrics"].get(threshold.metric)) for d in u]) for u in b_units]
-        c = [_geomean([_as_float(d["metrics"].get(threshold.metric)) for d in u]) for u in c_units]
+        b = [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in b_units]
+        c = [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in c_units]
         iv = run_to_run(b, c, confidence=confidence)
         b_val, c_val = _geomean(b), _geomean(c)
     else:
@@ -174,8 +200,8 @@ def _pooled_stat(repeats: list[list[np.ndarray]], stat: Callable[..., Any]) -> f
 
 def compare(
     thresholds: Sequence[Threshold],
-    baseline: Sequence[dict[str, Any]],
-    candidate: Sequence[dict[str, Any]],
+    baseline: Sequence[Measured],
+    candidate: Sequence[Measured],
     *,
     confidence: float = 0.95,
     resamples: int = 2000,

@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from perfgate import environment, limits, redact
@@ -23,7 +23,7 @@ from perfgate.measure.records import RequestRecord
 from perfgate.measure.server_metrics import CrossCheck, cross_check
 from perfgate.measure.validity import Problem, check_records
 from perfgate.measure.workload import Workload, WorkloadError, build_prompts
-from perfgate.results import BENCH_SCHEMA
+from perfgate.results import BENCH_SCHEMA, need
 from perfgate.serve.server import ServerSpec, VllmServer, model_problem
 from perfgate.serve.server_api import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
 
@@ -44,6 +44,17 @@ class BenchConfig(Workload):
     scenario: str | None = None
     # Bearer token for a server started with --api-key; never written anywhere.
     api_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BenchConfig:
+        """As ``to_json`` wrote it; settings a file predates take their defaults."""
+        known = {f.name for f in fields(cls)} - {"scenario", "api_key"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if kwargs.get("request_rate") == "inf":
+            kwargs["request_rate"] = math.inf
+        if "percentiles" in kwargs:
+            kwargs["percentiles"] = tuple(kwargs["percentiles"])
+        return cls(**{"url": need(d, "url", "bench config"), **kwargs})
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,6 +92,25 @@ class BenchResult:
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BenchResult:
+        """A bench document (``perfgate bench --out``, or one repeat of a compare run); a
+        missing part is a ResultError naming it."""
+        where = "bench result"
+        server = dict(need(d, "server", where))
+        server["models"] = tuple(server.get("models") or ())
+        return cls(
+            config=BenchConfig.from_json(need(d, "config", where)),
+            server=ServerInfo(**server),
+            environment=d.get("environment") or {},
+            records=[RequestRecord.from_json(r) for r in need(d, "records", where)],
+            metrics=dict(need(d, "metrics", where)),
+            problems=[Problem(**p) for p in d.get("problems") or []],
+            cross_checks=[CrossCheck(**c) for c in d.get("server_cross_check") or []],
+            warnings=[RunWarning(**w) for w in d.get("warnings") or []],
+            started_at=d.get("started_at", ""),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

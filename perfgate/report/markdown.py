@@ -85,7 +85,10 @@ def _verdict_cell(row: dict[str, Any]) -> str:
 
 def _units_note(rows: list[dict[str, Any]], arms: dict[str, Any]) -> list[str]:
     """What the intervals resampled, and a warning when server starts went unsampled."""
-    starts = {a: len(group_by_start(arms[a]["repeats"])) for a in ("baseline", "candidate")}
+    starts = {
+        a: len(group_by_start([r.get("start") for r in arms[a]["repeats"]]))
+        for a in ("baseline", "candidate")
+    }
     if any(r.get("unit") == "server start" for r in rows):
         return [
             f"Unit of replication: the server start ({starts['baseline']} baseline, "

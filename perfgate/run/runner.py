@@ -18,7 +18,6 @@ interrupted), so nothing measured is lost when a later phase fails.
 from __future__ import annotations
 
 import contextlib
-import copy
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.profile_phase import run_profiles
 from perfgate.run.schedule import ARMS, blocks, schedule
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
-from perfgate.run.state import CompareRun, RunFailed, SayFn, make_run_dir
+from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir, migrate
 from perfgate.scenario import Scenario
 from perfgate.serve.server import VllmServer
 
@@ -179,11 +178,9 @@ def _run_repeats(
         except BenchError as exc:
             check_alive(servers or {}, wait_s=5.0)
             raise RunFailed(f"{arm_name}: {exc}") from exc
-        doc = result.to_json()
-        doc["repeat"] = k
         # which of the arm's server starts it ran on (an already-running server: one start)
-        doc["start"] = max(0, sum(not s["profile"] for s in run.servers[arm_name]) - 1)
-        run.repeats[arm_name].append(doc)
+        start = max(0, sum(not s["profile"] for s in run.servers[arm_name]) - 1)
+        run.repeats[arm_name].append(Repeat(result, k, start))
         run.save()
         m = result.metrics
         say(
@@ -230,22 +227,16 @@ def _run_accuracy(
 
 def recompute(doc: dict[str, Any]) -> dict[str, Any]:
     """A copy of a stored compare result whose comparison and verdict this perfgate's
-    statistics compute again from the stored repeats (the file itself is not changed).
-    Repeats stored before ``start`` was recorded get it from the schedule that ran them."""
-    doc = copy.deepcopy(doc)
+    statistics compute again from the stored repeats (the file itself is not changed); old
+    files pass through ``migrate`` first."""
+    doc = migrate(doc)
     sc, arms = doc["scenario"], doc["arms"]
-    starts: dict[str, list[int]] = {a: [] for a in ARMS}
-    for arm, count in blocks(schedule(sc["repeats"]), sc["restart_between_repeats"]):
-        starts[arm] += [len(set(starts[arm]))] * count
-    for arm in ARMS:
-        single = sc.get("colocate") or arms[arm]["spec"].get("url")
-        for k, rep in enumerate(arms[arm]["repeats"]):
-            rep.setdefault("start", 0 if single else starts[arm][k])
     thresholds = [Threshold(t["metric"], t["tolerance"]) for t in sc["thresholds"]]
+    repeats = {a: [Repeat.from_json(r) for r in arms[a]["repeats"]] for a in ARMS}
     rows = compare(
         thresholds,
-        arms["baseline"]["repeats"],
-        arms["candidate"]["repeats"],
+        repeats["baseline"],
+        repeats["candidate"],
         confidence=sc["confidence"],
         resamples=sc["resamples"],
     )

@@ -3,6 +3,7 @@ results.json (and report.md) after every step, so nothing measured is lost."""
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,10 +16,17 @@ from perfgate import environment, profiling
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import MetricComparison
 from perfgate.decide.stats import AccuracyComparison
-from perfgate.measure.bench import ProgressFn
+from perfgate.measure.bench import BenchResult, ProgressFn
+from perfgate.measure.records import RequestRecord
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.results import COMPARE_SCHEMA, file_in_the_way, write_json, write_text_private
-from perfgate.run.schedule import ARMS
+from perfgate.results import (
+    COMPARE_SCHEMA,
+    file_in_the_way,
+    need,
+    write_json,
+    write_text_private,
+)
+from perfgate.run.schedule import ARMS, blocks, schedule
 from perfgate.scenario import Scenario, ScenarioError
 
 
@@ -35,12 +43,59 @@ class RunFailed(Exception):
 SayFn = Callable[[str], None]  # one line per phase
 
 
+@dataclass(frozen=True)
+class Repeat:
+    """One timed repeat of one arm: the bench result it produced, which repeat of the arm it
+    was (its seed is the workload's seed + ``repeat``), and which of the arm's server starts
+    it ran on (``None`` only in files written before perfgate recorded it: see
+    ``migrate``). A ``decide.comparison.Measured``."""
+
+    result: BenchResult
+    repeat: int
+    start: int | None
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        return self.result.records
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.result.metrics
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.result.to_json(), "repeat": self.repeat, "start": self.start}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Repeat:
+        return cls(BenchResult.from_json(d), need(d, "repeat", "repeat"), d.get("start"))
+
+
+def migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored compare document brought to what this perfgate reads, in one place (the
+    input is not changed). perfgate.compare/1 files from before server starts were recorded
+    get each repeat's ``start`` from the schedule that ran them."""
+    doc = copy.deepcopy(doc)
+    where = "compare result"
+    sc, arms = need(doc, "scenario", where), need(doc, "arms", where)
+    order = blocks(schedule(need(sc, "repeats", "scenario")), sc.get("restart_between_repeats"))
+    starts: dict[str, list[int]] = {a: [] for a in ARMS}
+    for arm, count in order:
+        starts[arm] += [len(set(starts[arm]))] * count
+    for arm in ARMS:
+        repeats = need(need(arms, arm, "arms"), "repeats", f"arms.{arm}")
+        single = sc.get("colocate") or arms[arm].get("spec", {}).get("url")
+        for k, rep in enumerate(repeats):
+            if rep.get("start") is None:
+                rep["start"] = 0 if single else starts[arm][k]
+    return doc
+
+
 @dataclass
 class CompareRun:
     scenario: Scenario
     run_dir: Path
     command: str
-    repeats: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {a: [] for a in ARMS})
+    repeats: dict[str, list[Repeat]] = field(default_factory=lambda: {a: [] for a in ARMS})
     servers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {a: [] for a in ARMS})
     status: str = "running"
     error: str | None = None
@@ -89,7 +144,7 @@ class CompareRun:
                 a: {
                     "spec": self.scenario.arms[a].to_json(),
                     "servers": self.servers[a],
-                    "repeats": self.repeats[a],
+                    "repeats": [r.to_json() for r in self.repeats[a]],
                 }
                 for a in ARMS
             },
