@@ -260,24 +260,19 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
         tokenizer = Tokenizer(session, info.base_url, info.model)
         try:
             report("prompts", 0, cfg.num_prompts + cfg.num_warmups)
-            prompts = await build_prompts(
-                tokenizer,
-                endpoint=cfg.endpoint,
-                num_prompts=cfg.num_prompts,
-                input_len=cfg.input_len,
-                output_len=cfg.output_len,
-                seed=cfg.seed,
-                stream=0,
-            )
-            warmup_prompts = await build_prompts(
-                tokenizer,
-                endpoint=cfg.endpoint,
-                num_prompts=cfg.num_warmups,
-                input_len=cfg.input_len,
-                output_len=cfg.output_len,
-                seed=cfg.seed,
-                stream=1,
-            )
+            # measured prompts and warmup prompts: the same seed, separate random streams
+            prompts, warmup_prompts = [
+                await build_prompts(
+                    tokenizer,
+                    endpoint=cfg.endpoint,
+                    num_prompts=count,
+                    input_len=cfg.input_len,
+                    output_len=cfg.output_len,
+                    seed=cfg.seed,
+                    stream=stream,
+                )
+                for stream, count in ((0, cfg.num_prompts), (1, cfg.num_warmups))
+            ]
         except WorkloadError as exc:
             raise BenchError(str(exc)) from exc
         except EndpointError as exc:

@@ -58,35 +58,27 @@ def check_records(records: Sequence[RequestRecord]) -> list[Problem]:
             )
         )
 
-    prompt_bad = [
-        r for r in ok if r.prompt_tokens is not None and r.prompt_tokens != r.expected_prompt_tokens
-    ]
-    if prompt_bad:
-        r = prompt_bad[0]
-        problems.append(
-            Problem(
-                "prompt_length_mismatch",
-                len(prompt_bad),
-                f"{len(prompt_bad)} prompts were not the asked length as the server counted them "
-                f"(e.g. request {r.index}: {r.prompt_tokens} tokens, asked "
-                f"{r.expected_prompt_tokens})",
+    for kind, what, hint in (
+        ("prompt", "prompts were not the asked length as the server counted them", ""),
+        ("output", "outputs were not the asked length", "; is ignore_eos honoured by the server?"),
+    ):
+        bad = [
+            r
+            for r in ok
+            if getattr(r, f"{kind}_tokens") is not None
+            and getattr(r, f"{kind}_tokens") != getattr(r, f"expected_{kind}_tokens")
+        ]
+        if bad:
+            r = bad[0]
+            problems.append(
+                Problem(
+                    f"{kind}_length_mismatch",
+                    len(bad),
+                    f"{len(bad)} {what} (e.g. request {r.index}: "
+                    f"{getattr(r, f'{kind}_tokens')} tokens, asked "
+                    f"{getattr(r, f'expected_{kind}_tokens')}){hint}",
+                )
             )
-        )
-
-    output_bad = [
-        r for r in ok if r.output_tokens is not None and r.output_tokens != r.expected_output_tokens
-    ]
-    if output_bad:
-        r = output_bad[0]
-        problems.append(
-            Problem(
-                "output_length_mismatch",
-                len(output_bad),
-                f"{len(output_bad)} outputs were not the asked length (e.g. request {r.index}: "
-                f"{r.output_tokens} tokens, asked {r.expected_output_tokens}); is ignore_eos "
-                "honoured by the server?",
-            )
-        )
 
     chunk_mismatch = [
         r
