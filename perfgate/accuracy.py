@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from perfgate.decide.stats import AccuracyComparison, paired_accuracy
-from perfgate.results import EVAL_SCHEMA
+from perfgate.results import EVAL_SCHEMA, from_fields, need
 
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
 HUB_DATASET = "Idavidrein/gpqa"
@@ -477,6 +477,21 @@ class EvalRun:
     spec: AccuracySpec
     arms: dict[str, ArmAccuracy]
     comparison: AccuracyComparison | None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EvalRun:
+        acc = need(d, "accuracy", "eval result")
+        comparison = acc.get("comparison")
+        return cls(
+            spec=from_fields(AccuracySpec, need(acc, "spec", "accuracy"), "accuracy.spec"),
+            arms={
+                a: from_fields(ArmAccuracy, x, f"accuracy.arms.{a}")
+                for a, x in need(acc, "arms", "accuracy").items()
+            },
+            comparison=None
+            if comparison is None
+            else from_fields(AccuracyComparison, comparison, "accuracy.comparison"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

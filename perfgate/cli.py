@@ -21,11 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from perfgate import __version__, limits, profiling, redact
-from perfgate.accuracy import AccuracyError, AccuracySpec, evaluate
+from perfgate.accuracy import AccuracyError, AccuracySpec, EvalRun, evaluate
 from perfgate.decide.verdict import EXIT_FOR, INVALID, PASS, overall
 from perfgate.measure.bench import (
     BenchConfig,
     BenchError,
+    BenchResult,
     run_bench,
     run_bench_serving,
     validate_config,
@@ -49,7 +50,7 @@ from perfgate.results import (
 )
 from perfgate.run.runner import recompute as recompute_result
 from perfgate.run.runner import run_compare
-from perfgate.run.state import RunFailed
+from perfgate.run.state import CompareRun, RunFailed
 from perfgate.scenario import (
     Scenario,
     ScenarioError,
@@ -609,12 +610,18 @@ def report(result: Path, fmt: str, recompute: bool) -> None:
     if recompute and schema != COMPARE_SCHEMA:
         fail(f"{result}: --recompute needs a compare result (results.json), not {schema}")
     try:
+        # read typed first: a damaged file is a message naming what is missing
         if schema == COMPARE_SCHEMA:
+            CompareRun.from_json(doc)
             md = render_compare_markdown(recompute_result(doc) if recompute else doc)
         elif schema == EVAL_SCHEMA:
+            EvalRun.from_json(doc)
             md = "\n".join(render_accuracy_section(doc["accuracy"]))
         else:
+            BenchResult.from_json(doc)
             text = render_bench_text(doc)
+    except ResultError as exc:
+        fail(f"{result}: {exc}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         fail(
             f"{result}: a {schema} document with a missing or malformed part "

@@ -13,8 +13,9 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from perfgate import redact
 
@@ -35,6 +36,24 @@ def need(doc: Any, key: str, where: str) -> Any:
     if key not in doc:
         raise ResultError(f"{where}: missing key {key!r}")
     return doc[key]
+
+
+T = TypeVar("T")
+
+
+def from_fields(cls: type[T], doc: Any, where: str, **parts: Any) -> T:
+    """A dataclass from a stored object: its known keys (one a file predates takes its
+    default; a required one missing is a ResultError naming it), ``parts`` (already
+    converted) taking precedence."""
+    if not isinstance(doc, dict):
+        raise ResultError(f"{where}: expected an object, got {type(doc).__name__}")
+    spec = [f for f in fields(cls) if f.init]  # type: ignore[arg-type]
+    kwargs = {f.name: doc[f.name] for f in spec if f.name in doc}
+    kwargs.update(parts)
+    for f in spec:
+        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+            raise ResultError(f"{where}: missing key {f.name!r}")
+    return cls(**kwargs)
 
 
 def _clean(value: Any) -> Any:

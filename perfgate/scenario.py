@@ -67,6 +67,7 @@ from perfgate.accuracy import AccuracySpec
 from perfgate.measure.workload import Workload
 from perfgate.profiling import KernelRule, ProfileError
 from perfgate.registry import Threshold
+from perfgate.results import from_fields, need
 
 # The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied
 # into the package when it is built, so an installed perfgate finds them too.
@@ -172,6 +173,49 @@ class Scenario:
         d["server_args"] = redact.args(self.server_args)
         d["arms"] = {name: arm.to_json() for name, arm in self.arms.items()}
         return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Scenario:
+        """The scenario as a result file stored it: a record of what ran (its secrets stay
+        masked), not something to launch again."""
+        where = "scenario"
+        wl = dict(need(d, "workload", where))
+        if wl.get("request_rate") == "inf":
+            wl["request_rate"] = math.inf
+        prof = dict(d.get("profile") or {})
+        rules = {
+            kind: {
+                arm: tuple(KernelRule(**r) for r in rs) for arm, rs in prof.get(kind, {}).items()
+            }
+            for kind in ("expect", "forbid")
+        }
+        return from_fields(
+            cls,
+            d,
+            where,
+            arms={
+                name: from_fields(
+                    ArmSpec,
+                    arm,
+                    f"scenario.arms.{name}",
+                    name=name,
+                    env=dict(arm.get("env") or {}),
+                    args=tuple(arm.get("args") or ()),
+                )
+                for name, arm in need(d, "arms", where).items()
+            },
+            server_args=tuple(d.get("server_args") or ()),
+            server_env=dict(d.get("server_env") or {}),
+            workload=from_fields(Workload, wl, "scenario.workload"),
+            thresholds=tuple(
+                from_fields(Threshold, t, "scenario.thresholds")
+                for t in need(d, "thresholds", where)
+            ),
+            accuracy=from_fields(
+                AccuracySpec, d.get("accuracy") or {"enabled": False}, "scenario.accuracy"
+            ),
+            profile=from_fields(ProfileSpec, prof, "scenario.profile", **rules),
+        )
 
     def api_key(self, arm: str) -> str | None:
         """The key the arm's server demands: its ``--api-key`` or ``VLLM_API_KEY`` when

@@ -288,7 +288,7 @@ BAD_INPUT = [
         "`perfgate report` on a compare file missing keys",
         lambda t: _report_of(t, {"schema": "perfgate.compare/1", "status": "complete"}),
         2,
-        "a perfgate.compare/1 document with a missing or malformed part",
+        "compare result: missing key 'scenario'",
     ),
     Case(
         "report-future-schema",

@@ -54,3 +54,26 @@ def test_reading_a_damaged_document_names_the_missing_key():
 
     with pytest.raises(ResultError, match="bench result: missing key 'server'"):
         BenchResult.from_json({"config": {"url": "http://x"}, "records": [], "metrics": {}})
+
+
+def test_a_compare_document_round_trips_through_its_types():
+    from perfgate.run.state import CompareRun
+    from tests.test_markdown import run_doc
+
+    doc = json.loads(json.dumps(run_doc(4.0, starts={"baseline": [0, 1], "candidate": [0, 1]})))
+    again = json.loads(json.dumps(CompareRun.from_json(doc).to_json()))
+    assert again == doc
+
+
+def test_an_eval_document_round_trips_through_its_types():
+    from perfgate.accuracy import AccuracySpec, ArmAccuracy, EvalRun, compare_arms
+
+    arms = {
+        a: ArmAccuracy("bundled", "perfgate_gpqa", 2, ["q1", "q2"], [[1, 0], [c, 1]])
+        for a, c in (("baseline", 1), ("candidate", 0))
+    }
+    run = EvalRun(
+        AccuracySpec(), arms, compare_arms(arms["baseline"], arms["candidate"], max_drop=0.05)
+    )
+    doc = json.loads(json.dumps(run.to_json()))
+    assert json.loads(json.dumps(EvalRun.from_json(doc).to_json())) == doc

@@ -29,12 +29,11 @@ from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
 from perfgate.decide.stats import AccuracyComparison
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
-from perfgate.registry import Threshold
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.profile_phase import run_profiles
 from perfgate.run.schedule import ARMS, blocks, schedule
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
-from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir, migrate
+from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
 from perfgate.scenario import Scenario
 from perfgate.serve.server import VllmServer
 
@@ -229,30 +228,26 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
     """A copy of a stored compare result whose comparison and verdict this perfgate's
     statistics compute again from the stored repeats (the file itself is not changed); old
     files pass through ``migrate`` first."""
-    doc = migrate(doc)
-    sc, arms = doc["scenario"], doc["arms"]
-    thresholds = [Threshold(t["metric"], t["tolerance"]) for t in sc["thresholds"]]
-    repeats = {a: [Repeat.from_json(r) for r in arms[a]["repeats"]] for a in ARMS}
-    rows = compare(
-        thresholds,
-        repeats["baseline"],
-        repeats["candidate"],
-        confidence=sc["confidence"],
-        resamples=sc["resamples"],
-    )
-    doc["recomputed"] = {
+    run = CompareRun.from_json(doc)
+    was = {
         "perfgate_version": __version__,
-        "verdict": doc.get("verdict") if doc["status"] == "complete" else doc["status"],
-        "exit_code": doc.get("exit_code"),
+        "verdict": run.verdict if run.status == judge.COMPLETE else run.status,
+        "exit_code": run.exit_code,
     }
-    doc["comparison"] = [r.to_json() for r in rows]
-    if doc["status"] == "complete":
-        accuracy = (doc.get("accuracy") or {}).get("comparison")
-        doc["verdict"] = judge.overall(
-            (r.verdict for r in rows), accuracy["verdict"] if accuracy else None
+    sc = run.scenario
+    run.comparison = compare(
+        sc.thresholds,
+        run.repeats["baseline"],
+        run.repeats["candidate"],
+        confidence=sc.confidence,
+        resamples=sc.resamples,
+    )
+    if run.status == judge.COMPLETE:
+        accuracy = run.accuracy_comparison
+        run.verdict = judge.overall(
+            (r.verdict for r in run.comparison), accuracy.verdict if accuracy else None
         )
-        doc["exit_code"] = judge.exit_code(doc["status"], doc["verdict"])
-    return doc
+    return {**run.to_json(), "recomputed": was}
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:

@@ -22,6 +22,7 @@ from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import (
     COMPARE_SCHEMA,
     file_in_the_way,
+    from_fields,
     need,
     write_json,
     write_text_private,
@@ -162,6 +163,44 @@ class CompareRun:
                 else asdict(self.accuracy_comparison),
             },
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CompareRun:
+        """A stored run (through ``migrate``), typed: what ``perfgate report --recompute``
+        and later comparisons read. Its run directory is where the file was, unknown here."""
+        d = migrate(d)
+        where = "compare result"
+        run = cls(
+            scenario=Scenario.from_json(need(d, "scenario", where)),
+            run_dir=Path("."),
+            command=d.get("command", ""),
+            started_at=d.get("started_at", ""),
+            environment=d.get("environment") or {},
+        )
+        run.status = need(d, "status", where)
+        run.error, run.verdict = d.get("error"), d.get("verdict")
+        for arm in ARMS:
+            stored = need(need(d, "arms", where), arm, "arms")
+            run.repeats[arm] = [Repeat.from_json(r) for r in need(stored, "repeats", arm)]
+            run.servers[arm] = list(stored.get("servers") or [])
+        run.comparison = [
+            from_fields(MetricComparison, c, "comparison") for c in d.get("comparison") or []
+        ]
+        acc_doc = d.get("accuracy") or {}
+        run.accuracy = {
+            a: from_fields(acc.ArmAccuracy, x, f"accuracy.arms.{a}")
+            for a, x in (acc_doc.get("arms") or {}).items()
+        }
+        if acc_doc.get("comparison"):
+            run.accuracy_comparison = from_fields(
+                AccuracyComparison, acc_doc["comparison"], "accuracy.comparison"
+            )
+        prof = d.get("profile") or {}
+        run.profiles = {
+            a: profiling.KernelTable.from_json(t) for a, t in (prof.get("arms") or {}).items()
+        }
+        run.kernel_checks = list(prof.get("checks") or [])
+        return run
 
     def save(self) -> None:
         """Write results.json; if the run directory cannot take it, write it to a private
