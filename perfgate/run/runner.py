@@ -59,19 +59,10 @@ def run_compare(
     try:
         model = resolve_model(scenario)
         _run_blocks(run, model, say)
-        run.comparison = compare(
-            scenario.thresholds,
-            run.repeats["baseline"],
-            run.repeats["candidate"],
-            confidence=scenario.confidence,
-            resamples=scenario.resamples,
-        )
+        compare_repeats(run)
         if scenario.accuracy.enabled:
             run.accuracy_comparison = compare_accuracy(run)
-        run.verdict = judge.overall(
-            (r.verdict for r in run.comparison),
-            run.accuracy_comparison.verdict if run.accuracy_comparison else None,
-        )
+        run.verdict = verdict_of(run)
         if scenario.profile.enabled:
             run_profiles(run, model, say)
             violations = [c["message"] for c in run.kernel_checks if not c["ok"]]
@@ -234,6 +225,14 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
         "verdict": run.verdict if run.status == judge.COMPLETE else run.status,
         "exit_code": run.exit_code,
     }
+    compare_repeats(run)
+    if run.status == judge.COMPLETE:  # a run that did not complete keeps its status
+        run.verdict = verdict_of(run)
+    return {**run.to_json(), "recomputed": was}
+
+
+def compare_repeats(run: CompareRun) -> None:
+    """Every gated metric compared over the run's repeats."""
     sc = run.scenario
     run.comparison = compare(
         sc.thresholds,
@@ -242,12 +241,14 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
         confidence=sc.confidence,
         resamples=sc.resamples,
     )
-    if run.status == judge.COMPLETE:
-        accuracy = run.accuracy_comparison
-        run.verdict = judge.overall(
-            (r.verdict for r in run.comparison), accuracy.verdict if accuracy else None
-        )
-    return {**run.to_json(), "recomputed": was}
+
+
+def verdict_of(run: CompareRun) -> str:
+    """The run's verdict over its gated metrics and its accuracy comparison (if any)."""
+    accuracy = run.accuracy_comparison
+    return judge.overall(
+        (r.verdict for r in run.comparison), accuracy.verdict if accuracy else None
+    )
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:
