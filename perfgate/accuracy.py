@@ -460,13 +460,22 @@ def run_accuracy(
 
 
 def compare_arms(
-    baseline: ArmAccuracy, candidate: ArmAccuracy, *, max_drop: float, confidence: float = 0.95
+    baseline: ArmAccuracy,
+    candidate: ArmAccuracy,
+    spec: AccuracySpec,
+    *,
+    confidence: float = 0.95,
 ) -> AccuracyComparison:
-    """The two arms compared question by question; they must have answered the same ones."""
+    """The two arms compared question by question; they must have answered the same ones.
+    At temperature 0 the k evaluations of a question are replicas, not independent draws."""
     if baseline.questions != candidate.questions:
         raise AccuracyError("the arms answered different questions; cannot pair them")
     return paired_accuracy(
-        baseline.correct, candidate.correct, max_drop=max_drop, confidence=confidence
+        baseline.correct,
+        candidate.correct,
+        max_drop=spec.max_drop,
+        confidence=confidence,
+        independent_repeats=spec.temperature > 0,
     )
 
 
@@ -534,5 +543,5 @@ def evaluate(
         )
     comparison = None
     if len(arms) == 2:
-        comparison = compare_arms(arms["baseline"], arms["candidate"], max_drop=spec.max_drop)
+        comparison = compare_arms(arms["baseline"], arms["candidate"], spec)
     return EvalRun(spec, arms, comparison)

@@ -77,3 +77,44 @@ def test_too_few_questions_to_rule_out_the_threshold_is_inconclusive_with_the_k_
     rng = np.random.default_rng(4)
     r = paired_accuracy(*simulate(rng, 20, 1, 0.0), max_drop=0.01, seed=0)
     assert r.verdict == INCONCLUSIVE and r.k_to_decide and r.k_to_decide > 1
+
+
+def test_a_true_drop_equal_to_the_tolerance_fails_at_most_alpha():
+    # The old rule ("drop beyond max_drop AND significant against 0") failed 16-49% of runs
+    # here; a test against the margin fails at most alpha (5%, one-sided).
+    rng = np.random.default_rng(5)
+    fails = sum(
+        paired_accuracy(*shifted(rng, 198, 8, 0.02), max_drop=0.02, resamples=200, seed=i).verdict
+        == REGRESSED
+        for i in range(400)
+    )
+    assert fails / 400 <= 0.05
+
+
+def test_a_drop_half_the_tolerance_is_not_a_regression():
+    rng = np.random.default_rng(6)
+    fails = sum(
+        paired_accuracy(*shifted(rng, 198, 8, 0.005), max_drop=0.01, resamples=200, seed=i).verdict
+        == REGRESSED
+        for i in range(300)
+    )
+    assert fails / 300 <= 0.05
+
+
+def test_at_temperature_zero_more_questions_not_more_k_would_decide():
+    rng = np.random.default_rng(4)
+    b, c = simulate(rng, 20, 1, 0.0)
+    replicas = paired_accuracy(
+        [r * 4 for r in b], [r * 4 for r in c], max_drop=0.01, independent_repeats=False
+    )
+    assert replicas.verdict == INCONCLUSIVE
+    assert replicas.k_to_decide is None and replicas.questions_to_decide > 20
+
+
+def shifted(rng, n, k, drop):
+    """Like ``simulate``, with the candidate's chance exactly ``drop`` lower on every question
+    (probabilities kept away from 0 and 1 so no clipping shrinks the drop)."""
+    p = rng.uniform(0.2, 0.8, n)
+    base = (rng.random((n, k)) < p[:, None]).astype(int)
+    cand = (rng.random((n, k)) < (p - drop)[:, None]).astype(int)
+    return base.tolist(), cand.tolist()

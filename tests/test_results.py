@@ -73,7 +73,9 @@ def test_an_eval_document_round_trips_through_its_types():
         for a, c in (("baseline", 1), ("candidate", 0))
     }
     run = EvalRun(
-        AccuracySpec(), arms, compare_arms(arms["baseline"], arms["candidate"], max_drop=0.05)
+        AccuracySpec(),
+        arms,
+        compare_arms(arms["baseline"], arms["candidate"], AccuracySpec(max_drop=0.05)),
     )
     doc = json.loads(json.dumps(run.to_json()))
     assert json.loads(json.dumps(EvalRun.from_json(doc).to_json())) == doc

@@ -299,8 +299,11 @@ class AccuracyComparison:
     min_detectable_drop: float  # at 5% one-sided, 80% power, this n and k
     max_drop: float
     verdict: str
-    k_to_decide: int | None
+    k_to_decide: int | None  # inconclusive, independent repeats: k that would likely decide
     confidence: float = 0.95
+    # one-sided p-value against the margin: H0 drop <= max_drop, H1 drop > max_drop
+    p_margin: float = math.nan
+    questions_to_decide: int | None = None  # inconclusive: questions that would likely decide
 
 
 def _bootstrap_mean_ci(
@@ -339,8 +342,16 @@ def paired_accuracy(
     confidence: float = 0.95,
     resamples: int = 4000,
     seed: int = 0,
+    independent_repeats: bool = True,
 ) -> AccuracyComparison:
-    """Rows are questions (the same, in the same order, for both arms), columns repeats."""
+    """Rows are questions (the same, in the same order, for both arms), columns repeats.
+
+    The drop is tested against the margin (a non-inferiority test): ``p_margin`` is the
+    one-sided paired t p-value on per-question differences shifted by ``max_drop`` (H1: the
+    candidate is worse by more than ``max_drop``; at k = 1 a large-sample approximation).
+    ``p_value`` is the test against no difference (exact McNemar at k = 1), for the report.
+    ``independent_repeats`` is False at temperature 0, where the k evaluations of a question
+    are replicas: more k cannot decide, only more questions."""
     from perfgate.decide import verdict as rule  # the rule lives there, the numbers here
 
     if len(baseline) != len(candidate):
@@ -390,25 +401,27 @@ def paired_accuracy(
             p = 0.0 if mean_d < 0 else 1.0
         else:
             p = float(sps.ttest_1samp(d, 0.0, alternative="less").pvalue)
+    if sd == 0:
+        p_margin = 0.0 if mean_d < -max_drop else 1.0
+    else:
+        p_margin = float(sps.ttest_1samp(d, -max_drop, alternative="less").pvalue)
     # With no variation seen, plan with coin-flip questions: the worst case.
     planning_sd = sd if sd > 0 else math.sqrt(0.25 / kb + 0.25 / kc)
     mde = (Z_ALPHA_ONE_SIDED + Z_POWER) * planning_sd / math.sqrt(n)
 
     drop = -mean_d
     verdict = rule.decide_accuracy(
-        drop=drop,
-        p_value=p,
-        diff_low=d_lo,
-        diff_high=d_hi,
-        max_drop=max_drop,
-        alpha=1 - confidence,
+        p_margin=p_margin, diff_low=d_lo, max_drop=max_drop, alpha=1 - confidence
     )
-    k_to_decide = None
+    k_to_decide = questions_to_decide = None
     if verdict == rule.INCONCLUSIVE:
         half, gap = (d_hi - d_lo) / 2, abs(drop - max_drop)
         if gap > 0 and half > 0:
-            k_now = min(kb, kc)
-            k_to_decide = max(k_now + 1, math.ceil(k_now * (half / gap) ** 2))
+            # the interval narrows as 1/sqrt(questions), or 1/sqrt(k) for independent repeats
+            questions_to_decide = max(n + 1, math.ceil(n * (half / gap) ** 2))
+            if independent_repeats:
+                k_now = min(kb, kc)
+                k_to_decide = max(k_now + 1, math.ceil(k_now * (half / gap) ** 2))
     return AccuracyComparison(
         n_questions=n,
         k_baseline=kb,
@@ -429,4 +442,6 @@ def paired_accuracy(
         verdict=verdict,
         k_to_decide=k_to_decide,
         confidence=confidence,
+        p_margin=p_margin,
+        questions_to_decide=questions_to_decide,
     )

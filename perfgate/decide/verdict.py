@@ -74,12 +74,17 @@ def decide(
     )
 
 
-def decide_accuracy(
-    *, drop: float, p_value: float, diff_low: float, diff_high: float, max_drop: float, alpha: float
-) -> str:
-    """Accuracy's verdict: ``drop`` = baseline - candidate accuracy, ``[diff_low, diff_high]``
-    the interval of candidate - baseline, ``p_value`` one-sided for a drop."""
-    if drop > max_drop and p_value < alpha:  # beyond the tolerance, and significant
+def decide_accuracy(*, p_margin: float, diff_low: float, max_drop: float, alpha: float) -> str:
+    """Accuracy's verdict, a non-inferiority rule on the margin ``max_drop``:
+
+    - ``regressed``    the drop is significantly larger than the margin (``p_margin`` < alpha,
+                       a test against the margin, not against 0: a true drop equal to the
+                       margin fails at most alpha of the time)
+    - ``improved``     the interval of candidate - baseline lies above 0
+    - ``no change``    the interval rules out a drop beyond the margin (diff_low >= -max_drop)
+    - ``inconclusive`` otherwise
+    """
+    if p_margin < alpha:
         return REGRESSED
     if diff_low > 0:
         return IMPROVED

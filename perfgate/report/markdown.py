@@ -259,18 +259,24 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
     verdict = c["verdict"]
     if verdict == "inconclusive" and c.get("k_to_decide"):
         verdict += f" (~k = {c['k_to_decide']} to decide)"
+    elif verdict == "inconclusive" and c.get("questions_to_decide"):
+        # at temperature 0 the k evaluations are replicas: only more questions decide
+        verdict += f" (~{c['questions_to_decide']} questions to decide)"
+    p_margin = c.get("p_margin")
     lines += [
-        f"| | baseline | candidate | change ({c.get('confidence', 0.95):.0%} CI) | p (one-sided) "
-        "| tolerance | verdict |",
+        f"| | baseline | candidate | change ({c.get('confidence', 0.95):.0%} CI) "
+        "| p (drop > tolerance) | tolerance | verdict |",
         "|---|---:|---:|---:|---:|---:|---|",
         f"| accuracy | {_acc(c['baseline'])} ({_acc(c['baseline_low'])}-"
         f"{_acc(c['baseline_high'])}) | {_acc(c['candidate'])} ({_acc(c['candidate_low'])}-"
         f"{_acc(c['candidate_high'])}) | {_pp(c['diff'])} ({_pp(c['diff_low'])} to "
-        f"{_pp(c['diff_high'])}) | {_fmt(c['p_value'], '{:.3f}')} | -{c['max_drop'] * 100:.1f} pp "
+        f"{_pp(c['diff_high'])}) | {_fmt(p_margin, '{:.3f}')} | -{c['max_drop'] * 100:.1f} pp "
         f"| {verdict} |",
         "",
         f"{c['n_questions']} questions x k = {c['k_baseline']} (baseline) / "
-        f"{c['k_candidate']} (candidate), paired by question; {c['test']}. Smallest drop this "
+        f"{c['k_candidate']} (candidate), paired by question; regressed only when the drop "
+        "is significantly larger than the tolerance (paired t against the margin); without "
+        f"a margin: {c['test']}, p = {_fmt(c['p_value'], '{:.3f}')}. Smallest drop this "
         f"run detects (5% one-sided, 80% power): {c['min_detectable_drop'] * 100:.1f} pp. "
         f"Replies with no extractable answer: "
         + ", ".join(f"{name} {a.get('no_answer', 0)}" for name, a in arms.items())

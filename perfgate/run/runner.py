@@ -256,7 +256,7 @@ def compare_accuracy(run: CompareRun) -> AccuracyComparison:
         return acc.compare_arms(
             run.accuracy["baseline"],
             run.accuracy["candidate"],
-            max_drop=run.scenario.accuracy.max_drop,
+            run.scenario.accuracy,
             confidence=run.scenario.confidence,
         )
     except acc.AccuracyError as exc:
