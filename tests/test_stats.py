@@ -134,3 +134,18 @@ def test_repeats_to_decide_counts_the_t_quantile_falling_with_more_units():
 
     assert lower_end(n) > 0.01  # the projection errs on the side of enough units
     assert lower_end(4) < 0.01
+
+
+def test_between_unit_cv_is_the_pooled_spread_of_log_values():
+    assert stats.between_unit_cv([1.0, 1.0], [2.0, 2.0]) == 0.0
+    b = [math.exp(0.1), math.exp(-0.1)]
+    assert stats.between_unit_cv(b, [1.0, 1.0]) == pytest.approx(0.1)
+    assert math.isnan(stats.between_unit_cv([1.0], [2.0]))  # no degree of freedom
+
+
+def test_min_detectable_change_from_an_intervals_width():
+    # a normal interval of +-0.196 on the log scale: se 0.1, so (1.96 + 0.84) se = 0.280
+    iv = Interval(0.0, math.expm1(-0.196), math.expm1(0.196), 0.5, "test")
+    assert stats.min_detectable_change(iv) == pytest.approx(math.expm1(0.2802), rel=1e-3)
+    wide = Interval(0.0, -0.5, math.inf, math.nan, "test")
+    assert math.isnan(stats.min_detectable_change(wide))

@@ -95,6 +95,8 @@ class MetricComparison:
     n_baseline: int = 0  # units per arm
     n_candidate: int = 0
     starts_sampled: bool = True  # False: an arm's repeats shared one server start
+    cv_between_units: float = math.nan  # spread of the per-unit values (log scale ~ CV)
+    min_detectable: float = math.nan  # smallest relative change this run detects (80%)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +139,7 @@ def compare_metric(
         c = [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in c_units]
         iv = run_to_run(b, c, confidence=confidence)
         b_val, c_val = _geomean(b), _geomean(c)
+        noise = stats.between_unit_cv(b, c)
     else:
         kind = str(metric.statistic)
         stat = stats.statistic(kind)
@@ -145,13 +148,14 @@ def compare_metric(
         boot = stats.bootstrap_relative(
             bv, cv, kind, confidence=confidence, resamples=resamples, seed=seed
         )
-        spread = run_to_run(
+        per_unit = (
             [_pooled_stat([u], stat) for u in bv],
             [_pooled_stat([u], stat) for u in cv],
-            confidence=confidence,
         )
+        spread = run_to_run(*per_unit, confidence=confidence)
         iv = stats.envelope(boot, spread)
         b_val, c_val = _pooled_stat(bv, stat), _pooled_stat(cv, stat)
+        noise = stats.between_unit_cv(*per_unit)
     n = min(len(b_units), len(c_units))
     d = verdict.decide(
         iv, higher_is_better=threshold.higher_is_better, tolerance=threshold.tolerance, repeats=n
@@ -179,6 +183,8 @@ def compare_metric(
         n_baseline=len(b_units),
         n_candidate=len(c_units),
         starts_sampled=by_start or not known or len(baseline) + len(candidate) <= 2,
+        cv_between_units=noise,
+        min_detectable=stats.min_detectable_change(iv),
     )
 
 

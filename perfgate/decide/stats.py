@@ -232,6 +232,38 @@ def envelope(a: Interval, b: Interval) -> Interval:
     )
 
 
+def between_unit_cv(baseline: Sequence[float], candidate: Sequence[float]) -> float:
+    """How much the per-unit values (one per server start) spread around their arm's mean,
+    pooled over both arms, on the log scale: about the coefficient of variation between
+    starts. NaN with no degree of freedom left (one unit per arm)."""
+    logs = _logs(baseline, candidate)
+    if logs is None:
+        return math.nan
+    b, c = logs
+    df = b.size + c.size - 2
+    if df < 1:
+        return math.nan
+    ss = float(((b - b.mean()) ** 2).sum() + ((c - c.mean()) ** 2).sum())
+    return math.sqrt(ss / df)
+
+
+def min_detectable_change(interval: Interval, power: float = 0.8) -> float:
+    """The smallest relative change a run with this interval detects with ``power``: the
+    interval's standard error (its width on the log scale over twice its quantile) times the
+    quantiles of the confidence and of the power (t with the interval's degrees of freedom,
+    or normal). NaN for an unbounded or undefined interval."""
+    lo, hi = interval.low, interval.high
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= -1 or hi <= lo:
+        return math.nan
+    q = 0.5 + interval.confidence / 2
+    if math.isfinite(interval.df):
+        t_q, t_p = float(sps.t.ppf(q, interval.df)), float(sps.t.ppf(power, interval.df))
+    else:
+        t_q, t_p = float(sps.norm.ppf(q)), float(sps.norm.ppf(power))
+    se = (math.log1p(hi) - math.log1p(lo)) / (2 * t_q)
+    return math.expm1((t_q + t_p) * se)
+
+
 def repeats_to_decide(
     worse: float,
     lo: float,

@@ -69,6 +69,13 @@ def _pct(v: float | None) -> str:
     return f"{v * 100:+.1f}%"
 
 
+def _size(v: Any) -> str:
+    """A relative size without sign (5.2%), or n/a."""
+    if v is None or not isinstance(v, int | float) or not math.isfinite(v):
+        return "n/a"
+    return f"{v * 100:.1f}%"
+
+
 def _median_over_repeats(repeats: list[dict[str, Any]], key: str) -> float | None:
     values = [r["metrics"].get(key) for r in repeats]
     values = [float(v) for v in values if v is not None]
@@ -151,8 +158,9 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     rows = doc.get("comparison") or []
     if rows:
         lines += [
-            "| metric | baseline | candidate | change (CI) | tolerance | verdict |",
-            "|---|---:|---:|---:|---:|---|",
+            "| metric | baseline | candidate | change (CI) | detectable | noise (CV) "
+            "| tolerance | verdict |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in rows:
             better = "higher" if r["higher_is_better"] else "lower"
@@ -163,8 +171,16 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {r['label']} | {_fmt(r['baseline'])} | {_fmt(r['candidate'])} | {change} "
+                f"| {_size(r.get('min_detectable'))} | {_size(r.get('cv_between_units'))} "
                 f"| {r['tolerance'] * 100:.0f}% ({better} is better) | {_verdict_cell(r)} |"
             )
+        lines += [
+            "",
+            "detectable: the smallest change this run would have caught (80% power); noise: "
+            "how much a unit's value (a server start's, or a repeat's) spreads, about a "
+            "coefficient of variation. A tolerance below the detectable change cannot be "
+            "decided at this noise with this many units.",
+        ]
         lines.append("")
         lines += _units_note(rows, arms)
 
