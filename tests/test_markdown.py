@@ -155,3 +155,26 @@ def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verd
     assert {
         r["start"] for a in ("baseline", "candidate") for r in colocated["arms"][a]["repeats"]
     } == {0}
+
+
+def test_user_and_server_text_cannot_inject_markup_or_break_the_report():
+    doc = run_doc(3.0, status="failed", error="boom\n```\n<img src=x onerror=alert(1)>")
+    doc["scenario"]["name"] = "x\n## <script>alert(1)</script>"  # an older file's name
+    doc["scenario"]["description"] = "a | b [link](http://evil) **bold**"
+    doc["command"] = "perfgate compare ``` --x"
+    doc["environment"]["hostname"] = "host`name|x"
+    md = render_compare_markdown(doc)
+    lines = md.splitlines()
+    # the name stays one heading line, its HTML neutralised
+    assert lines[0] == "## perfgate: x ## &lt;script&gt;alert(1)&lt;/script&gt;"
+    assert "<script>" not in md
+    assert r"a \| b \[link\](http://evil) \*\*bold\*\*" in md
+    # the error's own ``` cannot close its block: the fence is longer, so <img> stays text
+    i = lines.index("boom")
+    assert lines[i - 1] == "````" and lines[i + 1 : i + 4] == [
+        "```",
+        "<img src=x onerror=alert(1)>",
+        "````",
+    ]
+    assert "````\nperfgate compare ``` --x\n````" in md
+    assert "Host ``host`name|x``," in md
