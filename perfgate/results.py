@@ -96,26 +96,33 @@ def file_in_the_way(directory: Path) -> Path | None:
     return None
 
 
+def check_writable_dir(directory: Path, what: str, *, private: bool = False) -> None:
+    """Create ``directory`` if needed (owner-only when ``private``) and prove a file can be
+    written in it, before any work; else a ResultError starting with ``what`` (the flag and
+    the path the user gave) and naming the cause."""
+    if (blocker := file_in_the_way(directory)) is not None:
+        raise ResultError(f"{what}: cannot write there ({blocker} is a file, not a directory)")
+    try:
+        if not directory.is_dir():
+            directory.mkdir(parents=True, mode=0o700 if private else 0o777)
+            if private:
+                directory.chmod(0o700)  # mkdir's mode passes through the umask
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".perfgate-probe-"):
+            pass
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise ResultError(
+            f"{what}: cannot write there ({exc.strerror or exc}{where}); give a path in a "
+            "directory you can write to"
+        ) from None
+
+
 def check_output_file(path: Path, flag: str) -> None:
     """Fail before any work when ``path`` cannot be written (a directory, a parent that is a
     file or read-only): the message names the flag."""
     if path.is_dir():
         raise ResultError(f"{flag} {path}: is a directory; give a file name")
-    parent = path.parent
-    if (blocker := file_in_the_way(parent)) is not None:
-        raise ResultError(
-            f"{flag} {path}: cannot write there ({blocker} is a file, not a directory)"
-        )
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}."):
-            pass
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        raise ResultError(
-            f"{flag} {path}: cannot write there ({exc.strerror or exc}{where}); give a path "
-            "in a directory you can write to"
-        ) from None
+    check_writable_dir(path.parent, f"{flag} {path}")
 
 
 def write_json_or_fallback(path: Path, doc: dict[str, Any], prefix: str) -> tuple[Path, str | None]:

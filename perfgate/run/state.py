@@ -21,7 +21,8 @@ from perfgate.measure.records import RequestRecord
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import (
     COMPARE_SCHEMA,
-    file_in_the_way,
+    ResultError,
+    check_writable_dir,
     from_fields,
     need,
     write_json,
@@ -219,19 +220,7 @@ class CompareRun:
 def make_run_dir(run_dir: Path) -> None:
     """Create the run directory readable by its owner only (it holds server logs and the
     servers' environment), and prove it can be written before anything is measured."""
-    if (blocker := file_in_the_way(run_dir)) is not None:
-        raise ScenarioError(
-            f"--out-dir {run_dir}: cannot write there ({blocker} is a file, not a directory)"
-        )
     try:
-        if not run_dir.is_dir():
-            run_dir.mkdir(parents=True, mode=0o700)
-            run_dir.chmod(0o700)  # mkdir's mode passes through the umask
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".perfgate-probe-"):
-            pass
-    except OSError as exc:
-        raise ScenarioError(
-            f"--out-dir {run_dir}: cannot write there ({exc.strerror or exc}"
-            + (f": {exc.filename}" if exc.filename else "")
-            + "); give a directory you can write to"
-        ) from None
+        check_writable_dir(run_dir, f"--out-dir {run_dir}", private=True)
+    except ResultError as exc:
+        raise ScenarioError(str(exc)) from None
