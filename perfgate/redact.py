@@ -60,15 +60,19 @@ def scrub(value: Any) -> Any:
     """``value`` (a string, or JSON-like data) with every registered secret replaced."""
     if not _registered:
         return value
+    return _scrub(value, sorted(_registered, key=len, reverse=True))  # longest first
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        for secret in sorted(_registered, key=len, reverse=True):
+        for secret in secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
         return value
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items()}
+        return {k: _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
+        return [_scrub(v, secrets) for v in value]
     return value
 
 
