@@ -16,24 +16,30 @@ def simulate(rng, n, k, drop):
     return base.tolist(), cand.tolist()
 
 
+def regressed_share(make, sims, *, max_drop, resamples):
+    """Share of ``sims`` simulated runs (``make(i)`` -> baseline, candidate) called regressed."""
+    calls = [
+        paired_accuracy(*make(i), max_drop=max_drop, resamples=resamples, seed=i).verdict
+        == REGRESSED
+        for i in range(sims)
+    ]
+    return sum(calls) / sims
+
+
 def test_identical_arms_false_fail_at_most_5_percent():
     rng = np.random.default_rng(0)
-    fails = sum(
-        paired_accuracy(*simulate(rng, 198, 8, 0.0), max_drop=0.01, resamples=300, seed=i).verdict
-        == REGRESSED
-        for i in range(300)
+    assert (
+        regressed_share(lambda _: simulate(rng, 198, 8, 0.0), 300, max_drop=0.01, resamples=300)
+        <= 0.05
     )
-    assert fails / 300 <= 0.05
 
 
 def test_a_5pp_drop_at_198_questions_k8_is_detected_at_least_80_percent():
     rng = np.random.default_rng(1)
-    hits = sum(
-        paired_accuracy(*simulate(rng, 198, 8, 0.05), max_drop=0.01, resamples=300, seed=i).verdict
-        == REGRESSED
-        for i in range(200)
+    assert (
+        regressed_share(lambda _: simulate(rng, 198, 8, 0.05), 200, max_drop=0.01, resamples=300)
+        >= 0.80
     )
-    assert hits / 200 >= 0.80
 
 
 def test_the_fixed_2pp_rule_would_false_fail_often_and_perfgate_does_not():
@@ -83,22 +89,18 @@ def test_a_true_drop_equal_to_the_tolerance_fails_at_most_alpha():
     # The old rule ("drop beyond max_drop AND significant against 0") failed 16-49% of runs
     # here; a test against the margin fails at most alpha (5%, one-sided).
     rng = np.random.default_rng(5)
-    fails = sum(
-        paired_accuracy(*shifted(rng, 198, 8, 0.02), max_drop=0.02, resamples=200, seed=i).verdict
-        == REGRESSED
-        for i in range(400)
+    assert (
+        regressed_share(lambda _: shifted(rng, 198, 8, 0.02), 400, max_drop=0.02, resamples=200)
+        <= 0.05
     )
-    assert fails / 400 <= 0.05
 
 
 def test_a_drop_half_the_tolerance_is_not_a_regression():
     rng = np.random.default_rng(6)
-    fails = sum(
-        paired_accuracy(*shifted(rng, 198, 8, 0.005), max_drop=0.01, resamples=200, seed=i).verdict
-        == REGRESSED
-        for i in range(300)
+    assert (
+        regressed_share(lambda _: shifted(rng, 198, 8, 0.005), 300, max_drop=0.01, resamples=200)
+        <= 0.05
     )
-    assert fails / 300 <= 0.05
 
 
 def test_at_temperature_zero_more_questions_not_more_k_would_decide():
