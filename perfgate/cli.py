@@ -466,10 +466,36 @@ def _arm_options(fn: Any) -> Any:
     help="Built-in scenario NAME (scenarios/NAME.toml), e.g. gpt-oss-120b, demo-cpu.",
 )
 @click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
+    "--starts",
+    type=click.IntRange(min=1, max=limits.MAX_STARTS),
     default=None,
-    help="Repeats per arm (overrides the scenario).",
+    help="Server starts per arm, a fixed design (overrides the scenario's starts and budget). "
+    "A verdict needs two or more.",
+)
+@click.option(
+    "--repeats-per-start",
+    type=click.IntRange(min=1, max=limits.MAX_REPEATS),
+    default=None,
+    help="Timed repeats on each server start (overrides the scenario).",
+)
+@click.option(
+    "--budget",
+    default=None,
+    metavar="N|TIME|N,TIME",
+    help="Add rounds of starts until every primary metric is decided, at most N starts per "
+    'arm and/or TIME (45m, 2h); "none" for the fixed design. Overrides the scenario.',
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=limits.MAX_SEED),
+    default=None,
+    help="Seed of the rounds' random order (default: the scenario's, else drawn and recorded).",
+)
+@click.option(
+    "--repeats",
+    hidden=True,
+    default=None,
+    help="Replaced by --starts and --repeats-per-start.",
 )
 @click.option(
     "--out-dir",
@@ -495,7 +521,11 @@ def _arm_options(fn: Any) -> Any:
 def compare(
     scenario_path: str | None,
     builtin: str | None,
-    repeats: int | None,
+    starts: int | None,
+    repeats_per_start: int | None,
+    budget: str | None,
+    seed: int | None,
+    repeats: str | None,
     out_dir: Path | None,
     skip_accuracy: bool,
     gpqa_path: str | None,
@@ -504,9 +534,11 @@ def compare(
 ) -> None:
     """Compare a baseline and a candidate vLLM and gate on the difference.
 
-    Starts each arm's server in turn (or uses its URL), runs the scenario's workload in
-    interleaved repeats (A B B A ...), compares every gated metric with a confidence interval,
-    and writes results.json, report.md and the server logs to the run directory.
+    Runs rounds of one server start per arm (or uses an arm's URL), in a random balanced
+    order, with the scenario's workload repeated on each start; compares every gated metric
+    over the starts with a confidence interval, gates on the whole family of tests, and writes
+    results.json, report.md and the server logs to the run directory. With a budget, rounds
+    are added until the comparison is decided or the budget is spent.
 
     Exit codes: 0 pass, 1 regression, 2 invalid or failed run, 3 inconclusive.
 
@@ -516,10 +548,19 @@ def compare(
       perfgate compare --scenario scenarios/demo-cpu.toml --candidate-arg=--max-num-seqs=2
     """
     try:
-        scenario = _load_scenario(scenario_path, builtin, repeats, arm_flags)
+        if repeats is not None:
+            raise ScenarioError(
+                "--repeats was replaced: the unit is now the server start. Use --starts N "
+                "(server starts per arm) and --repeats-per-start M, or --budget N"
+            )
+        scenario = _load_scenario(scenario_path, builtin, arm_flags)
         scenario = with_overrides(
             scenario,
             arm_overrides={},
+            starts=starts,
+            repeats_per_start=repeats_per_start,
+            budget=budget,
+            seed=seed,
             skip_accuracy=skip_accuracy,
             gpqa_path=gpqa_path,
             profile=profile,
@@ -561,9 +602,7 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _load_scenario(
-    path: str | None, builtin: str | None, repeats: int | None, flags: dict[str, Any]
-) -> Scenario:
+def _load_scenario(path: str | None, builtin: str | None, flags: dict[str, Any]) -> Scenario:
     if (path is None) == (builtin is None):
         raise ScenarioError(
             "give exactly one of --scenario FILE or --model NAME "
@@ -581,7 +620,7 @@ def _load_scenario(
             "env": parse_env_pairs(flags[f"{arm}_env"], f"--{arm}-env"),
             "args": tuple(flags[f"{arm}_arg"]),
         }
-    return with_overrides(scenario, arm_overrides=overrides, repeats=repeats)
+    return with_overrides(scenario, arm_overrides=overrides)
 
 
 @main.command()

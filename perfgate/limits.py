@@ -12,6 +12,10 @@ MAX_TOKENS = 10_000_000  # prompt or output length: far beyond the longest conte
 MAX_CONCURRENCY = 100_000
 MAX_SEED = 2**32 - 1
 MAX_REPEATS = 1_000
+MAX_STARTS = 200  # server starts per arm: each costs minutes
+# most starts per arm for a budget given as wall time alone (the spending of alpha over looks
+# needs a most)
+BUDGET_STARTS = 20
 MAX_SEND_SPAN_S = 24 * 3600.0  # the longest a workload may take just to send its requests
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

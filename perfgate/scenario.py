@@ -13,7 +13,6 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     args = ["--enforce-eager", "--max-model-len", "2048"]
     env = { VLLM_CPU_KVCACHE_SPACE = "1" }
     startup_timeout_s = 300
-    restart_between_repeats = false
     colocate = false                      # true: both servers up at once (if both fit)
     shared_compile_cache = false          # false: each arm its own vLLM cache in the run dir
 
@@ -27,8 +26,16 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     stall_timeout_s = 600
 
     [compare]
-    repeats = 2                           # per arm, interleaved A B B A ...
-    confidence = 0.95
+    starts = 3                            # server starts per arm, in rounds of one per arm
+    repeats_per_start = 1                 # timed repeats on each start (same in both arms)
+    budget = "8, 2h"                      # instead of starts: add rounds until decided, at
+                                          # most 8 starts per arm / 2 hours (either may go)
+    seed = 7                              # the rounds' random order (default: drawn, recorded)
+    confidence = 0.95                     # intervals; alpha = 1 - confidence is the run's
+                                          # family-wise false-fail rate
+    primary = ["median_tpot_ms"]          # must be decided for a pass (default: every gated)
+    start_noise = { median_tpot_ms = 0.09 }  # calibrated between-start CV (stored A/A runs)
+    start_noise_df = 30                   # its degrees of freedom
 
     [thresholds]                          # metric = tolerance (relative; 0.05 = 5%)
     median_tpot_ms = 0.05
@@ -64,6 +71,7 @@ from typing import Any
 
 from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
+from perfgate.decide.comparison import StartNoise
 from perfgate.measure.workload import Workload
 from perfgate.profiling import KernelRule, ProfileError
 from perfgate.registry import Threshold
@@ -90,6 +98,65 @@ OWN_ARGS = {
     "--port": "perfgate gives each server start a free port of its own",
     "--host": "perfgate serves on 127.0.0.1 and reaches the server there",
 }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a sequential comparison may run: most server starts per arm and/or wall
+    seconds (either may be None; at least one is set)."""
+
+    starts: int | None = None
+    seconds: float | None = None
+
+    @property
+    def most_starts(self) -> int:
+        """Most starts per arm: the given number, else a cap (the spending of alpha over
+        looks needs a last look)."""
+        return self.starts if self.starts is not None else limits.BUDGET_STARTS
+
+    def __str__(self) -> str:
+        parts = [] if self.starts is None else [f"{self.starts} starts per arm"]
+        if self.seconds is not None:
+            parts.append(f"{self.seconds / 60:g} min")
+        return " or ".join(parts)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h)")
+
+
+def parse_budget(text: str) -> Budget:
+    """``"8"`` (most starts per arm), ``"45m"`` / ``"2h"`` / ``"900s"`` (wall time), or
+    both, comma-separated (``"8, 2h"``). ValueError names what is wrong."""
+    starts: int | None = None
+    seconds: float | None = None
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts or len(parts) > 2:
+        raise ValueError(
+            f"budget {text!r}: give most starts per arm (8), a wall time (45m, 2h, 900s) or "
+            'both ("8, 2h")'
+        )
+    for part in parts:
+        if part.isdigit():
+            if starts is not None:
+                raise ValueError(f"budget {text!r} gives the number of starts twice")
+            starts = int(part)
+            if not 2 <= starts <= limits.MAX_STARTS:
+                raise ValueError(
+                    f"budget {text!r}: most starts per arm must be 2..{limits.MAX_STARTS} "
+                    "(a verdict needs two starts per arm)"
+                )
+        elif m := _DURATION.fullmatch(part):
+            if seconds is not None:
+                raise ValueError(f"budget {text!r} gives the wall time twice")
+            seconds = float(m.group(1)) * {"s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
+            if not 1 <= seconds <= 7 * 86400:
+                raise ValueError(f"budget {text!r}: the wall time must be 1 s to 7 days")
+        else:
+            raise ValueError(
+                f"budget {text!r}: {part!r} is neither a number of starts (8) nor a wall "
+                "time (45m, 2h, 900s)"
+            )
+    return Budget(starts, seconds)
 
 
 class ScenarioError(Exception):
@@ -150,13 +217,16 @@ class Scenario:
     server_args: tuple[str, ...] = ()
     server_env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 900.0
-    restart_between_repeats: bool = False
     colocate: bool = False  # both arms' servers up at once (when they fit)
     shared_compile_cache: bool = False  # False: each arm its own VLLM_CACHE_ROOT in the run dir
     workload: Workload = field(default_factory=Workload)
-    repeats: int = 3
+    starts: int = 3  # per arm (fixed design; a budget replaces it)
+    repeats_per_start: int = 1
+    budget: Budget | None = None
+    seed: int | None = None  # the rounds' order; None: drawn at run time and recorded
+    primary: tuple[str, ...] | None = None  # None: every gated metric
+    start_noise: StartNoise | None = None
     confidence: float = 0.95
-    resamples: int = 2000
     thresholds: tuple[Threshold, ...] = ()
     accuracy: AccuracySpec = field(default_factory=lambda: AccuracySpec(enabled=False))
     profile: ProfileSpec = field(default_factory=ProfileSpec)
@@ -215,6 +285,11 @@ class Scenario:
                 AccuracySpec, d.get("accuracy") or {"enabled": False}, "scenario.accuracy"
             ),
             profile=from_fields(ProfileSpec, prof, "scenario.profile", **rules),
+            budget=from_fields(Budget, d["budget"], "scenario.budget") if d.get("budget") else None,
+            primary=tuple(d["primary"]) if d.get("primary") else None,
+            start_noise=from_fields(StartNoise, d["start_noise"], "scenario.start_noise")
+            if d.get("start_noise")
+            else None,
         )
 
     def api_key(self, arm: str) -> str | None:
@@ -375,12 +450,12 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         }
     )
     server = top.sub("server")
+    _replaced_keys(top.sub("compare"), server)
     server.check_keys(
         {
             "args",
             "env",
             "startup_timeout_s",
-            "restart_between_repeats",
             "colocate",
             "shared_compile_cache",
         }
@@ -433,7 +508,18 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
     ) is not None:
         raise ScenarioError(f"{source}: {problem}")
     cmp = top.sub("compare")
-    cmp.check_keys({"repeats", "confidence", "resamples"})
+    cmp.check_keys(
+        {
+            "starts",
+            "repeats_per_start",
+            "budget",
+            "seed",
+            "confidence",
+            "primary",
+            "start_noise",
+            "start_noise_df",
+        }
+    )
     th = top.sub("thresholds")
     th.check_keys(set(registry.gateable()))
     if "thresholds" in doc and not th.table:
@@ -479,18 +565,85 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         server_args=server_args,
         server_env=server_env,
         startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
-        restart_between_repeats=server.flag("restart_between_repeats", False),
         colocate=server.flag("colocate", False),
         shared_compile_cache=server.flag("shared_compile_cache", False),
         workload=workload,
-        repeats=cmp.integer("repeats", 3, minimum=1, maximum=limits.MAX_REPEATS) or 3,
+        starts=_int(cmp, "starts", 3, 1, limits.MAX_STARTS),
+        repeats_per_start=_int(cmp, "repeats_per_start", 1, 1, limits.MAX_REPEATS),
+        budget=_budget(cmp),
+        seed=cmp.integer("seed", None),
+        primary=_primary(cmp, thresholds),
+        start_noise=_start_noise(cmp, thresholds),
         confidence=cmp.number("confidence", 0.95, low=0.5, high=0.999),
-        resamples=cmp.integer("resamples", 2000, minimum=100, maximum=1_000_000) or 2000,
         thresholds=thresholds,
         arms=arms,
         accuracy=accuracy,
         profile=_profile(top.sub("profile")) if "profile" in doc else ProfileSpec(),
     )
+
+
+def _replaced_keys(cmp: _Fields, server: _Fields) -> None:
+    """Keys of earlier perfgate versions, each named with what replaced it."""
+    if "repeats" in cmp.table:
+        raise ScenarioError(
+            f"{cmp.where('repeats')} was replaced: the unit is now the server start. Use "
+            "starts = N (server starts per arm) and repeats_per_start = M (timed repeats on "
+            'each), or budget = "N" to add starts until the comparison is decided'
+        )
+    if "resamples" in cmp.table:
+        raise ScenarioError(
+            f"{cmp.where('resamples')} is no longer used: intervals come from per-start "
+            "values (Welch's t), not a bootstrap of requests; remove it"
+        )
+    if "restart_between_repeats" in server.table:
+        raise ScenarioError(
+            f"{server.where('restart_between_repeats')} was replaced: every server start now "
+            "runs [compare] repeats_per_start repeats (1: a restart between repeats); remove it"
+        )
+
+
+def _budget(cmp: _Fields) -> Budget | None:
+    raw = cmp.table.get("budget")
+    if raw is None:
+        return None
+    try:
+        return parse_budget(str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw)
+    except ValueError as exc:
+        raise ScenarioError(f"{cmp.where('budget')}: {exc}") from None
+
+
+def _primary(cmp: _Fields, thresholds: tuple[Threshold, ...]) -> tuple[str, ...] | None:
+    if "primary" not in cmp.table:
+        return None
+    names = cmp.str_list("primary")
+    gated = [t.metric for t in thresholds]
+    for name in names:
+        if name not in gated:
+            raise ScenarioError(
+                f"{cmp.where('primary')}: {name!r} is not a gated metric; primary metrics "
+                f"come from [thresholds] ({', '.join(gated)})"
+            )
+    if not names:
+        raise ScenarioError(
+            f"{cmp.where('primary')} is empty; name at least one gated metric, or leave it "
+            "out to make every gated metric primary"
+        )
+    return names
+
+
+def _start_noise(cmp: _Fields, thresholds: tuple[Threshold, ...]) -> StartNoise | None:
+    if "start_noise" not in cmp.table:
+        if "start_noise_df" in cmp.table:
+            raise ScenarioError(
+                f"{cmp.where('start_noise_df')} is set without start_noise; give both"
+            )
+        return None
+    table = cmp.sub("start_noise")
+    gated = {t.metric for t in thresholds}
+    table.check_keys(gated)
+    cv = {m: table.number(m, 0.0, low=1e-6, high=2.0) for m in table.table}
+    df = cmp.number("start_noise_df", 10.0, low=1.0, high=1e6)
+    return StartNoise(cv=cv, df=df)
 
 
 def _int(f: _Fields, key: str, default: int, minimum: int, maximum: int) -> int:
@@ -690,7 +843,10 @@ def with_overrides(
     scenario: Scenario,
     *,
     arm_overrides: dict[str, dict[str, Any]],
-    repeats: int | None = None,
+    starts: int | None = None,
+    repeats_per_start: int | None = None,
+    budget: str | None = None,
+    seed: int | None = None,
     skip_accuracy: bool = False,
     gpqa_path: str | None = None,
     profile: bool = False,
@@ -719,4 +875,17 @@ def with_overrides(
             "command line", (*scenario.server_args, *arm.args), scenario.workload, name
         )
         arms[name] = arm
-    return replace(scenario, arms=arms, repeats=repeats or scenario.repeats)
+    scenario = replace(scenario, arms=arms)
+    if starts is not None:  # a fixed number of starts: no budget
+        scenario = replace(scenario, starts=starts, budget=None)
+    if budget is not None:
+        try:
+            parsed = None if budget.strip().lower() == "none" else parse_budget(budget)
+        except ValueError as exc:
+            raise ScenarioError(f"--budget: {exc}") from None
+        scenario = replace(scenario, budget=parsed)
+    if repeats_per_start is not None:
+        scenario = replace(scenario, repeats_per_start=repeats_per_start)
+    if seed is not None:
+        scenario = replace(scenario, seed=seed)
+    return scenario

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from perfgate import registry
-from perfgate.decide.comparison import RepeatData, compare, gate
+from perfgate.decide import family
+from perfgate.decide.comparison import RepeatData, StartNoise, compare, compare_values
 from perfgate.measure.metrics import compute_metrics
 from perfgate.registry import Threshold
-from perfgate.run.schedule import blocks, schedule
+from perfgate.run.schedule import round_order
 from tests.test_metrics import MS, rec
 
 OUT = 16
@@ -30,20 +31,28 @@ def repeat(rng, tpot_ms, n=24, ttft_ms=20.0, start=None):
 THRESHOLDS = [Threshold("median_tpot_ms", 0.05), Threshold("output_throughput", 0.05)]
 
 
+def starts(rng, tpot_ms, n=3):
+    """``n`` server starts of one arm, one repeat each."""
+    return [repeat(rng, tpot_ms, start=s) for s in range(n)]
+
+
+def gate(rows):
+    rows, _ = family.apply(list(rows), None, alpha=0.05)
+    return family.overall(rows, None)
+
+
 def test_identical_arms_do_not_regress():
     rng = np.random.default_rng(0)
-    base = [repeat(rng, 3.0) for _ in range(3)]
-    cand = [repeat(rng, 3.0) for _ in range(3)]
-    rows = compare(THRESHOLDS, base, cand, resamples=500)
+    base, cand = starts(rng, 3.0), starts(rng, 3.0)
+    rows = compare(THRESHOLDS, base, cand)
     assert {r.verdict for r in rows} <= {"no change", "improved", "inconclusive"}
     assert gate(rows) in ("pass", "inconclusive")
 
 
 def test_a_slower_candidate_regresses_tpot_and_throughput():
     rng = np.random.default_rng(1)
-    base = [repeat(rng, 3.0) for _ in range(3)]
-    cand = [repeat(rng, 4.0) for _ in range(3)]
-    rows = {r.metric: r for r in compare(THRESHOLDS, base, cand, resamples=500)}
+    base, cand = starts(rng, 3.0), starts(rng, 4.0)
+    rows = {r.metric: r for r in compare(THRESHOLDS, base, cand)}
     tpot = rows["median_tpot_ms"]
     assert tpot.verdict == "regressed"
     assert 0.25 < tpot.estimate < 0.40 and tpot.low > 0.05
@@ -53,40 +62,33 @@ def test_a_slower_candidate_regresses_tpot_and_throughput():
 
 def test_a_faster_candidate_improves():
     rng = np.random.default_rng(2)
-    base = [repeat(rng, 3.0) for _ in range(3)]
-    cand = [repeat(rng, 2.4) for _ in range(3)]
-    rows = {r.metric: r for r in compare(THRESHOLDS, base, cand, resamples=500)}
+    base, cand = starts(rng, 3.0), starts(rng, 2.4)
+    rows = {r.metric: r for r in compare(THRESHOLDS, base, cand)}
     assert rows["median_tpot_ms"].verdict == "improved"
     assert gate(rows.values()) == "pass"
 
 
 def test_unmeasurable_metric_makes_the_gate_invalid():
     rng = np.random.default_rng(3)
-    base = [repeat(rng, 3.0)]
+    base = starts(rng, 3.0, 2)
     failed = rec(index=0, send=0, error="HTTP 500: x")
-    cand = [RepeatData([failed], compute_metrics([failed]))]
-    rows = compare(THRESHOLDS, base, cand, resamples=200)
+    cand = [RepeatData([failed], compute_metrics([failed]), s) for s in range(2)]
+    rows = compare(THRESHOLDS, base, cand)
     assert {r.verdict for r in rows} == {"invalid"}
     assert gate(rows) == "invalid"
 
 
-def test_abba_schedule_and_server_blocks():
-    assert schedule(2) == ["baseline", "candidate", "candidate", "baseline"]
-    assert schedule(3) == [
-        "baseline",
-        "candidate",
-        "candidate",
-        "baseline",
-        "baseline",
-        "candidate",
-    ]
-    assert blocks(schedule(3), restart_between_repeats=False) == [
-        ("baseline", 1),
-        ("candidate", 2),
-        ("baseline", 2),
-        ("candidate", 1),
-    ]
-    assert len(blocks(schedule(3), restart_between_repeats=True)) == 6
+def test_rounds_are_random_balanced_and_reproducible():
+    for seed in range(20):
+        orders = [round_order(seed, r) for r in range(8)]
+        for pair in range(0, 8, 2):  # every two rounds: one of each order
+            assert {orders[pair], orders[pair + 1]} == {
+                ("baseline", "candidate"),
+                ("candidate", "baseline"),
+            }
+        assert orders == [round_order(seed, r) for r in range(8)]  # the seed decides
+    firsts = {tuple(round_order(seed, r) for r in range(2)) for seed in range(20)}
+    assert len(firsts) == 2  # both orders come first under some seeds
 
 
 def test_metric_names_and_labels():
@@ -97,13 +99,20 @@ def test_metric_names_and_labels():
     assert registry.get("p99_itl_per_token_ms").label == "P99 ITL per token (ms)"
 
 
-def test_one_repeat_per_arm_is_never_a_confident_verdict():
-    # Request-level noise alone can make a tight interval; run-to-run noise needs repeats.
+def test_one_start_per_arm_is_never_a_confident_verdict():
+    # Three repeats on one start per arm: their spread is not start-to-start spread.
     rng = np.random.default_rng(5)
-    rows = compare(THRESHOLDS, [repeat(rng, 3.0)], [repeat(rng, 4.0)], resamples=300)
-    tpot = next(r for r in rows if r.metric == "median_tpot_ms")
-    assert tpot.low > 0.05  # the bootstrap alone would call it a regression ...
-    assert tpot.verdict == "inconclusive" and tpot.repeats_to_decide == 2  # ... perfgate won't
+    base = [repeat(rng, 3.0, start=0) for _ in range(3)]
+    cand = [repeat(rng, 4.0, start=0) for _ in range(3)]
+    tpot = compare(THRESHOLDS, base, cand)[0]
+    assert tpot.verdict == "inconclusive" and not tpot.starts_sampled
+    assert tpot.reason.startswith("start-to-start variation unsampled")
+    assert (tpot.n_baseline, tpot.n_candidate) == (1, 1)
+    # with a calibrated start-to-start CV (stored A/A runs) the same data decides
+    noise = StartNoise(cv={"median_tpot_ms": 0.05}, df=30)
+    tpot = compare(THRESHOLDS, base, cand, noise=noise)[0]
+    assert tpot.verdict == "regressed" and tpot.method == "calibrated start noise"
+    assert tpot.starts_sampled
 
 
 def tpot_repeat(tpots_ms, start):
@@ -128,10 +137,10 @@ def test_two_repeats_on_a_gpu_never_make_a_confident_tpot_verdict(run):
         a: [tpot_repeat(r["tpot_ms"], r["start"]) for r in GPU_RUNS[run][a]] for a in GPU_RUNS[run]
     }
     thresholds = [Threshold("median_tpot_ms", 0.01), Threshold("p99_tpot_ms", 0.03)]
-    rows = compare(thresholds, arms["baseline"], arms["candidate"], resamples=1000)
+    rows = compare(thresholds, arms["baseline"], arms["candidate"])
     assert {r.verdict for r in rows} == {"inconclusive"}, [(r.metric, r.low, r.high) for r in rows]
-    # A | B B | A: the candidate's one start borrows the baseline's start-to-start spread
-    assert all(r.unit == "server start" and "pooled-t-log" in r.method for r in rows)
+    # A | B B | A: the candidate's one start has no spread of its own, and none is borrowed
+    assert all(r.unit == "server start" and not r.starts_sampled for r in rows)
     assert all((r.n_baseline, r.n_candidate) == (2, 1) for r in rows)
 
 
@@ -140,22 +149,60 @@ def test_repeats_that_share_a_server_start_are_one_unit():
     # two starts per arm, two repeats each: the unit is the start
     base = [repeat(rng, 3.0, start=s) for s in (0, 0, 1, 1)]
     cand = [repeat(rng, 3.0, start=s) for s in (0, 0, 1, 1)]
-    row = compare(THRESHOLDS, base, cand, resamples=300)[0]
+    row = compare(THRESHOLDS, base, cand)[0]
     assert (row.unit, row.n_baseline, row.n_candidate) == ("server start", 2, 2)
-    # one start for the candidate: still starts, the baseline's spread standing for both
-    cand_one = [repeat(rng, 3.0, start=0) for _ in range(3)]
-    row = compare(THRESHOLDS, base, cand_one, resamples=300)[0]
-    assert (row.unit, row.n_baseline, row.n_candidate) == ("server start", 2, 1)
-    assert "pooled-t-log" in row.method and row.starts_sampled is True
-    # one start each (colocated servers): start-to-start variation cannot be sampled
-    base_one = [repeat(rng, 3.0, start=0) for _ in range(3)]
-    row = compare(THRESHOLDS, base_one, cand_one, resamples=300)[0]
-    assert (row.unit, row.n_baseline, row.n_candidate) == ("repeat", 3, 3)
-    assert row.starts_sampled is False
-    # documents without a start (older results, a running server): each repeat its own unit
+    assert row.starts_sampled and row.method == "welch-log"
+    # documents without a start (a repeat of unknown start): each repeat a unit of its own
     plain = [replace(d, start=None) for d in base]
-    row = compare(THRESHOLDS, plain, plain, resamples=300)[0]
-    assert (row.unit, row.n_baseline) == ("repeat", 4) and row.starts_sampled is True
+    row = compare(THRESHOLDS, plain, plain)[0]
+    assert row.n_baseline == 4
+
+
+def test_the_family_keeps_a_regression_only_where_holm_rejects():
+    th = [Threshold("median_tpot_ms", 0.05), Threshold("p99_tpot_ms", 0.05)]
+    # a 12% change, 3 starts each, 2% spread: lo > 5% on its own ...
+    b = [1.00, 1.02, 0.98]
+    c = [x * 1.12 for x in (1.01, 0.99, 1.00)]
+    row = compare_values(th[0], b, c, confidence=0.95)
+    assert row.verdict == "regressed" and row.p_regress < 0.05
+    # ... and Holm over a family of one keeps it; over a family where it is not significant
+    # enough (a tiny alpha standing for many members), it becomes inconclusive
+    kept, _ = family.apply([row], None, alpha=0.05)
+    assert kept[0].verdict == "regressed" and kept[0].p_adjusted == pytest.approx(row.p_regress)
+    dropped, _ = family.apply([row], None, alpha=row.p_regress / 2)
+    assert dropped[0].verdict == "inconclusive" and "Holm" in dropped[0].reason
+    # pending tests (accuracy not measured yet) count in the family's size
+    pending, _ = family.apply([row], None, alpha=0.05, pending=2)
+    assert pending[0].p_adjusted == pytest.approx(min(1.0, 3 * row.p_regress))
+
+
+def test_secondary_metrics_fail_only_through_holm_and_never_hold_a_run_back():
+    tpot = compare_values(
+        Threshold("median_tpot_ms", 0.05), [1.0, 1.01, 0.99], [1.0, 0.99, 1.01], confidence=0.95
+    )
+    assert tpot.verdict == "no change"
+    noisy = compare_values(
+        Threshold("p99_tpot_ms", 0.01),
+        [1.0, 1.3, 0.8],
+        [1.0, 1.2, 0.9],
+        confidence=0.95,
+        primary=False,
+    )
+    assert noisy.verdict == "inconclusive" and not noisy.primary
+    assert family.overall([tpot, noisy], None) == "pass"
+    assert family.overall([tpot, replace(noisy, primary=True)], None) == "inconclusive"
+    worse = replace(noisy, verdict="regressed")
+    assert family.overall([tpot, worse], None) == "regressed"
+
+
+def test_an_inconclusive_row_carries_a_plan_with_its_range():
+    row = compare_values(
+        Threshold("median_tpot_ms", 0.01), [1.0, 1.09, 0.93], [1.02, 0.95, 1.08], confidence=0.95
+    )
+    assert row.verdict == "inconclusive"
+    assert row.starts_to_decide is not None and row.starts_to_decide > 3
+    assert row.starts_to_decide_low <= row.starts_to_decide
+    assert row.starts_to_decide_high is None or row.starts_to_decide_high >= row.starts_to_decide
 
 
 def test_server_starts_not_repeats_set_the_interval():
@@ -166,8 +213,8 @@ def test_server_starts_not_repeats_set_the_interval():
     base = [repeat(rng, t, start=s) for s, t in ((0, 3.0), (1, 3.1)) for _ in range(3)]
     cand = [repeat(rng, t, start=s) for s, t in ((0, 3.25), (1, 3.35)) for _ in range(3)]
     th = [Threshold("median_tpot_ms", 0.01)]
-    row = compare(th, base, cand, resamples=500)[0]
-    assert row.unit == "server start" and row.verdict == "inconclusive", (row.low, row.high)
+    row = compare(th, base, cand)[0]
+    assert row.n_baseline == 2 and row.verdict == "inconclusive", (row.low, row.high)
     as_repeats = [replace(d, start=None) for d in base]
     cand_repeats = [replace(d, start=None) for d in cand]
-    assert compare(th, as_repeats, cand_repeats, resamples=500)[0].verdict == "regressed"
+    assert compare(th, as_repeats, cand_repeats)[0].verdict == "regressed"

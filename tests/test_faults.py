@@ -85,7 +85,7 @@ def test_compare_of_running_servers_keeps_the_baseline_when_the_candidate_fails(
         scenario.write_text(
             'name = "urls"\nmodel = "fake"\nserved_model_name = "fake"\n'
             "[workload]\nnum_prompts = 4\ninput_len = 16\noutput_len = 8\nnum_warmups = 0\n"
-            f'[compare]\nrepeats = 1\n[arms.baseline]\nurl = "{good}"\n'
+            f'[compare]\nstarts = 1\n[arms.baseline]\nurl = "{good}"\n'
             f'[arms.candidate]\nurl = "{bad}"\n'
         )
         run_dir = tmp_path / "run"
@@ -149,7 +149,7 @@ def test_url_arms_serving_another_model_name_the_scenario_field_to_fix(tmp_path,
     with FakeServer("ok") as url:
         scenario = tmp_path / "urls.toml"
         scenario.write_text(
-            'model = "fake"\nserved_model_name = "llama"\n[compare]\nrepeats = 1\n'
+            'model = "fake"\nserved_model_name = "llama"\n[compare]\nstarts = 1\n'
             f'[arms.baseline]\nurl = "{url}"\n[arms.candidate]\nurl = "{url}"\n'
         )
         args = ["compare", "--scenario", str(scenario), "--out-dir", str(tmp_path / "run")]

@@ -1,10 +1,11 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from perfgate.decide.comparison import compare, gate
 from perfgate.measure.bench import BenchConfig, BenchResult
 from perfgate.report.markdown import render_compare_markdown
+from perfgate.run.runner import judge_run, new_design
 from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load
 from perfgate.serve.server_api import ServerInfo
@@ -36,7 +37,12 @@ def bench_result(data):
 
 
 def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=None):
+    """A demo-cpu run of two starts per arm, one repeat each (``starts``: other starts)."""
     scenario = load(ROOT / "scenarios" / "demo-cpu.toml")
+    if thresholds is not None:
+        scenario = replace(scenario, thresholds=tuple(thresholds))
+    scenario = replace(scenario, seed=1)
+    starts = starts or {"baseline": [0, 1], "candidate": [0, 1]}
     rng = np.random.default_rng(0)
     run = CompareRun(
         scenario=scenario,
@@ -48,7 +54,7 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=No
     for arm, tpot in (("baseline", 3.0), ("candidate", cand_tpot)):
         for k in range(2):
             data = repeat(rng, tpot)
-            start = None if starts is None else starts[arm][k]
+            start = starts[arm][k]
             run.repeats[arm].append(Repeat(bench_result(data), k, start))
         run.servers[arm].append(
             {
@@ -58,13 +64,8 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=No
                 "startup_s": 30.0,
             }
         )
-    run.comparison = compare(
-        thresholds or scenario.thresholds,
-        run.repeats["baseline"],
-        run.repeats["candidate"],
-        resamples=300,
-    )
-    run.verdict = gate(run.comparison)
+    run.design = new_design(scenario)
+    judge_run(run, accuracy=False)
     run.status, run.error = status, error
     return run.to_json()
 
@@ -73,14 +74,16 @@ def test_regression_report_matches_golden_file():
     assert_golden("report_regressed.md", render_compare_markdown(run_doc(6.0)))
 
 
-def test_report_says_what_the_intervals_resampled():
-    colocated = {"baseline": [0, 0], "candidate": [0, 0]}
-    md = render_compare_markdown(run_doc(3.0, starts=colocated))
-    assert "Start-to-start variation is not in these intervals" in md
-    assert "(1 baseline, 1 candidate start(s))" in md
-    md = render_compare_markdown(run_doc(3.0, starts={"baseline": [0, 1], "candidate": [0, 0]}))
-    assert "Unit of replication: the server start (2 baseline, 1 candidate)" in md
-    assert "Start-to-start" not in md
+def test_report_says_what_the_unit_was_and_when_starts_went_unsampled():
+    one_start = {"baseline": [0, 0], "candidate": [0, 0]}
+    md = render_compare_markdown(run_doc(3.0, starts=one_start))
+    assert "Start-to-start variation is not sampled" in md
+    assert "Unit of replication: the server start (1 baseline, 1 candidate)" in md
+    assert "inconclusive: start-to-start variation unsampled" in md
+    md = render_compare_markdown(run_doc(3.0))
+    assert "Unit of replication: the server start (2 baseline, 2 candidate)" in md
+    assert "seed 1" in md and "Holm" in md
+    assert "not sampled" not in md
 
 
 def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
@@ -141,11 +144,15 @@ def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verd
     for arm in doc["arms"].values():  # as stored before "start" was recorded
         for rep in arm["repeats"]:
             del rep["start"]
+    del doc["design"]
+    doc["scenario"].update(repeats=2, restart_between_repeats=False)  # perfgate.compare/1
     doc["scenario"]["colocate"] = False  # sequential: A | B B | A
     again = recompute(doc)
     starts = {a: [r["start"] for r in again["arms"][a]["repeats"]] for a in again["arms"]}
     assert starts == {"baseline": [0, 1], "candidate": [0, 0]}
     assert all(r["unit"] == "server start" for r in again["comparison"])
+    # the candidate's one start gives no confident verdict any more
+    assert all(r["verdict"] == "inconclusive" for r in again["comparison"])
     assert again["recomputed"]["verdict"] == doc["verdict"]
     assert "start" not in doc["arms"]["baseline"]["repeats"][0]  # the input is left alone
     md = render_compare_markdown(again)

@@ -1,6 +1,7 @@
 """How ``perfgate compare`` launches each arm's server (no server started here)."""
 
 import contextlib
+import math
 import types
 from pathlib import Path
 
@@ -48,43 +49,101 @@ def test_an_arms_own_cache_root_wins(tmp_path):
 class _FakeResult:
     """What ``_run_repeats`` reads of a bench result."""
 
-    def __init__(self):
+    def __init__(self, throughput=1e3):
         self.valid = True
         self.problems = []
-        self.metrics = {"median_tpot_ms": 2.0, "median_ttft_ms": 30.0, "output_throughput": 1e3}
+        self.metrics = {
+            "median_tpot_ms": 2.0,
+            "median_ttft_ms": 30.0,
+            "output_throughput": throughput,
+        }
 
     def to_json(self):
         return {"metrics": dict(self.metrics), "records": []}
 
 
-@pytest.mark.parametrize(
-    ("repeats", "restart", "starts"),
-    [
-        (2, False, {"baseline": [0, 1], "candidate": [0, 0]}),  # A | B B | A
-        (3, False, {"baseline": [0, 1, 1], "candidate": [0, 0, 1]}),  # A | B B | A A | B
-        (2, True, {"baseline": [0, 1], "candidate": [0, 1]}),  # A | B | B | A
-    ],
-)
-def test_every_repeat_records_the_server_start_it_ran_on(
-    tmp_path, monkeypatch, repeats, restart, starts
-):
+def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None):
+    """A run whose servers and benches are stand-ins: what the rounds do, no vLLM."""
+    order = []
+
     @contextlib.contextmanager
     def fake_serve(run, arm_name, spec, say, *, profile=False):
+        order.append(arm_name)
         run.servers[arm_name].append({"log": str(spec.log_path), "profile": profile})
-        yield types.SimpleNamespace(url="http://127.0.0.1:1", death=lambda wait_s=0: None)
+        port = 1 if arm_name == "baseline" else 2
+        yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}", death=lambda wait_s=0: None)
+
+    values = {a: iter((throughput or {}).get(a, [])) for a in ("baseline", "candidate")}
+
+    def fake_bench(cfg, progress=None):
+        arm = "baseline" if cfg.url.endswith(":1") else "candidate"
+        return _FakeResult(next(values[arm], 1e3))
 
     monkeypatch.setattr(runner, "serve", fake_serve)
-    monkeypatch.setattr(runner, "run_bench", lambda cfg, progress=None: _FakeResult())
+    monkeypatch.setattr(runner, "run_bench", fake_bench)
     s = parse(
         {
             "model": "m",
             "arms": ARMS,
-            "server": {"restart_between_repeats": restart},
-            "compare": {"repeats": repeats},
+            "server": server or {},
+            "compare": {"seed": 3, **compare},
+            "thresholds": {"output_throughput": 0.05},
         },
         "x.toml",
     )
     run = runner.CompareRun(scenario=s, run_dir=tmp_path, command="test")
-    runner._run_blocks(run, "m", lambda _msg: None)
+    run.design = runner.new_design(s)
+    runner._run_rounds(run, "m", lambda _msg: None)
+    return run, order
+
+
+@pytest.mark.parametrize("colocate", [False, True])
+def test_rounds_give_every_arm_equal_starts_in_a_balanced_random_order(
+    tmp_path, monkeypatch, colocate
+):
+    run, order = fake_run(
+        tmp_path,
+        monkeypatch,
+        {"starts": 4, "repeats_per_start": 2},
+        server={"colocate": colocate},
+    )
     got = {a: [r.start for r in run.repeats[a]] for a in ("baseline", "candidate")}
-    assert got == starts
+    assert got == {a: [0, 0, 1, 1, 2, 2, 3, 3] for a in got}
+    # server starts in each round's order, from the recorded seed; two rounds, both orders
+    rounds = [tuple(order[i : i + 2]) for i in range(0, 8, 2)]
+    assert rounds == [runner.round_order(3, r) for r in range(4)]
+    assert set(rounds[:2]) == {("baseline", "candidate"), ("candidate", "baseline")}
+    assert run.design["seed"] == 3 and run.design["looks"] == []  # a fixed design: no looks
+
+
+def test_a_budget_stops_at_the_first_look_that_decides(tmp_path, monkeypatch):
+    # identical arms, no noise: "no change" at the first look (2 starts per arm)
+    run, order = fake_run(tmp_path, monkeypatch, {"budget": "6"})
+    assert len(order) == 4
+    (look,) = run.design["looks"]
+    assert look["starts"] == 2 and look["verdict"] == "pass"
+    assert look["share"] == pytest.approx(math.log1p((math.e - 1) * 2 / 6))
+
+
+def test_a_budget_runs_to_its_most_starts_while_undecided(tmp_path, monkeypatch):
+    # starts 30% apart against a 5% tolerance: never decided; the last look takes what the
+    # earlier ones left of alpha
+    noisy = {"baseline": [1000.0, 1300.0] * 5, "candidate": [1300.0, 1000.0] * 5}
+    run, order = fake_run(tmp_path, monkeypatch, {"budget": "4"}, throughput=noisy)
+    assert len(order) == 8
+    looks = run.design["looks"]
+    assert [x["starts"] for x in looks] == [2, 3, 4]
+    assert all(x["verdict"] == "inconclusive" for x in looks)
+    assert sum(x["share"] for x in looks) == pytest.approx(1.0)
+
+
+def test_a_wall_time_budget_stops_before_a_round_that_would_not_fit(tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 100))  # every reading of the clock: 100 s later
+    monkeypatch.setattr(runner, "clock", lambda: float(next(clock)))
+    noisy = {"baseline": [1000.0, 1300.0] * 5, "candidate": [1300.0, 1000.0] * 5}
+    run, order = fake_run(tmp_path, monkeypatch, {"budget": "250s"}, throughput=noisy)
+    # the clock is read at the start and at each look: 100 s at the look after 2 rounds (a
+    # third round fits in 250 s), 200 s after 3 (a fourth would end near 267 s): stop at 3
+    looks = run.design["looks"]
+    assert [x["starts"] for x in looks] == [2, 3] and len(order) == 6
+    assert sum(x["share"] for x in looks) == pytest.approx(1.0)  # the last spends the rest

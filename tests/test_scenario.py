@@ -4,11 +4,13 @@ import pytest
 
 from perfgate.scenario import (
     DEFAULT_THRESHOLDS,
+    Budget,
     ScenarioError,
     builtin_names,
     load,
     load_builtin,
     parse,
+    parse_budget,
     parse_env_pairs,
     with_overrides,
 )
@@ -25,7 +27,8 @@ def doc(**changes):
 
 def test_minimal_scenario_gets_the_default_gate():
     s = parse(doc(), "x.toml")
-    assert s.model == "m" and s.repeats == 3 and s.workload.max_concurrency == 8
+    assert s.model == "m" and s.starts == 3 and s.repeats_per_start == 1
+    assert s.budget is None and s.primary is None and s.workload.max_concurrency == 8
     assert {t.metric: t.tolerance for t in s.thresholds} == DEFAULT_THRESHOLDS
     assert [t.higher_is_better for t in s.thresholds if t.metric == "output_throughput"] == [True]
 
@@ -47,7 +50,30 @@ def test_minimal_scenario_gets_the_default_gate():
             {"thresholds": {"median_tpot_ms": -1}},
             "x.toml: thresholds.median_tpot_ms must be a number",
         ),
-        ({"compare": {"repeats": 0}}, "x.toml: compare.repeats must be an integer >= 1"),
+        ({"compare": {"starts": 0}}, "x.toml: compare.starts must be an integer >= 1"),
+        ({"compare": {"repeats": 4}}, "x.toml: compare.repeats was replaced: the unit is now"),
+        (
+            {"server": {"restart_between_repeats": True}},
+            "x.toml: server.restart_between_repeats was replaced",
+        ),
+        ({"compare": {"resamples": 2000}}, "x.toml: compare.resamples is no longer used"),
+        ({"compare": {"budget": "8h3"}}, "x.toml: compare.budget: budget '8h3': '8h3' is neither"),
+        ({"compare": {"budget": 1}}, "most starts per arm must be 2..200"),
+        ({"compare": {"budget": "4, 5"}}, "gives the number of starts twice"),
+        (
+            {"compare": {"primary": ["p99_ttft_ms"]}},
+            "x.toml: compare.primary: 'p99_ttft_ms' is not a gated metric",
+        ),
+        ({"compare": {"primary": []}}, "x.toml: compare.primary is empty"),
+        (
+            {"compare": {"start_noise": {"median_tpot": 0.1}}},
+            "x.toml: compare.start_noise.median_tpot is not a known field",
+        ),
+        (
+            {"compare": {"start_noise": {"median_tpot_ms": 0}}},
+            "x.toml: compare.start_noise.median_tpot_ms must be a number in",
+        ),
+        ({"compare": {"start_noise_df": 5}}, "compare.start_noise_df is set without start_noise"),
         ({"arms": {"baseline": {}}}, "x.toml: arms.candidate"),
         (
             {"arms": {"baseline": {"url": "http://a", "vllm": "/x"}, "candidate": {}}},
@@ -108,12 +134,29 @@ def test_command_line_overrides_replace_the_launcher_and_add_env_and_args(tmp_pa
     s = with_overrides(
         s,
         arm_overrides={"candidate": {"vllm": str(exe), "env": {"B": "2"}, "args": ("--y",)}},
-        repeats=5,
+        starts=5,
+        repeats_per_start=2,
+        seed=9,
     )
     cand = s.arms["candidate"]
     assert cand.vllm == str(exe) and cand.url is None
     assert cand.env == {"A": "1", "B": "2"} and cand.args == ("--x", "--y")
-    assert s.repeats == 5
+    assert (s.starts, s.repeats_per_start, s.seed, s.budget) == (5, 2, 9, None)
+
+
+def test_budgets_in_starts_time_or_both():
+    assert parse_budget("8") == Budget(8, None)
+    assert parse_budget("45m") == Budget(None, 2700.0)
+    assert parse_budget("8, 2h") == Budget(8, 7200.0)
+    assert parse_budget("90s,3") == Budget(3, 90.0)
+    assert Budget(None, 60.0).most_starts == 20  # wall time alone: a cap for the spending
+    s = parse(doc(compare={"budget": "6, 1h", "starts": 2}), "x.toml")
+    # --starts gives a fixed design; --budget replaces the scenario's; "none" drops it
+    assert with_overrides(s, arm_overrides={}, starts=4).budget is None
+    assert with_overrides(s, arm_overrides={}, budget="3").budget == Budget(3, None)
+    assert with_overrides(s, arm_overrides={}, budget="none").budget is None
+    with pytest.raises(ScenarioError, match="--budget: budget 'soon'"):
+        with_overrides(s, arm_overrides={}, budget="soon")
 
 
 def test_env_pairs_need_an_equals_sign():

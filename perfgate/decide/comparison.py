@@ -1,21 +1,15 @@
-"""From two arms' repeats to per-metric differences, intervals and a gate verdict.
+"""From two arms' repeats to per-metric changes, intervals and (before multiplicity) verdicts.
 
-Input is plain data: each arm's list of bench result documents (one per repeat, with every
-request's record, and ``start``: which of the arm's server starts it ran on).
+Input is plain data: each arm's list of repeats (each with its request records, run-level
+metrics, and ``start``: which of the arm's server starts it ran on).
 
-The unit of replication is the **server start** whenever an arm had two or more: repeats on one
-start share its state (compiled graphs, memory layout, clocks), and on an H100 starts of the
-same build differed by about +-12% in median TPOT while repeats on one start often agreed. An
-arm with a single start borrows the other arm's start-to-start spread (pooled-variance t). With
-one start per arm (colocated servers, a running URL) the unit is the repeat, and the row says
-that start-to-start variation went unsampled.
-
-Request-level metrics (``median_tpot_ms``, ``p99_ttft_ms``, ...): the two-stage bootstrap of
-``perfgate.decide.stats`` over units, then requests, enveloped with Welch's (or the pooled) interval
-on the per-unit statistic (the bootstrap alone is too narrow with two or three units: on an
-H200 it called p99 TPOT "regressed" +16%, CI +15..+21%, for nearly the same code). Run-level
-throughputs: Welch's interval on the per-unit values' logs. ``perfgate.decide.verdict`` turns each
-interval into a verdict and the verdicts into the gate.
+The unit is the **server start** (see ``perfgate.decide.stats``): each metric becomes one value
+per start (a request-level statistic over the start's pooled requests; a run-level metric's
+geometric mean over the start's repeats), and Welch's t interval on those values' logs gives
+the change. Both arms need two or more starts; with one start in an arm the interval is
+unbounded (verdict inconclusive, "start-to-start variation unsampled") unless the scenario
+supplies a calibrated between-start CV for the metric. ``perfgate.decide.family`` then applies
+the family-wise rule over all gated metrics and accuracy.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -77,26 +71,45 @@ def _as_float(v: Any) -> float:
 
 
 @dataclass(frozen=True)
+class StartNoise:
+    """A calibrated between-start CV per metric (log-scale SD of one start's value, from
+    stored A/A runs) and the degrees of freedom it was estimated with: what stands in for
+    start-to-start variation when an arm has a single start (a running URL, a one-start run)."""
+
+    cv: Mapping[str, float] = field(default_factory=dict)
+    df: float = 10.0
+
+
+@dataclass(frozen=True)
 class MetricComparison:
     metric: str
     label: str
     higher_is_better: bool
     tolerance: float
-    baseline: float
+    baseline: float  # geometric mean over the arm's starts of each start's value
     candidate: float
     estimate: float  # candidate / baseline - 1
     low: float
     high: float
-    p_value: float
+    p_value: float  # two-sided, against no change
     method: str
     verdict: str
-    repeats_to_decide: int | None
-    unit: str = "repeat"  # what was resampled: "server start" or "repeat"
-    n_baseline: int = 0  # units per arm
+    unit: str = "server start"
+    n_baseline: int = 0  # starts per arm
     n_candidate: int = 0
-    starts_sampled: bool = True  # False: an arm's repeats shared one server start
-    cv_between_units: float = math.nan  # spread of the per-unit values (log scale ~ CV)
+    starts_sampled: bool = True  # False: an arm had one start and no calibrated noise
+    cv_between_units: float = math.nan  # spread of the per-start values (log scale ~ CV)
     min_detectable: float = math.nan  # smallest relative change this run detects (80%)
+    se: float = math.nan  # standard error of the log ratio
+    df: float = math.nan
+    confidence: float = 0.95  # of this interval (below the scenario's at an interim look)
+    p_regress: float = math.nan  # one-sided, H0: worse by at most the tolerance
+    p_adjusted: float = math.nan  # Holm over the run's family (perfgate.decide.family)
+    primary: bool = True  # its inconclusive verdict makes the run inconclusive
+    reason: str | None = None  # why inconclusive / not regressed, when it is not obvious
+    starts_to_decide: int | None = None  # inconclusive: the plan (stats.starts_plan)
+    starts_to_decide_low: int | None = None
+    starts_to_decide_high: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,82 +128,99 @@ def _units(docs: Sequence[Measured]) -> list[list[Measured]]:
     return [[docs[i] for i in group] for group in group_by_start([d.start for d in docs])]
 
 
+def start_values(threshold: Threshold, docs: Sequence[Measured]) -> list[float]:
+    """One value of the metric per server start of one arm."""
+    metric = registry.get(threshold.metric)
+    units = _units(docs)
+    if metric.per_request is None:
+        return [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in units]
+    stat = stats.statistic(str(metric.statistic))
+    return [_pooled_stat(request_values(u, metric.per_request), stat) for u in units]
+
+
 def compare_metric(
     threshold: Threshold,
     baseline: Sequence[Measured],
     candidate: Sequence[Measured],
     *,
     confidence: float,
-    resamples: int,
-    seed: int = 0,
+    noise: StartNoise | None = None,
+    primary: bool = True,
 ) -> MetricComparison:
-    b_units, c_units = _units(baseline), _units(candidate)
-    known = all(doc.start is not None for doc in (*baseline, *candidate))
-    by_start = known and max(len(b_units), len(c_units)) >= 2
-    if not by_start:
-        b_units, c_units = [[d] for d in baseline], [[d] for d in candidate]
-    # an arm with one unit has no spread of its own: the other arm's stands for both
-    run_to_run = (
-        stats.pooled_log_ratio if min(len(b_units), len(c_units)) < 2 else stats.welch_log_ratio
+    return compare_values(
+        threshold,
+        start_values(threshold, baseline),
+        start_values(threshold, candidate),
+        confidence=confidence,
+        noise=noise,
+        primary=primary,
     )
+
+
+def compare_values(
+    threshold: Threshold,
+    b: Sequence[float],
+    c: Sequence[float],
+    *,
+    confidence: float,
+    noise: StartNoise | None = None,
+    primary: bool = True,
+) -> MetricComparison:
+    """The comparison of one metric from its per-start values (``b``, ``c``): what a run
+    computes from its repeats, and what the simulations in benchmarks/ feed directly."""
     metric = registry.get(threshold.metric)
-    if metric.per_request is None:
-        b = [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in b_units]
-        c = [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in c_units]
-        iv = run_to_run(b, c, confidence=confidence)
-        b_val, c_val = _geomean(b), _geomean(c)
-        noise = stats.between_unit_cv(b, c)
+    sampled = min(len(b), len(c)) >= 2
+    cv = (noise.cv.get(threshold.metric) if noise else None) if not sampled else None
+    if cv is not None and noise is not None:
+        iv = stats.calibrated_log_ratio(b, c, cv=cv, df=noise.df, confidence=confidence)
     else:
-        kind = str(metric.statistic)
-        stat = stats.statistic(kind)
-        bv = [_pool(request_values(u, metric.per_request)) for u in b_units]
-        cv = [_pool(request_values(u, metric.per_request)) for u in c_units]
-        boot = stats.bootstrap_relative(
-            bv, cv, kind, confidence=confidence, resamples=resamples, seed=seed
+        iv = stats.welch_log_ratio(b, c, confidence=confidence)
+    d = verdict.decide(iv, higher_is_better=metric.higher_is_better, tolerance=threshold.tolerance)
+    sd, sd_df = stats.pooled_log_sd(b, c)
+    reason = None
+    plan = stats.Plan(None, None, None)
+    if d == verdict.INCONCLUSIVE:
+        if not sampled and cv is None:
+            reason = (
+                "start-to-start variation unsampled: an arm had one server start (give each "
+                "arm two or more, or a calibrated start_noise for this metric)"
+            )
+        plan = stats.starts_plan(
+            sd,
+            sd_df,
+            stats.margin_log(threshold.tolerance, metric.higher_is_better),
+            alpha=(1 - confidence) / 2,
         )
-        per_unit = (
-            [_pooled_stat([u], stat) for u in bv],
-            [_pooled_stat([u], stat) for u in cv],
-        )
-        spread = run_to_run(*per_unit, confidence=confidence)
-        iv = stats.envelope(boot, spread)
-        b_val, c_val = _pooled_stat(bv, stat), _pooled_stat(cv, stat)
-        noise = stats.between_unit_cv(*per_unit)
-    n = min(len(b_units), len(c_units))
-    d = verdict.decide(
-        iv, higher_is_better=threshold.higher_is_better, tolerance=threshold.tolerance, repeats=n
-    )
-    if max(len(b_units), len(c_units)) < 2 and d.verdict != verdict.INVALID:
-        # One unit per arm shows request-to-request noise only; run-to-run noise (a server
-        # start, the machine's state) is invisible. On an H100 an A/A pair of single repeats
-        # "regressed" p99 TPOT by 12.8% (CI 12.5-13.1%): no verdict without a second repeat.
-        d = replace(d, verdict=verdict.INCONCLUSIVE, repeats_to_decide=2)
     return MetricComparison(
         metric=threshold.metric,
         label=metric.label,
         higher_is_better=metric.higher_is_better,
         tolerance=threshold.tolerance,
-        baseline=b_val,
-        candidate=c_val,
+        baseline=_geomean(list(b)),
+        candidate=_geomean(list(c)),
         estimate=iv.estimate,
         low=iv.low,
         high=iv.high,
         p_value=iv.p_value,
         method=iv.method,
-        verdict=d.verdict,
-        repeats_to_decide=d.repeats_to_decide,
-        unit="server start" if by_start else "repeat",
-        n_baseline=len(b_units),
-        n_candidate=len(c_units),
-        starts_sampled=by_start or not known or len(baseline) + len(candidate) <= 2,
-        cv_between_units=noise,
+        verdict=d,
+        n_baseline=len(b),
+        n_candidate=len(c),
+        starts_sampled=sampled or cv is not None,
+        cv_between_units=sd,
         min_detectable=stats.min_detectable_change(iv),
+        se=iv.se,
+        df=iv.df,
+        confidence=confidence,
+        p_regress=stats.p_worse_than(
+            iv, threshold.tolerance, higher_is_better=metric.higher_is_better
+        ),
+        primary=primary,
+        reason=reason,
+        starts_to_decide=plan.starts,
+        starts_to_decide_low=plan.low,
+        starts_to_decide_high=plan.high,
     )
-
-
-def _pool(repeats: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """One unit's requests: those of all its repeats."""
-    return [r for reqs in repeats for r in reqs]
 
 
 def _geomean(values: list[float]) -> float:
@@ -210,14 +240,19 @@ def compare(
     candidate: Sequence[Measured],
     *,
     confidence: float = 0.95,
-    resamples: int = 2000,
+    noise: StartNoise | None = None,
+    primary: Iterable[str] | None = None,
 ) -> list[MetricComparison]:
+    """Every gated metric; ``primary`` names the primary ones (None: all)."""
+    chosen = None if primary is None else set(primary)
     return [
-        compare_metric(t, baseline, candidate, confidence=confidence, resamples=resamples, seed=i)
-        for i, t in enumerate(thresholds)
+        compare_metric(
+            t,
+            baseline,
+            candidate,
+            confidence=confidence,
+            noise=noise,
+            primary=chosen is None or t.metric in chosen,
+        )
+        for t in thresholds
     ]
-
-
-def gate(rows: Iterable[MetricComparison]) -> str:
-    """The verdict over the gated metrics alone."""
-    return verdict.overall(r.verdict for r in rows)

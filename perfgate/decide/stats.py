@@ -1,30 +1,35 @@
-"""Confidence intervals for the relative difference between two arms, and the verdict rule.
+"""The numbers behind a verdict: intervals for the change between two arms, the test of a
+change against its tolerance, multiplicity, error spending over looks, and power plans.
 
-Two kinds of metric, two methods:
+**Unit of replication: the server start.** On one GPU, starts of one vLLM build differed by
+~9% in median TPOT while repeats on one start agreed to ~3%, and at concurrency 8 requests move
+in lock-step waves, so requests are not independent either. Every metric is therefore reduced
+to one value per server start (the start's median TPOT over its pooled requests, its p99, its
+geometric-mean throughput over its repeats) and the arms are compared on those values:
+Welch's t interval on the difference of mean logs (an interval for the ratio). A percentile of
+a start is a per-start statistic like any other. Requests and repeats only make each start's
+value more precise; they never narrow the between-start interval.
 
-- **Request-level** (TTFT, TPOT, E2EL per request; ITL gaps per request): a two-stage
-  (hierarchical) bootstrap. Each resample draws the arm's repeats with replacement, then each
-  drawn repeat's requests with replacement, pools them and computes the statistic (median,
-  p99, mean). Drawing repeats captures run-to-run variation (server restarts, machine state);
-  drawing requests captures request-to-request variation. The interval is the percentile
-  interval of ``stat(candidate) / stat(baseline) - 1`` over the resamples.
-- **Run-level** (throughputs, one value per repeat): Welch's t interval on the difference of
-  mean log values, so it is an interval for the ratio; it needs at least two repeats per arm.
+An arm with a single start has no start-to-start spread of its own. Borrowing the other arm's
+(a pooled t) once gave a 1-degree-of-freedom interval that called noise a +16% regression, so
+perfgate does not: such a comparison is unbounded, unless the user supplies a calibrated
+between-start CV (from stored A/A runs), used as a known spread with its own degrees of freedom.
 
-With two or three repeats the bootstrap's view of run-to-run spread is thin (resampling two
-repeats understates their variance by half), so for request-level metrics perfgate also
-computes Welch's interval on the per-repeat statistics and keeps the envelope of the two
-(``envelope``): wider, never narrower, than either. Its coverage is at least each one's.
+**Tests against the tolerance.** ``p_worse_than`` is the one-sided p-value of H0 "the change in
+the bad direction is at most the tolerance" (the margin, on the log scale). Over a run's
+family of gated metrics and accuracy, ``holm_adjusted`` (Holm 1979, step-down) keeps the
+family-wise false-fail rate at most alpha with no assumption on how the metrics correlate.
 
-The verdict is a non-inferiority rule on the change in the bad direction, ``worse`` (positive =
-worse), with tolerance ``tol`` and the interval ``[lo, hi]``:
+**Looks.** A run with a budget looks after every pair of starts. ``spent_share`` is the
+Lan-DeMets (1983) Pocock-type alpha-spending function ``ln(1 + (e - 1) t)``; each look uses
+only its increment of alpha, and by the union bound over looks the error stays within alpha
+under any stopping rule (the exact group-sequential boundaries assume a known variance, which
+these few starts never have; the union bound needs no such assumption).
 
-- ``regressed``    lo > tol           (worse than the tolerance, and significantly so)
-- ``improved``     hi < 0             (significantly better)
-- ``no change``    hi <= tol          (a regression beyond the tolerance is ruled out)
-- ``inconclusive`` otherwise          (the interval straddles the tolerance)
-
-Identical arms regress only when ``lo > tol >= 0``: at most (1 - confidence) / 2 of the time.
+**Plans.** ``starts_plan``: starts per arm that would tell no change from a change of the
+tolerance at 90% power, at the measured between-start spread and at the ends of that spread's
+80% interval (chi-square): the measured spread from 2-4 starts is itself uncertain by a factor
+of two or more, so the plan says so instead of trusting its point estimate.
 """
 
 from __future__ import annotations
@@ -37,18 +42,21 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-Repeats = Sequence[Sequence[np.ndarray]]  # repeats -> requests -> values of that request
-
 
 @dataclass(frozen=True)
 class Interval:
     estimate: float  # relative difference candidate vs baseline (0.02 = candidate 2% higher)
     low: float
     high: float
-    p_value: float
+    p_value: float  # two-sided, against no change
     method: str
-    df: float = math.inf  # a t interval's degrees of freedom (inf: bootstrap / normal)
+    df: float = math.inf  # the t interval's degrees of freedom (inf: normal)
     confidence: float = 0.95
+    se: float = math.nan  # standard error of the log ratio (inf: unbounded)
+
+    @property
+    def log_ratio(self) -> float:
+        return math.log1p(self.estimate) if self.estimate > -1 else math.nan
 
 
 def statistic(kind: str) -> Callable[..., Any]:
@@ -63,245 +71,226 @@ def statistic(kind: str) -> Callable[..., Any]:
     raise ValueError(f"unknown statistic {kind!r}")
 
 
-class _Arm:
-    """One arm's repeats, flattened for fast resampling of whole requests."""
-
-    def __init__(self, repeats: Repeats) -> None:
-        self.repeats = []
-        for reqs in repeats:
-            lengths = np.array([len(r) for r in reqs], dtype=np.int64)
-            values = np.concatenate([np.asarray(r, dtype=float) for r in reqs]) if reqs else None
-            starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else lengths
-            self.repeats.append((values, lengths, starts))
-
-    def matrix(self) -> np.ndarray | None:
-        """(repeats, requests) when every request has one value and every repeat as many
-        requests: then resampling vectorises."""
-        if not self.repeats or any(v is None for v, _, _ in self.repeats):
-            return None
-        if any(np.any(lengths != 1) for _, lengths, _ in self.repeats):
-            return None
-        if len({len(lengths) for _, lengths, _ in self.repeats}) != 1:
-            return None
-        return np.stack([v for v, _, _ in self.repeats])  # type: ignore[misc]
-
-    def resample_many(self, rng: np.random.Generator, count: int) -> np.ndarray | None:
-        m = self.matrix()
-        if m is None:
-            return None
-        r, n = m.shape
-        reps = rng.integers(0, r, (count, r))
-        reqs = rng.integers(0, n, (count, r, n))
-        return m[reps[..., None], reqs].reshape(count, r * n)
-
-    def pooled(self) -> np.ndarray:
-        parts = [v for v, _, _ in self.repeats if v is not None]
-        return np.concatenate(parts) if parts else np.array([])
-
-    def resample(self, rng: np.random.Generator) -> np.ndarray:
-        picks = rng.integers(0, len(self.repeats), len(self.repeats))
-        out = []
-        for k in picks:
-            values, lengths, starts = self.repeats[k]
-            if values is None or len(lengths) == 0:
-                continue
-            chosen = rng.integers(0, len(lengths), len(lengths))
-            n = lengths[chosen]
-            # indices of every value of every chosen request, without a Python loop
-            offsets = np.repeat(starts[chosen] - np.concatenate(([0], np.cumsum(n)[:-1])), n)
-            out.append(values[np.arange(n.sum()) + offsets])
-        return np.concatenate(out) if out else np.array([])
-
-
-def bootstrap_relative(
-    baseline: Repeats,
-    candidate: Repeats,
-    kind: str,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> Interval:
-    """Two-stage bootstrap interval for ``stat(candidate) / stat(baseline) - 1``."""
-    stat = statistic(kind)
-    base, cand = _Arm(baseline), _Arm(candidate)
-    pooled_b, pooled_c = base.pooled(), cand.pooled()
-    if pooled_b.size == 0 or pooled_c.size == 0:
-        return Interval(math.nan, math.nan, math.nan, math.nan, "bootstrap")
-    sb = float(stat(pooled_b))
-    if sb == 0:
-        return Interval(math.nan, math.nan, math.nan, math.nan, "bootstrap")
-    estimate = float(stat(pooled_c)) / sb - 1
-    rng = np.random.default_rng(seed)
-    many_b, many_c = base.resample_many(rng, resamples), cand.resample_many(rng, resamples)
-    if many_b is not None and many_c is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            diffs = stat(many_c, axis=1) / stat(many_b, axis=1) - 1
-    else:
-        diffs = np.empty(resamples)
-        for i in range(resamples):
-            b = float(stat(base.resample(rng)))
-            diffs[i] = float(stat(cand.resample(rng))) / b - 1 if b != 0 else math.nan
-    diffs = diffs[np.isfinite(diffs)]
-    alpha = 1 - confidence
-    low, high = np.percentile(diffs, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    below, above = np.mean(diffs <= 0), np.mean(diffs >= 0)
-    p = min(1.0, 2 * min(below, above))
-    return Interval(float(estimate), float(low), float(high), float(p), "two-stage bootstrap")
-
-
 def _logs(
     baseline: Sequence[float], candidate: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Both arms' values as logs, or None when an arm is empty or holds a value <= 0 / NaN."""
-    b = np.log(np.asarray(baseline, dtype=float))
-    c = np.log(np.asarray(candidate, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.log(np.asarray(baseline, dtype=float))
+        c = np.log(np.asarray(candidate, dtype=float))
     if b.size == 0 or c.size == 0 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
         return None
     return b, c
 
 
-def _t_interval(
-    b: np.ndarray, c: np.ndarray, *, equal_var: bool, confidence: float, method: str
-) -> Interval:
-    """The t interval (scipy's ``ttest_ind``) for the difference of mean logs ``c - b``, as
-    a relative difference. No spread at all: the difference is exact."""
-    d = float(c.mean() - b.mean())
+def _quantile(confidence: float, df: float) -> float:
+    q = 0.5 + confidence / 2
+    return float(sps.norm.ppf(q)) if math.isinf(df) else float(sps.t.ppf(q, df))
+
+
+def _interval(d: float, se: float, df: float, confidence: float, method: str) -> Interval:
+    """The interval ``d +- q * se`` on the log scale, as a relative difference."""
     e = math.expm1(d)
-    if float(((b - b.mean()) ** 2).sum() + ((c - c.mean()) ** 2).sum()) == 0:
-        return Interval(e, e, e, 0.0 if d else 1.0, method)
-    res = sps.ttest_ind(c, b, equal_var=equal_var)
-    ci = res.confidence_interval(confidence_level=confidence)
+    if se == 0:
+        return Interval(e, e, e, 0.0 if d else 1.0, method, df, confidence, 0.0)
+    if not math.isfinite(se):
+        return Interval(e, -math.inf, math.inf, math.nan, method, df, confidence, math.inf)
+    q = _quantile(confidence, df)
+    z = abs(d) / se
+    p = 2 * float(sps.norm.sf(z) if math.isinf(df) else sps.t.sf(z, df))
     return Interval(
-        e,
-        math.expm1(float(ci.low)),
-        math.expm1(float(ci.high)),
-        float(res.pvalue),
-        method,
-        float(res.df),
-        confidence,
+        e, math.expm1(d - q * se), math.expm1(d + q * se), p, method, df, confidence, se
     )
 
 
 def welch_log_ratio(
     baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
 ) -> Interval:
-    """Welch t interval for the ratio of geometric means, as a relative difference."""
+    """Welch's t interval for the ratio of geometric means (one value per server start), as a
+    relative difference; unbounded when an arm has a single value."""
     logs = _logs(baseline, candidate)
     if logs is None:
         return Interval(math.nan, math.nan, math.nan, math.nan, "welch-log")
     b, c = logs
+    d = float(c.mean() - b.mean())
     if b.size < 2 or c.size < 2:
-        d = float(c.mean() - b.mean())
-        return Interval(math.expm1(d), -math.inf, math.inf, math.nan, "welch-log (1 repeat)")
-    return _t_interval(b, c, equal_var=False, confidence=confidence, method="welch-log")
+        return _interval(d, math.inf, math.nan, confidence, "welch-log (one start in an arm)")
+    vb, vc = float(b.var(ddof=1)) / b.size, float(c.var(ddof=1)) / c.size
+    se = math.sqrt(vb + vc)
+    df = (vb + vc) ** 2 / (vb**2 / (b.size - 1) + vc**2 / (c.size - 1)) if se > 0 else math.inf
+    return _interval(d, se, df, confidence, "welch-log")
 
 
-def pooled_log_ratio(
-    baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
+def calibrated_log_ratio(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    cv: float,
+    df: float,
+    confidence: float = 0.95,
 ) -> Interval:
-    """Student's t interval on mean log values with one pooled variance: for an arm with a
-    single unit (one server start), whose own spread is unknown, the other arm's spread
-    stands for both (df = n_b + n_c - 2). Unbounded when neither arm has two units."""
+    """The interval when start-to-start spread was not sampled in an arm, from a calibrated
+    between-start ``cv`` (log-scale SD of one start's value, measured on stored A/A runs with
+    ``df`` degrees of freedom): ``se = cv * sqrt(1/n_b + 1/n_c)``, t quantile with ``df``."""
     logs = _logs(baseline, candidate)
     if logs is None:
-        return Interval(math.nan, math.nan, math.nan, math.nan, "pooled-t-log")
+        return Interval(math.nan, math.nan, math.nan, math.nan, "calibrated start noise")
     b, c = logs
-    if b.size + c.size - 2 < 1:
-        d = float(c.mean() - b.mean())
-        return Interval(math.expm1(d), -math.inf, math.inf, math.nan, "pooled-t-log (1 unit)")
-    return _t_interval(b, c, equal_var=True, confidence=confidence, method="pooled-t-log")
+    se = cv * math.sqrt(1 / b.size + 1 / c.size)
+    return _interval(float(c.mean() - b.mean()), se, df, confidence, "calibrated start noise")
 
 
-def envelope(a: Interval, b: Interval) -> Interval:
-    """The union of two intervals for the same quantity (estimate from ``a``): conservative,
-    it covers at least as often as either. ``b`` without finite bounds (Welch with one unit
-    per arm) adds nothing and is left out."""
-    if not (math.isfinite(b.low) and math.isfinite(b.high)):
-        return a
-    p = max(a.p_value, b.p_value) if not math.isnan(b.p_value) else a.p_value
-    widened = b.low < a.low or b.high > a.high
-    return Interval(
-        a.estimate,
-        min(a.low, b.low),
-        max(a.high, b.high),
-        p,
-        f"{a.method} + {b.method} envelope",
-        min(a.df, b.df) if widened else a.df,
-        a.confidence,
-    )
+def margin_log(tolerance: float, higher_is_better: bool) -> float:
+    """The tolerance as a change of the log ratio in the bad direction: a ratio above
+    ``1 + tol`` (lower is better) or below ``1 - tol`` (higher is better)."""
+    if higher_is_better:
+        return -math.log1p(-tolerance) if tolerance < 1 else math.inf
+    return math.log1p(tolerance)
+
+
+def p_worse_than(interval: Interval, tolerance: float, *, higher_is_better: bool) -> float:
+    """One-sided p-value of H0 "worse by at most the tolerance" against H1 "worse by more"
+    (a test against the margin, not against zero). NaN when the change is unknown; 1 when
+    the interval is unbounded."""
+    d = interval.log_ratio
+    if math.isnan(d) or math.isnan(interval.se):
+        return math.nan
+    worse = -d if higher_is_better else d
+    margin = margin_log(tolerance, higher_is_better)
+    if not math.isfinite(interval.se) or math.isinf(margin):
+        return 1.0
+    if interval.se == 0:
+        return 0.0 if worse > margin else 1.0
+    z = (worse - margin) / interval.se
+    return float(sps.norm.sf(z) if math.isinf(interval.df) else sps.t.sf(z, interval.df))
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: reject hypothesis i at family-wise level alpha when
+    its adjusted p is below alpha. A NaN p-value (not tested) counts as 1 in the family."""
+    p = [1.0 if math.isnan(x) else float(x) for x in p_values]
+    m = len(p)
+    out = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p[j])):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def spent_share(fraction: float) -> float:
+    """Share of alpha spent by information fraction ``fraction`` (starts so far / most
+    starts): Lan & DeMets' Pocock-type function ``ln(1 + (e - 1) t)``, 0 at 0 and 1 at 1.
+    It spends early looks more than O'Brien-Fleming's would, which suits a gate whose large
+    regressions should stop a run after two or three starts."""
+    t = min(max(fraction, 0.0), 1.0)
+    return math.log1p((math.e - 1) * t)
+
+
+def look_share(starts: int, first: int, most: int, *, final: bool = False) -> float:
+    """The share of alpha a look after ``starts`` starts per arm may use, looks running from
+    ``first`` to ``most`` starts: the spending function's increment; a final look (the budget
+    is spent) takes whatever earlier looks left."""
+    before = 0.0 if starts <= first else spent_share((starts - 1) / most)
+    if final or starts >= most:
+        return 1.0 - before
+    return spent_share(starts / most) - before
 
 
 def between_unit_cv(baseline: Sequence[float], candidate: Sequence[float]) -> float:
-    """How much the per-unit values (one per server start) spread around their arm's mean,
-    pooled over both arms, on the log scale: about the coefficient of variation between
-    starts. NaN with no degree of freedom left (one unit per arm)."""
+    """How much the per-start values spread around their arm's mean, pooled over both arms, on
+    the log scale: about the coefficient of variation between starts. NaN with no degree of
+    freedom left (one start per arm)."""
+    return pooled_log_sd(baseline, candidate)[0]
+
+
+def pooled_log_sd(baseline: Sequence[float], candidate: Sequence[float]) -> tuple[float, int]:
+    """(pooled log-scale SD of the per-start values, its degrees of freedom)."""
     logs = _logs(baseline, candidate)
     if logs is None:
-        return math.nan
+        return math.nan, 0
     b, c = logs
     df = b.size + c.size - 2
     if df < 1:
-        return math.nan
+        return math.nan, 0
     ss = float(((b - b.mean()) ** 2).sum() + ((c - c.mean()) ** 2).sum())
-    return math.sqrt(ss / df)
+    return math.sqrt(ss / df), df
 
 
 def min_detectable_change(interval: Interval, power: float = 0.8) -> float:
-    """The smallest relative change a run with this interval detects with ``power``: the
-    interval's standard error (its width on the log scale over twice its quantile) times the
-    quantiles of the confidence and of the power (t with the interval's degrees of freedom,
-    or normal). NaN for an unbounded or undefined interval."""
-    lo, hi = interval.low, interval.high
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= -1 or hi <= lo:
+    """The smallest relative change a run with this interval detects with ``power``: its
+    standard error times the quantiles of the confidence and of the power (t with the
+    interval's degrees of freedom, or normal). NaN for an unbounded or undefined interval."""
+    se = interval.se
+    if not (math.isfinite(se) and se > 0):
         return math.nan
-    q = 0.5 + interval.confidence / 2
-    if math.isfinite(interval.df):
-        t_q, t_p = float(sps.t.ppf(q, interval.df)), float(sps.t.ppf(power, interval.df))
-    else:
-        t_q, t_p = float(sps.norm.ppf(q)), float(sps.norm.ppf(power))
-    se = (math.log1p(hi) - math.log1p(lo)) / (2 * t_q)
+    df = interval.df
+    t_q = _quantile(interval.confidence, df)
+    t_p = float(sps.norm.ppf(power) if math.isinf(df) else sps.t.ppf(power, df))
     return math.expm1((t_q + t_p) * se)
 
 
-def repeats_to_decide(
-    worse: float,
-    lo: float,
-    hi: float,
-    tolerance: float,
-    repeats: int,
-    *,
-    df: float = math.inf,
-    confidence: float = 0.95,
-) -> int | None:
-    """Units per arm at which the interval would clear the tolerance on one side if the
-    estimate held: its half-width shrinks as 1/sqrt(n), and, for a t interval with ``df``
-    degrees of freedom, its quantile falls as df grows with n (t(1) is 12.7, t(30) 2.0; left
-    out, two starts per arm would ask for thousands). None when it cannot be estimated."""
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        return max(2, repeats + 1) if repeats < 2 else None
-    half = (hi - lo) / 2
-    gap = abs(worse - tolerance)
-    if gap == 0 or half == 0:
+@dataclass(frozen=True)
+class Plan:
+    """Starts per arm to tell no change from a change of the tolerance: at the measured
+    between-start spread (``starts``), and at the low and high ends of that spread's 80%
+    interval (``low``, ``high``). None: more than ``cap`` starts, or no spread measured."""
+
+    starts: int | None
+    low: int | None
+    high: int | None
+
+
+def starts_for(sd: float, margin: float, *, alpha: float, power: float, cap: int) -> int | None:
+    """The smallest n per arm at which Welch's test of a change at the margin against none
+    has ``power`` at one-sided level ``alpha`` (t with 2n - 2 degrees of freedom)."""
+    if not (sd > 0 and margin > 0 and math.isfinite(sd)):
         return None
-    if not math.isfinite(df):
-        return max(repeats + 1, math.ceil(repeats * (half / gap) ** 2))
-    q = 0.5 + confidence / 2
-    now = float(sps.t.ppf(q, df))
+    if math.isinf(margin):
+        return 2
 
-    def projected(n: int) -> float:
-        return half * float(sps.t.ppf(q, df * n / repeats)) / now * math.sqrt(repeats / n)
+    def enough(n: int) -> bool:
+        df = 2 * n - 2
+        return (sps.t.ppf(1 - alpha, df) + sps.t.ppf(power, df)) * sd * math.sqrt(2 / n) <= margin
 
-    high = repeats + 1
-    while projected(high) >= gap:
-        if high > 1_000_000:
+    # the normal approximation is a lower bound (t quantiles exceed normal ones): step up
+    z = float(sps.norm.ppf(1 - alpha) + sps.norm.ppf(power))
+    n = max(2, math.ceil(2 * (z * sd / margin) ** 2))
+    if n > cap:
+        return None
+    step = 1
+    while not enough(n):
+        if n >= cap:
             return None
-        high *= 2
-    low = max(repeats + 1, high // 2)
-    while low < high:  # smallest n with projected(n) < gap
-        mid = (low + high) // 2
-        low, high = (mid + 1, high) if projected(mid) >= gap else (low, mid)
-    return low
+        low, n = n, min(cap, n + step)
+        step *= 2
+        if enough(n):
+            while low + 1 < n:  # the smallest enough n in (low, n]
+                mid = (low + n) // 2
+                low, n = (low, mid) if enough(mid) else (mid, n)
+            return n
+    return n
+
+
+def starts_plan(
+    sd: float,
+    df: int,
+    margin: float,
+    *,
+    alpha: float = 0.025,
+    power: float = 0.9,
+    cap: int = 10_000,
+) -> Plan:
+    """How many starts per arm would decide, with the uncertainty of the spread it assumes."""
+    if not (df >= 1 and sd > 0 and math.isfinite(sd)):
+        return Plan(None, None, None)
+    lo_sd = sd * math.sqrt(df / float(sps.chi2.ppf(0.90, df)))
+    hi_sd = sd * math.sqrt(df / float(sps.chi2.ppf(0.10, df)))
+    return Plan(
+        starts_for(sd, margin, alpha=alpha, power=power, cap=cap),
+        starts_for(lo_sd, margin, alpha=alpha, power=power, cap=cap),
+        starts_for(hi_sd, margin, alpha=alpha, power=power, cap=cap),
+    )
 
 
 # ---------------------------------------------------------------- paired accuracy
@@ -336,6 +325,7 @@ class AccuracyComparison:
     # one-sided p-value against the margin: H0 drop <= max_drop, H1 drop > max_drop
     p_margin: float = math.nan
     questions_to_decide: int | None = None  # inconclusive: questions that would likely decide
+    p_adjusted: float = math.nan  # p_margin, Holm-adjusted over the run's family
 
 
 def _bootstrap_mean_ci(

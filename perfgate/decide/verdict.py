@@ -1,5 +1,5 @@
-"""Verdicts and exit codes: the rule for one metric, the rule for accuracy, the gate over
-both, and how a run's status and verdict become an exit code. Nothing else decides.
+"""Verdicts and exit codes: the rule for one metric, the rule for accuracy, the family-wise
+gate over both, and how a run's status and verdict become an exit code. Nothing else decides.
 
 A run has a **status** (``complete``, or how it ended: ``invalid`` when what it measured is
 unfit to judge, ``failed``, ``interrupted``) and, once complete, a **verdict** from the
@@ -15,14 +15,17 @@ The per-metric rule is non-inferiority on the change in the bad direction, ``wor
 - ``no change``    hi <= tol          (a regression beyond the tolerance is ruled out)
 - ``inconclusive`` otherwise          (the interval straddles the tolerance)
 
-Identical arms regress only when ``lo > tol >= 0``: at most (1 - confidence) / 2 of the time.
+``family`` then keeps a ``regressed`` only where Holm's procedure over every gated metric and
+accuracy rejects "worse by at most the tolerance" at the run's alpha: the run's false-fail rate
+over its whole family is at most alpha, however the metrics correlate. Primary metrics (all
+gated ones unless the scenario names some) must each be decided for a pass; a secondary one
+that is inconclusive is reported, and fails the gate only through that procedure.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from perfgate.decide import stats
 
@@ -38,40 +41,21 @@ EXIT_FOR = {PASS: 0, REGRESSED: 1, INVALID: 2, INCONCLUSIVE: 3}
 COMPLETE = "complete"
 
 
-@dataclass(frozen=True)
-class Decision:
-    verdict: str
-    worse: float  # estimate in the bad direction (positive = worse)
-    worse_low: float
-    worse_high: float
-    repeats_to_decide: int | None  # inconclusive only: repeats per arm that would likely decide
-
-
-def decide(
-    interval: stats.Interval, *, higher_is_better: bool, tolerance: float, repeats: int
-) -> Decision:
-    """One metric's verdict from the interval of its relative change."""
+def decide(interval: stats.Interval, *, higher_is_better: bool, tolerance: float) -> str:
+    """One metric's verdict from the interval of its relative change (before multiplicity)."""
     if higher_is_better:
-        worse, lo, hi = -interval.estimate, -interval.high, -interval.low
+        lo, hi = -interval.high, -interval.low
     else:
-        worse, lo, hi = interval.estimate, interval.low, interval.high
-    if any(math.isnan(x) for x in (worse, lo, hi)):
-        return Decision(INVALID, worse, lo, hi, None)
+        lo, hi = interval.low, interval.high
+    if any(math.isnan(x) for x in (interval.estimate, lo, hi)):
+        return INVALID
     if lo > tolerance:
-        return Decision(REGRESSED, worse, lo, hi, None)
+        return REGRESSED
     if hi < 0:
-        return Decision(IMPROVED, worse, lo, hi, None)
+        return IMPROVED
     if hi <= tolerance:
-        return Decision(NO_CHANGE, worse, lo, hi, None)
-    return Decision(
-        INCONCLUSIVE,
-        worse,
-        lo,
-        hi,
-        stats.repeats_to_decide(
-            worse, lo, hi, tolerance, repeats, df=interval.df, confidence=interval.confidence
-        ),
-    )
+        return NO_CHANGE
+    return INCONCLUSIVE
 
 
 def decide_accuracy(*, p_margin: float, diff_low: float, max_drop: float, alpha: float) -> str:

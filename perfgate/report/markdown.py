@@ -83,40 +83,80 @@ def _median_over_repeats(repeats: list[dict[str, Any]], key: str) -> float | Non
 
 
 def _verdict_cell(row: dict[str, Any]) -> str:
-    verdict = row["verdict"]
-    if verdict == "inconclusive" and row.get("repeats_to_decide"):
+    verdict = str(row["verdict"])
+    if row.get("primary") is False:
+        verdict += " (secondary)"
+    if row["verdict"] != "inconclusive":
+        return verdict
+    reason = str(row.get("reason") or "")
+    if reason.startswith("start-to-start variation unsampled"):
+        return verdict + ": start-to-start variation unsampled"
+    if reason.startswith("beyond the tolerance"):
+        return verdict + ": beyond the tolerance, not significant after multiplicity (Holm)"
+    n, low, high = (
+        row.get(k) for k in ("starts_to_decide", "starts_to_decide_low", "starts_to_decide_high")
+    )
+    if n or high or low:
+        span = f"{low or '?'}-{high or '>10000'}"
+        return f"{verdict} (~{n or '>10000'} starts/arm to decide, range {span})"
+    if row.get("repeats_to_decide"):  # a result file of an earlier perfgate
         unit = row.get("unit") or "repeat"
-        return f"inconclusive (~{row['repeats_to_decide']} {unit}s/arm to decide)"
-    return str(verdict)
+        return f"{verdict} (~{row['repeats_to_decide']} {unit}s/arm to decide)"
+    return verdict
 
 
-def _units_note(rows: list[dict[str, Any]], arms: dict[str, Any]) -> list[str]:
-    """What the intervals resampled, and a warning when server starts went unsampled."""
+def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """How the run was designed and judged: starts, order, looks, alpha, multiplicity."""
+    arms = doc["arms"]
     starts = {
         a: len(group_by_start([r.get("start") for r in arms[a]["repeats"]]))
         for a in ("baseline", "candidate")
     }
-    if any(r.get("unit") == "server start" for r in rows):
-        return [
-            f"Unit of replication: the server start ({starts['baseline']} baseline, "
-            f"{starts['candidate']} candidate); repeats on one start are pooled"
-            + (
-                "; an arm with one start borrows the other's start-to-start spread."
-                if min(starts.values()) < 2
-                else "."
-            ),
+    design = doc.get("design") or {}
+    sc = doc["scenario"]
+    alpha = (1 - sc["confidence"]) * float(design.get("share") or 1.0)
+    text = (
+        f"Unit of replication: the server start ({starts['baseline']} baseline, "
+        f"{starts['candidate']} candidate); each metric is one value per start (repeats on a "
+        "start pooled), compared with Welch's t on the log scale."
+    )
+    if design.get("seed") is not None:
+        text += f" Rounds in random balanced order, seed {design['seed']}."
+    looks = design.get("looks") or []
+    if design.get("budget"):
+        b = design["budget"]
+        most = b.get("starts")
+        wall = b.get("seconds")
+        limit = " / ".join(
+            x
+            for x in (
+                f"at most {most} starts per arm" if most else "",
+                f"{wall / 60:g} min" if wall else "",
+            )
+            if x
+        )
+        text += (
+            f" Budget: {limit}; {len(looks)} look(s), stopping when decided; this analysis "
+            f"spends {float(design.get('share') or 1.0):.0%} of alpha "
+            "(Lan-DeMets Pocock-type spending), so its intervals are at "
+            f"{1 - alpha:.1%} confidence."
+        )
+    tests = len(rows) + (1 if (doc.get("accuracy") or {}).get("comparison") else 0)
+    text += (
+        f" Gate: regressed only when Holm's procedure over the {tests} gated test(s) rejects "
+        f'"worse by at most the tolerance" at alpha {alpha:.3g} (family-wise false-fail '
+        f"at most {alpha:.1%})."
+    )
+    lines = [text, ""]
+    if min(starts.values()) < 2 and any(not r.get("starts_sampled", True) for r in rows):
+        lines += [
+            "⚠️ Start-to-start variation is not sampled: an arm ran on a single server start. "
+            "Starts of one build differed by ~9% in median TPOT on an H200, so no speed "
+            "verdict is given; give each arm two or more starts (`--starts`, `--budget`), or "
+            "a calibrated `start_noise` from stored A/A runs.",
             "",
         ]
-    if any(r.get("starts_sampled") is False for r in rows):
-        return [
-            f"⚠️ Start-to-start variation is not in these intervals: an arm ran all its "
-            f"repeats on one server start ({starts['baseline']} baseline, "
-            f"{starts['candidate']} candidate start(s)). Starts of one build can differ more "
-            "than repeats on one start (about +-12% median TPOT on an H100): give each arm two "
-            "or more starts (more repeats, or `restart_between_repeats = true`).",
-            "",
-        ]
-    return []
+    return lines
 
 
 def render_compare_markdown(doc: dict[str, Any]) -> str:
@@ -149,7 +189,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     w = sc["workload"]
     lines.append(
         f"Workload: {w['num_prompts']} prompts x {reps['baseline']} + {reps['candidate']} "
-        f"repeats (baseline + candidate, interleaved A B B A), {w['input_len']} in / "
+        f"repeats (baseline + candidate), {w['input_len']} in / "
         f"{w['output_len']} out, concurrency {w['max_concurrency']}, endpoint "
         f"`{w['endpoint']}`. Intervals: {sc['confidence']:.0%} confidence."
     )
@@ -177,12 +217,13 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         lines += [
             "",
             "detectable: the smallest change this run would have caught (80% power); noise: "
-            "how much a unit's value (a server start's, or a repeat's) spreads, about a "
-            "coefficient of variation. A tolerance below the detectable change cannot be "
-            "decided at this noise with this many units.",
+            "how much a server start's value spreads between starts, about a coefficient of "
+            "variation. A tolerance below the detectable change cannot be decided at this "
+            "noise with this many starts; the plan (starts/arm to decide, at 90% power) is "
+            "given at the noise seen and over that noise's 80% interval.",
         ]
         lines.append("")
-        lines += _units_note(rows, arms)
+        lines += _design_note(doc, rows)
 
     lines += render_accuracy_section(doc.get("accuracy") or {})
 

@@ -1,15 +1,19 @@
-"""``perfgate compare``: owns the phases, the server starts and the A B B A order.
+"""``perfgate compare``: owns the phases, the rounds of server starts and their order.
 
-Plan: preflight (machine and model checks, before any server starts) -> for each block of the
-interleaved schedule, start that arm's server (or use its URL), send warmups, run the block's
-repeats with ``perfgate bench``'s engine, stop the server -> compare -> verdict.
+Plan: preflight (machine and model checks, before any server starts) -> rounds: in each, one
+server start per arm (or its URL), in the round's random order (``run.schedule``), each start
+sending warmups and then ``repeats_per_start`` timed repeats with ``perfgate bench``'s engine
+-> compare -> the family-wise verdict.
 
-The schedule interleaves arms as A B B A A B ... so slow drift of the machine (thermal, clocks,
-background load) falls on both arms alike. By default arms run one at a time, so both never
-compete for the hardware, and consecutive repeats of one arm share a server start unless
-``restart_between_repeats`` is set; with ``colocate`` both servers stay up and the repeats
-alternate one by one. Repeat ``k`` of both arms uses the same seed, hence the same prompts, and no
-server sees the same prompt twice (no prefix-cache hits across repeats).
+A fixed design runs ``starts`` rounds. With a budget, perfgate looks after every round from
+the second on (``look``): it stops once the timed metrics are decided (a regression that
+survives Holm, or every primary metric decided) or when the budget is spent, each look using
+its share of alpha (``perfgate.decide.stats.look_share``) so the error rate holds under that
+optional stopping. By default arms run one at a time, so both never compete for the hardware;
+with ``colocate`` both servers of a round stay up and its repeats alternate arm by arm.
+Accuracy (lm-eval) runs once per arm, on the first round's start after its timed repeats.
+Repeat ``k`` of both arms uses the same seed, hence the same prompts, and no server sees the
+same prompt twice (no prefix-cache hits across repeats).
 
 ``results.json`` is rewritten after every repeat and at every exit (complete, invalid, failed,
 interrupted), so nothing measured is lost when a later phase fails.
@@ -19,19 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import replace
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from perfgate import __version__
 from perfgate import accuracy as acc
+from perfgate.decide import family
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
-from perfgate.decide.stats import AccuracyComparison
+from perfgate.decide.stats import AccuracyComparison, look_share
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.profile_phase import run_profiles
-from perfgate.run.schedule import ARMS, blocks, schedule
+from perfgate.run.schedule import ARMS, new_seed, repeat_order, round_order
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
 from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
 from perfgate.scenario import Scenario
@@ -54,15 +60,13 @@ def run_compare(
     run = CompareRun(
         scenario=scenario, run_dir=run_dir, command=command, bench_progress=bench_progress
     )
+    run.design = new_design(scenario)
     make_run_dir(run_dir)
     run.save()
     try:
         model = resolve_model(scenario)
-        _run_blocks(run, model, say)
-        compare_repeats(run)
-        if scenario.accuracy.enabled:
-            run.accuracy_comparison = compare_accuracy(run)
-        run.verdict = verdict_of(run)
+        _run_rounds(run, model, say)
+        judge_run(run, accuracy=scenario.accuracy.enabled)
         if scenario.profile.enabled:
             run_profiles(run, model, say)
             violations = [c["message"] for c in run.kernel_checks if not c["ok"]]
@@ -91,55 +95,112 @@ def run_compare(
     return run
 
 
-def _run_colocated(run: CompareRun, model: str, say: SayFn) -> None:
-    """Both arms' servers up at once (when both fit), so the schedule alternates repeat by
-    repeat with no restart: A B B A A B ... Each server starts when the schedule first needs
-    it, so a candidate that cannot start leaves the baseline's first repeat measured."""
+def _run_rounds(run: CompareRun, model: str, say: SayFn) -> None:
+    """Rounds of one start per arm until the design's end: ``starts`` rounds, or, with a
+    budget, until a look decides or the budget is spent."""
+    scenario = run.scenario
+    budget = scenario.budget
+    most = budget.most_starts if budget is not None else scenario.starts
+    began = clock()
+    for round_no in range(most):
+        order = round_order(run.design["seed"], round_no)
+        say(f"round {round_no + 1}: {' then '.join(order)}")
+        with_accuracy = scenario.accuracy.enabled and round_no == 0
+        if scenario.colocate:
+            _colocated_round(run, model, say, order, with_accuracy)
+        else:
+            for arm_name in order:
+                _one_start(run, model, say, arm_name, with_accuracy)
+        rounds = round_no + 1
+        if budget is None or rounds < FIRST_LOOK:
+            continue
+        spent = clock() - began
+        out_of_time = budget.seconds is not None and spent + spent / rounds > budget.seconds
+        final = rounds >= most or out_of_time
+        verdict = look(run, rounds, final=final)
+        say(
+            f"look after {rounds} starts per arm: {verdict}"
+            + ("" if verdict == judge.INCONCLUSIVE or final else ", stopping")
+        )
+        if final or verdict != judge.INCONCLUSIVE:
+            if out_of_time and rounds < most:
+                say(f"budget: {budget.seconds:g} s would be exceeded by another round")
+            break
+
+
+clock = time.monotonic  # the budget's clock (a test replaces it)
+
+# A look needs two starts per arm: below that no spread is sampled.
+FIRST_LOOK = 2
+
+
+def look(run: CompareRun, rounds: int, *, final: bool) -> str:
+    """An interim (or the final) analysis after ``rounds`` starts per arm, at this look's
+    share of alpha; recorded in ``run.design['looks']``. Returns the timed metrics' verdict."""
+    most = run.scenario.budget.most_starts if run.scenario.budget else run.scenario.starts
+    share = look_share(rounds, FIRST_LOOK, most, final=final)
+    run.design["share"] = share
+    compare_repeats(run)
+    pending = 1 if run.scenario.accuracy.enabled else 0
+    rows, _ = family.apply(run.comparison, None, alpha=run.alpha, pending=pending)
+    verdict = family.overall(rows, None)
+    run.design["looks"].append(
+        {"starts": rounds, "share": share, "alpha": run.alpha, "verdict": verdict}
+    )
+    run.save()
+    return verdict
+
+
+def _colocated_round(
+    run: CompareRun, model: str, say: SayFn, order: tuple[str, str], with_accuracy: bool
+) -> None:
+    """Both arms' servers up at once (when both fit): the round's repeats alternate arm by
+    arm, A B B A ... Each server starts when the round first needs it, so a candidate that
+    cannot start leaves the baseline's first repeat measured."""
     scenario = run.scenario
     urls = {a: scenario.arms[a].url for a in ARMS if scenario.arms[a].url}
     servers: dict[str, VllmServer] = {}
+    warm = {a: True for a in ARMS}
     with contextlib.ExitStack() as stack:
-        for arm_name in schedule(scenario.repeats):
+        for arm_name in repeat_order(order, scenario.repeats_per_start):
             if arm_name not in urls:
-                log = run.run_dir / f"{arm_name}-1.log"
-                spec = server_spec(scenario, scenario.arms[arm_name], model, log)
+                spec = server_spec(scenario, scenario.arms[arm_name], model, _log(run, arm_name))
                 server = stack.enter_context(serve(run, arm_name, spec, say))
                 servers[arm_name], urls[arm_name] = server, server.url
-            first = not run.repeats[arm_name]
             own = {arm_name: servers[arm_name]} if arm_name in servers else {}
-            _run_repeats(run, arm_name, str(urls[arm_name]), 1, say, warm=first, servers=own)
+            _run_repeats(
+                run, arm_name, str(urls[arm_name]), 1, say, warm=warm[arm_name], servers=own
+            )
+            warm[arm_name] = False
             check_alive(servers)
-        if scenario.accuracy.enabled:  # after every timed repeat of both arms
-            for arm_name in ARMS:
+        if with_accuracy:  # after the round's timed repeats of both arms
+            for arm_name in order:
                 _run_accuracy(run, arm_name, str(urls[arm_name]), model, say, servers)
             check_alive(servers)
 
 
-def _run_blocks(run: CompareRun, model: str, say: SayFn) -> None:
+def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accuracy: bool) -> None:
+    """One start of one arm (or its URL): warmups, the timed repeats, then (the first
+    round) accuracy, which can then never disturb a timing of this start."""
     scenario = run.scenario
-    if scenario.colocate:
-        _run_colocated(run, model, say)
+    arm = scenario.arms[arm_name]
+    count = scenario.repeats_per_start
+    if arm.url:
+        _run_repeats(run, arm_name, arm.url, count, say, warm=True)
+        if with_accuracy:
+            _run_accuracy(run, arm_name, arm.url, model, say)
         return
-    plan = blocks(schedule(scenario.repeats), scenario.restart_between_repeats)
-    last_block = {arm: max(i for i, (a, _) in enumerate(plan, start=1) if a == arm) for arm in ARMS}
-    for block_no, (arm_name, count) in enumerate(plan, start=1):
-        arm = scenario.arms[arm_name]
-        with_accuracy = scenario.accuracy.enabled and block_no == last_block[arm_name]
-        if arm.url:
-            _run_repeats(run, arm_name, arm.url, count, say, warm=True)
-            if with_accuracy:
-                _run_accuracy(run, arm_name, arm.url, model, say)
-            continue
-        spec = server_spec(scenario, arm, model, run.run_dir / f"{arm_name}-{block_no}.log")
-        with serve(run, arm_name, spec, say) as server:
-            _run_repeats(
-                run, arm_name, server.url, count, say, warm=True, servers={arm_name: server}
-            )
-            # Accuracy after the timed repeats of the arm's last server start: it can never
-            # disturb a timing.
-            if with_accuracy:
-                _run_accuracy(run, arm_name, server.url, model, say, {arm_name: server})
-            check_alive({arm_name: server})
+    spec = server_spec(scenario, arm, model, _log(run, arm_name))
+    with serve(run, arm_name, spec, say) as server:
+        _run_repeats(run, arm_name, server.url, count, say, warm=True, servers={arm_name: server})
+        if with_accuracy:
+            _run_accuracy(run, arm_name, server.url, model, say, {arm_name: server})
+        check_alive({arm_name: server})
+
+
+def _log(run: CompareRun, arm_name: str) -> Path:
+    """``<arm>-<n>.log``, n counting every server start of the run (both arms)."""
+    return run.run_dir / f"{arm_name}-{sum(len(v) for v in run.servers.values()) + 1}.log"
 
 
 def _run_repeats(
@@ -162,7 +223,7 @@ def _run_repeats(
             num_warmups=base.num_warmups if (warm and i == 0) else 0,
             seed=base.seed + k,
         )
-        say(f"[{arm_name}] repeat {k + 1}/{run.scenario.repeats}")
+        say(f"[{arm_name}] repeat {k + 1}, start {len(run.servers[arm_name]) or 1}")
         try:
             result = run_bench(cfg, labelled(run.bench_progress, f"{arm_name} {k + 1}"))
         except BenchError as exc:
@@ -215,40 +276,59 @@ def _run_accuracy(
     )
 
 
+def new_design(scenario: Scenario) -> dict[str, Any]:
+    """What the run records of its design: the seed of its order (drawn when the scenario
+    fixes none), the budget, and (filled in as it goes) its looks and alpha share."""
+    return {
+        "seed": scenario.seed if scenario.seed is not None else new_seed(),
+        "starts": None if scenario.budget else scenario.starts,
+        "repeats_per_start": scenario.repeats_per_start,
+        "budget": asdict(scenario.budget) if scenario.budget else None,
+        "looks": [],
+        "share": 1.0,
+    }
+
+
 def recompute(doc: dict[str, Any]) -> dict[str, Any]:
     """A copy of a stored compare result whose comparison and verdict this perfgate's
     statistics compute again from the stored repeats (the file itself is not changed); old
-    files pass through ``migrate`` first."""
+    files pass through ``migrate`` first. A sequential run is judged again at the alpha share
+    its final look used."""
     run = CompareRun.from_json(doc)
     was = {
         "perfgate_version": __version__,
         "verdict": run.verdict if run.status == judge.COMPLETE else run.status,
         "exit_code": run.exit_code,
     }
-    compare_repeats(run)
-    if run.status == judge.COMPLETE:  # a run that did not complete keeps its status
-        run.verdict = verdict_of(run)
+    judge_run(run, accuracy=bool(run.accuracy_comparison) or len(run.accuracy) == 2)
+    if run.status != judge.COMPLETE:  # a run that did not complete keeps its status
+        run.verdict = None
     return {**run.to_json(), "recomputed": was}
 
 
 def compare_repeats(run: CompareRun) -> None:
-    """Every gated metric compared over the run's repeats."""
+    """Every gated metric compared over the run's starts, at the current look's confidence
+    (before the family-wise rule)."""
     sc = run.scenario
     run.comparison = compare(
         sc.thresholds,
         run.repeats["baseline"],
         run.repeats["candidate"],
-        confidence=sc.confidence,
-        resamples=sc.resamples,
+        confidence=1 - run.alpha,
+        noise=sc.start_noise,
+        primary=sc.primary,
     )
 
 
-def verdict_of(run: CompareRun) -> str:
-    """The run's verdict over its gated metrics and its accuracy comparison (if any)."""
-    accuracy = run.accuracy_comparison
-    return judge.overall(
-        (r.verdict for r in run.comparison), accuracy.verdict if accuracy else None
+def judge_run(run: CompareRun, *, accuracy: bool) -> None:
+    """The final analysis: every gated metric, accuracy (``accuracy``: when both arms have
+    it), Holm over the family, and the run's verdict."""
+    compare_repeats(run)
+    run.accuracy_comparison = compare_accuracy(run) if accuracy else None
+    run.comparison, run.accuracy_comparison = family.apply(
+        run.comparison, run.accuracy_comparison, alpha=run.alpha
     )
+    run.verdict = family.overall(run.comparison, run.accuracy_comparison)
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:

@@ -1,24 +1,33 @@
-"""The order of a paired run: A B B A A B ..., and which repeats share a server start."""
+"""The order of a paired run: rounds of one server start per arm, the order within each round
+randomized (randomized multiple interleaved trials), and balanced: every two rounds hold one
+baseline-first and one candidate-first round, so what a start inherits from the one before it
+(a warm GPU, a page cache, a neighbour's load) falls on both arms alike. The seed is recorded
+with the run; the same seed gives the same order."""
 
 from __future__ import annotations
+
+import random
 
 ARMS = ("baseline", "candidate")
 
 
-def schedule(repeats: int) -> list[str]:
-    """A B B A A B B A ...: each pair of repeats swaps which arm goes first."""
-    order: list[str] = []
-    for i in range(repeats):
-        order += list(ARMS) if i % 2 == 0 else list(reversed(ARMS))
-    return order
+def round_order(seed: int, round_no: int) -> tuple[str, str]:
+    """The arms' order in round ``round_no`` (0-based): each pair of rounds (0-1, 2-3, ...)
+    takes both orders, which one first drawn from the seed."""
+    flip = random.Random(f"perfgate-schedule:{seed}:{round_no // 2}").random() < 0.5
+    first = (round_no % 2 == 1) != flip
+    return (ARMS[1], ARMS[0]) if first else ARMS
 
 
-def blocks(order: list[str], restart_between_repeats: bool) -> list[tuple[str, int]]:
-    """Runs of one arm that share a server start: [(arm, repeats), ...]."""
-    out: list[tuple[str, int]] = []
-    for arm in order:
-        if out and out[-1][0] == arm and not restart_between_repeats:
-            out[-1] = (arm, out[-1][1] + 1)
-        else:
-            out.append((arm, 1))
+def repeat_order(order: tuple[str, str], repeats_per_start: int) -> list[str]:
+    """Colocated servers (both up in a round): the round's repeats alternate arm by arm,
+    A B B A ..., starting with the round's first arm; every start gets the same count."""
+    out: list[str] = []
+    for i in range(repeats_per_start):
+        out += list(order) if i % 2 == 0 else list(reversed(order))
     return out
+
+
+def new_seed() -> int:
+    """A fresh schedule seed, for a scenario that does not fix one."""
+    return random.SystemRandom().randrange(2**31)

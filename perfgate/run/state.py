@@ -28,7 +28,7 @@ from perfgate.results import (
     write_json,
     write_text_private,
 )
-from perfgate.run.schedule import ARMS, blocks, schedule
+from perfgate.run.schedule import ARMS
 from perfgate.scenario import Scenario, ScenarioError
 
 
@@ -75,21 +75,41 @@ class Repeat:
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored compare document brought to what this perfgate reads, in one place (the
     input is not changed). perfgate.compare/1 files from before server starts were recorded
-    get each repeat's ``start`` from the schedule that ran them."""
+    get each repeat's ``start`` from the schedule that ran them (A B B A ..., consecutive
+    repeats of an arm sharing a start unless ``restart_between_repeats``); files from before
+    rounds keep their fixed design (alpha share 1)."""
     doc = copy.deepcopy(doc)
     where = "compare result"
     sc, arms = need(doc, "scenario", where), need(doc, "arms", where)
-    order = blocks(schedule(need(sc, "repeats", "scenario")), sc.get("restart_between_repeats"))
     starts: dict[str, list[int]] = {a: [] for a in ARMS}
-    for arm, count in order:
-        starts[arm] += [len(set(starts[arm]))] * count
+    if any(r.get("start") is None for a in ARMS for r in arms.get(a, {}).get("repeats", [])):
+        for arm, count in _legacy_blocks(
+            need(sc, "repeats", "scenario"), bool(sc.get("restart_between_repeats"))
+        ):
+            starts[arm] += [len(set(starts[arm]))] * count
     for arm in ARMS:
         repeats = need(need(arms, arm, "arms"), "repeats", f"arms.{arm}")
         single = sc.get("colocate") or arms[arm].get("spec", {}).get("url")
         for k, rep in enumerate(repeats):
             if rep.get("start") is None:
                 rep["start"] = 0 if single else starts[arm][k]
+    doc.setdefault("design", None)
     return doc
+
+
+def _legacy_blocks(repeats: int, restart_between_repeats: bool) -> list[tuple[str, int]]:
+    """perfgate.compare/1's order: A B B A A B ..., consecutive repeats of one arm on one
+    start; as [(arm, repeats on that start), ...]."""
+    order: list[str] = []
+    for i in range(repeats):
+        order += list(ARMS) if i % 2 == 0 else list(reversed(ARMS))
+    out: list[tuple[str, int]] = []
+    for arm in order:
+        if out and out[-1][0] == arm and not restart_between_repeats:
+            out[-1] = (arm, out[-1][1] + 1)
+        else:
+            out.append((arm, 1))
+    return out
 
 
 @dataclass
@@ -107,6 +127,8 @@ class CompareRun:
     profiles: dict[str, profiling.KernelTable] = field(default_factory=dict)
     kernel_checks: list[dict[str, Any]] = field(default_factory=list)
     verdict: str | None = None
+    # the design as run: seed of the order, starts or budget, looks, the final alpha share
+    design: dict[str, Any] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     environment: dict[str, Any] = field(default_factory=environment.capture)
     bench_progress: ProgressFn | None = None
@@ -128,6 +150,12 @@ class CompareRun:
         write_text_private(self.report_path, render_compare_markdown(self.to_json()))
 
     @property
+    def alpha(self) -> float:
+        """The family-wise false-fail rate this analysis may use: 1 - confidence, times the
+        share of it the current look spends (1 for a fixed design)."""
+        return (1 - self.scenario.confidence) * float(self.design.get("share", 1.0))
+
+    @property
     def exit_code(self) -> int:
         return judge.exit_code(self.status, self.verdict)
 
@@ -141,6 +169,7 @@ class CompareRun:
             "exit_code": self.exit_code,
             "command": self.command,
             "scenario": self.scenario.to_json(),
+            "design": self.design,
             "environment": self.environment,
             "arms": {
                 a: {
@@ -180,6 +209,7 @@ class CompareRun:
         )
         run.status = need(d, "status", where)
         run.error, run.verdict = d.get("error"), d.get("verdict")
+        run.design = dict(d.get("design") or {"looks": [], "share": 1.0})
         for arm in ARMS:
             stored = need(need(d, "arms", where), arm, "arms")
             run.repeats[arm] = [Repeat.from_json(r) for r in need(stored, "repeats", arm)]

@@ -1,0 +1,68 @@
+"""The gate over a run's whole family of tests: every gated metric and accuracy together.
+
+Each gated metric's regression test ("worse by more than its tolerance", one-sided, against
+the margin) and accuracy's ("a drop larger than max_drop") are one family. Holm's step-down
+procedure over the family at the run's ``alpha`` decides which may say ``regressed``, so the
+chance that a run of identical arms fails is at most alpha in all, not alpha per metric
+(with five metrics and accuracy each tested alone, about 7-8% of A/A runs failed). A metric
+whose interval lies beyond its tolerance but which Holm does not reject is ``inconclusive``.
+
+Primary metrics (``[compare] primary``; every gated metric when none is named) and accuracy
+must each be decided for a pass: an inconclusive one makes the run inconclusive. A secondary
+metric is reported with its interval and verdict; it fails the gate only through Holm, and its
+inconclusive verdict does not hold the run back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from perfgate.decide import stats, verdict
+from perfgate.decide.comparison import MetricComparison
+from perfgate.decide.stats import AccuracyComparison
+
+
+def apply(
+    rows: Sequence[MetricComparison],
+    accuracy: AccuracyComparison | None,
+    *,
+    alpha: float,
+    pending: int = 0,
+) -> tuple[list[MetricComparison], AccuracyComparison | None]:
+    """The rows and accuracy with Holm-adjusted p-values and family-wise verdicts.
+    ``pending``: tests of the family not run yet (accuracy, at a look before it is
+    measured); they count in the family's size."""
+    p = [r.p_regress for r in rows] + ([accuracy.p_margin] if accuracy is not None else [])
+    p += [float("nan")] * pending
+    adjusted = stats.holm_adjusted(p)
+    m = len(p)
+    why = (
+        f"beyond the tolerance, but not significant over the run's {m} gated tests "
+        f"(Holm-adjusted p = {{:.3g}} >= alpha {alpha:.3g})"
+    )
+    out = []
+    for row, adj in zip(rows, adjusted, strict=False):
+        if row.verdict == verdict.REGRESSED and not adj < alpha:
+            row = replace(row, verdict=verdict.INCONCLUSIVE, reason=why.format(adj))
+        out.append(replace(row, p_adjusted=adj))
+    if accuracy is not None:
+        adj = adjusted[len(rows)]
+        if accuracy.verdict == verdict.REGRESSED and not adj < alpha:
+            accuracy = replace(accuracy, verdict=verdict.INCONCLUSIVE)
+        accuracy = replace(accuracy, p_adjusted=adj)
+    return out, accuracy
+
+
+def overall(rows: Sequence[MetricComparison], accuracy: AccuracyComparison | None) -> str:
+    """The run's verdict: invalid if anything could not be measured, regressed if any test
+    (primary or not) survived Holm, inconclusive if a primary metric or accuracy is
+    undecided, else pass."""
+    counted = [r.verdict for r in rows if r.primary or r.verdict != verdict.INCONCLUSIVE]
+    return verdict.overall(counted, accuracy.verdict if accuracy is not None else None)
+
+
+def decided(rows: Sequence[MetricComparison]) -> bool:
+    """Whether a look may stop adding starts: the timed metrics' verdict is no longer
+    inconclusive (a regression survived Holm, or every primary metric is decided)."""
+    return overall(rows, None) != verdict.INCONCLUSIVE
