@@ -34,12 +34,14 @@ of two or more, so the plan says so instead of trusting its point estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 
@@ -83,9 +85,20 @@ def _logs(
     return b, c
 
 
+def t_ppf(q: float, df: float) -> float:
+    """Quantile of Student's t with ``df`` degrees of freedom (normal for inf); scipy's
+    special functions, which the simulations in benchmarks/ call millions of times."""
+    return float(special.ndtri(q) if math.isinf(df) else special.stdtrit(df, q))
+
+
+def t_sf(x: float, df: float) -> float:
+    """Upper tail of Student's t (normal for inf)."""
+    return float(special.ndtr(-x) if math.isinf(df) else special.stdtr(df, -x))
+
+
 def _quantile(confidence: float, df: float) -> float:
     q = 0.5 + confidence / 2
-    return float(sps.norm.ppf(q)) if math.isinf(df) else float(sps.t.ppf(q, df))
+    return t_ppf(q, df)
 
 
 def _interval(d: float, se: float, df: float, confidence: float, method: str) -> Interval:
@@ -97,7 +110,7 @@ def _interval(d: float, se: float, df: float, confidence: float, method: str) ->
         return Interval(e, -math.inf, math.inf, math.nan, method, df, confidence, math.inf)
     q = _quantile(confidence, df)
     z = abs(d) / se
-    p = 2 * float(sps.norm.sf(z) if math.isinf(df) else sps.t.sf(z, df))
+    p = 2 * t_sf(z, df)
     return Interval(
         e, math.expm1(d - q * se), math.expm1(d + q * se), p, method, df, confidence, se
     )
@@ -162,7 +175,7 @@ def p_worse_than(interval: Interval, tolerance: float, *, higher_is_better: bool
     if interval.se == 0:
         return 0.0 if worse > margin else 1.0
     z = (worse - margin) / interval.se
-    return float(sps.norm.sf(z) if math.isinf(interval.df) else sps.t.sf(z, interval.df))
+    return t_sf(z, interval.df)
 
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:
@@ -226,7 +239,7 @@ def min_detectable_change(interval: Interval, power: float = 0.8) -> float:
         return math.nan
     df = interval.df
     t_q = _quantile(interval.confidence, df)
-    t_p = float(sps.norm.ppf(power) if math.isinf(df) else sps.t.ppf(power, df))
+    t_p = t_ppf(power, df)
     return math.expm1((t_q + t_p) * se)
 
 
@@ -241,6 +254,11 @@ class Plan:
     high: int | None
 
 
+@functools.lru_cache(maxsize=4096)
+def _t_ppf(q: float, df: int) -> float:
+    return t_ppf(q, df)
+
+
 def starts_for(sd: float, margin: float, *, alpha: float, power: float, cap: int) -> int | None:
     """The smallest n per arm at which Welch's test of a change at the margin against none
     has ``power`` at one-sided level ``alpha`` (t with 2n - 2 degrees of freedom)."""
@@ -250,11 +268,11 @@ def starts_for(sd: float, margin: float, *, alpha: float, power: float, cap: int
         return 2
 
     def enough(n: int) -> bool:
-        df = 2 * n - 2
-        return (sps.t.ppf(1 - alpha, df) + sps.t.ppf(power, df)) * sd * math.sqrt(2 / n) <= margin
+        q = _t_ppf(1 - alpha, 2 * n - 2) + _t_ppf(power, 2 * n - 2)
+        return q * sd * math.sqrt(2 / n) <= margin
 
     # the normal approximation is a lower bound (t quantiles exceed normal ones): step up
-    z = float(sps.norm.ppf(1 - alpha) + sps.norm.ppf(power))
+    z = t_ppf(1 - alpha, math.inf) + t_ppf(power, math.inf)
     n = max(2, math.ceil(2 * (z * sd / margin) ** 2))
     if n > cap:
         return None
@@ -284,8 +302,8 @@ def starts_plan(
     """How many starts per arm would decide, with the uncertainty of the spread it assumes."""
     if not (df >= 1 and sd > 0 and math.isfinite(sd)):
         return Plan(None, None, None)
-    lo_sd = sd * math.sqrt(df / float(sps.chi2.ppf(0.90, df)))
-    hi_sd = sd * math.sqrt(df / float(sps.chi2.ppf(0.10, df)))
+    lo_sd = sd * math.sqrt(df / float(special.chdtri(df, 0.10)))  # chi2 upper 10% point
+    hi_sd = sd * math.sqrt(df / float(special.chdtri(df, 0.90)))  # lower 10% point
     return Plan(
         starts_for(sd, margin, alpha=alpha, power=power, cap=cap),
         starts_for(lo_sd, margin, alpha=alpha, power=power, cap=cap),

@@ -105,6 +105,13 @@ def _verdict_cell(row: dict[str, Any]) -> str:
     return verdict
 
 
+def _interval_confidence(doc: dict[str, Any]) -> float:
+    """The confidence of the timed metrics' intervals: the scenario's, or above it when the
+    final look of a budget spent only part of alpha."""
+    share = float((doc.get("design") or {}).get("share") or 1.0)
+    return 1 - (1 - doc["scenario"]["confidence"]) * share
+
+
 def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """How the run was designed and judged: starts, order, looks, alpha, multiplicity."""
     arms = doc["arms"]
@@ -113,8 +120,7 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         for a in ("baseline", "candidate")
     }
     design = doc.get("design") or {}
-    sc = doc["scenario"]
-    alpha = (1 - sc["confidence"]) * float(design.get("share") or 1.0)
+    alpha = 1 - _interval_confidence(doc)
     text = (
         f"Unit of replication: the server start ({starts['baseline']} baseline, "
         f"{starts['candidate']} candidate); each metric is one value per start (repeats on a "
@@ -191,7 +197,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         f"Workload: {w['num_prompts']} prompts x {reps['baseline']} + {reps['candidate']} "
         f"repeats (baseline + candidate), {w['input_len']} in / "
         f"{w['output_len']} out, concurrency {w['max_concurrency']}, endpoint "
-        f"`{w['endpoint']}`. Intervals: {sc['confidence']:.0%} confidence."
+        f"`{w['endpoint']}`. Intervals: {_interval_confidence(doc):.1%} confidence."
     )
     lines.append("")
 
@@ -335,7 +341,12 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
         "is significantly larger than the tolerance (paired t against the margin); without "
         f"a margin: {c['test']}, p = {_fmt(c['p_value'], '{:.3f}')}. Smallest drop this "
         f"run detects (5% one-sided, 80% power): {c['min_detectable_drop'] * 100:.1f} pp. "
-        f"Replies with no extractable answer: "
+        + (
+            f"Holm-adjusted over the run's gated tests: p = {_fmt(c['p_adjusted'], '{:.3f}')}. "
+            if c.get("p_adjusted") is not None and math.isfinite(c["p_adjusted"])
+            else ""
+        )
+        + "Replies with no extractable answer: "
         + ", ".join(f"{name} {a.get('no_answer', 0)}" for name, a in arms.items())
         + ".",
         "",

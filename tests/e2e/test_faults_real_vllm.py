@@ -75,16 +75,17 @@ def assert_case(case_id, returncode, stderr):
 
 def test_a_server_killed_mid_repeat_is_named_and_the_baseline_kept(tiny_model, tmp_path):
     before = vllm_processes()
-    run = Run(tmp_path / "killed", "--repeats", "2", "--skip-accuracy")
+    # one round, baseline first (seed 0): repeats B C C B on both servers
+    run = Run(tmp_path / "killed", "--starts", "1", "--seed", "0", "--skip-accuracy")
     port = run.wait_for(r"\[candidate\] healthy at http://127\.0\.0\.1:(\d+)").group(1)
-    run.wait_for(r"\[candidate\] repeat 1/2")
+    run.wait_for(r"\[candidate\] repeat 1, start 1")
     (api_server,) = [
         pid for pid, cmd in own_processes().items() if re.search(rf"--port {port}\b", cmd)
     ]
     os.kill(api_server, signal.SIGKILL)
     stderr = run.finish()
     assert_case("killed-mid-repeat", run.proc.returncode, stderr)
-    assert str(tmp_path / "killed" / "candidate-1.log") in stderr
+    assert str(tmp_path / "killed" / "candidate-2.log") in stderr
     doc = run.results()
     assert doc["status"] == "failed" and doc["exit_code"] == 2
     assert (
@@ -97,7 +98,7 @@ def test_a_server_killed_mid_repeat_is_named_and_the_baseline_kept(tiny_model, t
 
 def test_ctrl_c_during_accuracy_keeps_every_timed_repeat(tiny_model, tmp_path):
     before = vllm_processes()
-    run = Run(tmp_path / "acc", "--repeats", "1")
+    run = Run(tmp_path / "acc", "--starts", "1", "--repeats-per-start", "1", "--seed", "0")
     run.wait_for(r"\[baseline\] accuracy: GPQA")
     run.proc.send_signal(signal.SIGINT)
     stderr = run.finish()
@@ -110,7 +111,17 @@ def test_ctrl_c_during_accuracy_keeps_every_timed_repeat(tiny_model, tmp_path):
 
 def test_ctrl_c_during_profiling_keeps_every_timed_repeat(tiny_model, tmp_path):
     before = vllm_processes()
-    run = Run(tmp_path / "prof", "--repeats", "1", "--skip-accuracy", "--profile")
+    run = Run(
+        tmp_path / "prof",
+        "--starts",
+        "1",
+        "--repeats-per-start",
+        "1",
+        "--seed",
+        "0",
+        "--skip-accuracy",
+        "--profile",
+    )
     run.wait_for(r"\[baseline\] profile: ")
     run.wait_for(r"\[baseline\] healthy at .* after")  # the profiled start is up ...
     wait_until(lambda: sum("healthy at" in line for line in run.lines) >= 3, 300, "its start")

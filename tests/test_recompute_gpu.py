@@ -1,0 +1,84 @@
+"""``perfgate report --recompute`` of every stored GPU run, and of the two H200 runs that
+contradicted each other under the old rule (issue 12): under the rule now, no confident verdict
+of one contradicts another of the same comparison."""
+
+import json
+import lzma
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from perfgate.registry import Threshold
+from perfgate.run.runner import new_design, recompute
+from perfgate.run.state import CompareRun, Repeat
+from perfgate.scenario import load
+from tests.test_compare import tpot_repeat
+from tests.test_markdown import ENV, bench_result
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
+RUNS = json.loads((FIXTURES / "issue12_h200_runs.json").read_text())["runs"]
+STORED = sorted((ROOT / "docs" / "gpu" / "results").glob("*.json.xz"))
+CONFIDENT = {"regressed", "improved", "no change"}
+# verdicts that cannot both be true of one change
+CONTRADICT = {("regressed", "improved"), ("regressed", "no change"), ("improved", "regressed")}
+
+
+def issue_run(name: str) -> dict:
+    """A compare document of one of issue 12's runs, each request at its repeat's TPOT."""
+    scenario = load(ROOT / "scenarios" / "toy-gpt-oss-router-gemm-gpu.toml")
+    scenario = replace(scenario, thresholds=(Threshold("median_tpot_ms", 0.01),), seed=0)
+    run = CompareRun(
+        scenario=scenario,
+        run_dir=Path("."),
+        command="examples/router_gemm_plugin/run_three_arms.sh",
+        environment=ENV,
+    )
+    run.status, run.verdict, run.design = "complete", "regressed", new_design(scenario)
+    for arm in ("baseline", "candidate"):
+        for k, rep in enumerate(RUNS[name][arm]):
+            data = tpot_repeat([rep["median_tpot_ms"]] * 32, rep["start"])
+            run.repeats[arm].append(Repeat(bench_result(data), k, rep["start"]))
+    return run.to_json()
+
+
+def verdicts(doc: dict) -> dict[str, str]:
+    again = recompute(doc)
+    return {r["metric"]: r["verdict"] for r in again["comparison"]}
+
+
+def test_the_issue_runs_are_re_created_as_reported():
+    run = CompareRun.from_json(issue_run("two-repeats"))
+    medians = [r.metrics["median_tpot_ms"] for r in run.repeats["candidate"]]
+    assert medians == pytest.approx([1.915, 1.802], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_neither_issue_run_is_confident_now(name):
+    (verdict,) = verdicts(issue_run(name)).values()
+    # two-repeats: the candidate's one start; four-restarted: 4 + 4 starts at ~7% spread
+    # against a 1% tolerance
+    assert verdict == "inconclusive"
+
+
+def test_no_confident_verdict_contradicts_another_of_the_same_comparison():
+    by_comparison: dict[str, list[dict[str, str]]] = {}
+    for path in STORED:
+        doc = json.loads(lzma.open(path).read())
+        # the plugin runs (working, broken, broken with a shared cache) run the same change
+        key = "router-gemm" if path.name.startswith("router-gemm") else path.name
+        by_comparison.setdefault(key, []).append(verdicts(doc))
+    for name in RUNS:
+        by_comparison["router-gemm"].append(verdicts(issue_run(name)))
+    seen = 0
+    for runs in by_comparison.values():
+        for a in runs:
+            for b in runs:
+                for metric in a.keys() & b.keys():
+                    seen += 1
+                    assert (a[metric], b[metric]) not in CONTRADICT, (metric, a, b)
+    assert seen > 20
+    # the A/A run never regresses or improves
+    (aa,) = by_comparison["aa-4-repeats.json.xz"]
+    assert not set(aa.values()) & {"regressed", "improved"}
