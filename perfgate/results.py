@@ -140,11 +140,27 @@ def write_json_or_fallback(path: Path, doc: dict[str, Any], prefix: str) -> tupl
     return fallback, f"{problem}; the result was saved to {fallback} instead"
 
 
+def _decompress(path: Path, raw: bytes) -> bytes:
+    import gzip
+    import lzma
+
+    try:
+        if raw.startswith(b"\xfd7zXZ\x00"):
+            return lzma.decompress(raw)
+        if raw.startswith(b"\x1f\x8b"):
+            return gzip.decompress(raw)
+    except (lzma.LZMAError, OSError, EOFError) as exc:
+        raise ResultError(f"{path}: a damaged compressed file ({exc})") from exc
+    return raw
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    """A result perfgate wrote: its schema must be one this perfgate reads (same major
-    version), else the message names what the file is."""
+    """A result perfgate wrote (plain, or compressed as ``.xz`` / ``.gz``, as stored results
+    are kept): its schema must be one this perfgate reads (same major version), else the
+    message names what the file is."""
     try:
         raw = path.read_bytes()
+        raw = _decompress(path, raw)
     except FileNotFoundError as exc:
         raise ResultError(f"{path}: no such file") from exc
     except IsADirectoryError as exc:

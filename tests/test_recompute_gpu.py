@@ -3,13 +3,13 @@ contradicted each other under the old rule (issue 12): under the rule now, no co
 of one contradicts another of the same comparison."""
 
 import json
-import lzma
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from perfgate.registry import Threshold
+from perfgate.results import read_json
 from perfgate.run.runner import new_design, recompute
 from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load
@@ -65,7 +65,7 @@ def test_neither_issue_run_is_confident_now(name):
 def test_no_confident_verdict_contradicts_another_of_the_same_comparison():
     by_comparison: dict[str, list[dict[str, str]]] = {}
     for path in STORED:
-        doc = json.loads(lzma.open(path).read())
+        doc = read_json(path)  # compressed: read as perfgate reads stored results
         # the plugin runs (working, broken, broken with a shared cache) run the same change
         key = "router-gemm" if path.name.startswith("router-gemm") else path.name
         by_comparison.setdefault(key, []).append(verdicts(doc))

@@ -79,3 +79,18 @@ def test_an_eval_document_round_trips_through_its_types():
     )
     doc = json.loads(json.dumps(run.to_json()))
     assert json.loads(json.dumps(EvalRun.from_json(doc).to_json())) == doc
+
+
+def test_stored_results_are_read_compressed_too(tmp_path):
+    import gzip
+    import lzma
+
+    doc = {"schema": "perfgate.bench/1", "x": 1}
+    for suffix, pack in ((".xz", lzma.compress), (".gz", gzip.compress)):
+        path = tmp_path / f"r.json{suffix}"
+        path.write_bytes(pack(json.dumps(doc).encode()))
+        assert read_json(path) == doc
+    broken = tmp_path / "broken.json.xz"
+    broken.write_bytes(lzma.compress(b"{}")[:-8])
+    with pytest.raises(ResultError, match="a damaged compressed file"):
+        read_json(broken)

@@ -147,3 +147,30 @@ def test_a_wall_time_budget_stops_before_a_round_that_would_not_fit(tmp_path, mo
     looks = run.design["looks"]
     assert [x["starts"] for x in looks] == [2, 3] and len(order) == 6
     assert sum(x["share"] for x in looks) == pytest.approx(1.0)  # the last spends the rest
+
+
+def test_designs_that_cannot_give_a_speed_verdict_are_named_before_anything_runs():
+    url_arm = {"baseline": {"url": "http://127.0.0.1:1"}, "candidate": {}}
+    s = parse({"model": "m", "arms": url_arm, "thresholds": {"median_tpot_ms": 0.05}}, "x.toml")
+    (warning,) = runner.design_warnings(s)
+    assert "the baseline is a running server (url)" in warning and "median_tpot_ms" in warning
+    calibrated = parse(
+        {
+            "model": "m",
+            "arms": url_arm,
+            "thresholds": {"median_tpot_ms": 0.05},
+            "compare": {"start_noise": {"median_tpot_ms": 0.05}},
+        },
+        "x.toml",
+    )
+    assert runner.design_warnings(calibrated) == []
+    one = parse({"model": "m", "arms": ARMS, "compare": {"starts": 1}}, "x.toml")
+    assert "one server start per arm gives no speed verdict" in runner.design_warnings(one)[0]
+    assert runner.design_warnings(parse({"model": "m", "arms": ARMS}, "x.toml")) == []
+    split = parse(
+        {"model": "m", "arms": {"baseline": {"gpus": "0"}, "candidate": {"gpus": "1"}}}, "x.toml"
+    )
+    assert (
+        "the arms run on different GPUs (baseline 0, candidate 1)"
+        in (runner.design_warnings(split)[0])
+    )

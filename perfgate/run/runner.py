@@ -61,6 +61,8 @@ def run_compare(
         scenario=scenario, run_dir=run_dir, command=command, bench_progress=bench_progress
     )
     run.design = new_design(scenario)
+    for warning in design_warnings(scenario):
+        say(f"warning: {warning}")
     make_run_dir(run_dir)
     run.save()
     try:
@@ -274,6 +276,34 @@ def _run_accuracy(
         f"[{arm_name}] accuracy {result.accuracy:.3f} over {len(result.questions)} questions "
         f"x {result.k} ({result.no_answer} replies without an answer)"
     )
+
+
+def design_warnings(scenario: Scenario) -> list[str]:
+    """What will keep this design from a speed verdict, said before anything runs."""
+    out = []
+    calibrated = set((scenario.start_noise.cv if scenario.start_noise else {}).keys())
+    uncovered = [t.metric for t in scenario.thresholds if t.metric not in calibrated]
+    for name, arm in scenario.arms.items():
+        if arm.url and uncovered:
+            out.append(
+                f"the {name} is a running server (url): one server start, so "
+                f"{', '.join(uncovered)} will be inconclusive (start-to-start variation "
+                "unsampled); give [compare] start_noise from stored A/A runs, or let perfgate "
+                "start that arm"
+            )
+    gpus = {name: arm.gpus for name, arm in scenario.arms.items() if not arm.url}
+    if len(gpus) == 2 and gpus["baseline"] != gpus["candidate"]:
+        out.append(
+            f"the arms run on different GPUs (baseline {gpus['baseline'] or 'default'}, "
+            f"candidate {gpus['candidate'] or 'default'}): the GPUs' own difference becomes "
+            "part of the measured change; give both arms the same gpus"
+        )
+    if scenario.budget is None and scenario.starts < 2 and uncovered and not out:
+        out.append(
+            f"--starts {scenario.starts}: one server start per arm gives no speed verdict "
+            "(start-to-start variation unsampled); use two or more, or a budget"
+        )
+    return out
 
 
 def new_design(scenario: Scenario) -> dict[str, Any]:
