@@ -44,7 +44,7 @@ def weights(dtype):
     )
 
 
-@pytest.mark.parametrize("m", [1, 7, 16, 33, 128])
+@pytest.mark.parametrize("m", [1, 2, 7, 8, 9, 16, 33, 128])
 def test_kernel_matches_f_linear_at_the_router_shape(m):
     w, b = weights(torch.float32)
     x = torch.randn(m, K, generator=torch.Generator().manual_seed(m))
