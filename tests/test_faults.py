@@ -85,7 +85,7 @@ def test_compare_of_running_servers_keeps_the_baseline_when_the_candidate_fails(
         scenario.write_text(
             'name = "urls"\nmodel = "fake"\nserved_model_name = "fake"\n'
             "[workload]\nnum_prompts = 4\ninput_len = 16\noutput_len = 8\nnum_warmups = 0\n"
-            f'[compare]\nstarts = 1\n[arms.baseline]\nurl = "{good}"\n'
+            f'[compare]\nstarts = 1\nseed = 0\n[arms.baseline]\nurl = "{good}"\n'
             f'[arms.candidate]\nurl = "{bad}"\n'
         )
         run_dir = tmp_path / "run"

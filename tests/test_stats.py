@@ -87,13 +87,13 @@ def test_holm_adjusted_p_values():
     assert stats.holm_adjusted([0.01, math.nan]) == pytest.approx([0.02, 1.0])
 
 
-def test_alpha_spending_over_looks_sums_to_one():
-    assert stats.spent_share(0.0) == 0.0 and stats.spent_share(1.0) == pytest.approx(1.0)
+def test_alpha_over_looks_sums_to_one_and_the_final_look_keeps_most():
     for most in (2, 3, 8, 20):
         shares = [stats.look_share(n, 2, most) for n in range(2, most + 1)]
         assert sum(shares) == pytest.approx(1.0) and all(s > 0 for s in shares)
-    # the first of 7 looks (2 of 8 starts): ln(1 + (e - 1) / 4)
-    assert stats.look_share(2, 2, 8) == pytest.approx(math.log1p((math.e - 1) / 4))
+        assert shares[-1] >= 1 - stats.INTERIM_SHARE  # the final look keeps 80% or more
+    # 2 to 8 starts: six interim looks at 0.2 / 6 each
+    assert stats.look_share(2, 2, 8) == pytest.approx(0.2 / 6)
     # a budget that ends early (out of time) lets its last look take what is left
     early = stats.look_share(2, 2, 8) + stats.look_share(3, 2, 8, final=True)
     assert early == pytest.approx(1.0)

@@ -144,7 +144,8 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         text += (
             f" Budget: {limit}; {len(looks)} look(s), stopping when decided; this analysis "
             f"spends {float(design.get('share') or 1.0):.0%} of alpha "
-            "(Lan-DeMets Pocock-type spending), so its intervals are at "
+            "(interim looks share 20% of alpha, the final look keeps the rest), so its "
+            "intervals are at "
             f"{1 - alpha:.1%} confidence."
         )
     tests = len(rows) + (1 if (doc.get("accuracy") or {}).get("comparison") else 0)
