@@ -371,4 +371,38 @@ BAD_INPUT = [
         2,
         "a-file is a file, not a directory",
     ),
+    Case(
+        "budget-unreadable",
+        "4",
+        "`--budget` that is neither starts nor a wall time",
+        lambda t: compare(t, BASE, "--budget", "soon"),
+        2,
+        "--budget: budget 'soon': 'soon' is neither a number of starts (8) nor a wall time",
+    ),
+    Case(
+        "budget-one-start",
+        "4",
+        "a budget of one start per arm",
+        lambda t: compare(t, with_("[arms.baseline]", '[compare]\nbudget = "1"\n[arms.baseline]')),
+        2,
+        "compare.budget: budget '1': most starts per arm must be 2..200",
+    ),
+    Case(
+        "repeats-replaced",
+        "4",
+        "`--repeats` (replaced by starts)",
+        lambda t: compare(t, BASE, "--repeats", "4"),
+        2,
+        "--repeats was replaced: the unit is now the server start",
+    ),
+    Case(
+        "primary-not-gated",
+        "4",
+        "a primary metric that is not gated",
+        lambda t: compare(
+            t, with_("[arms.baseline]", '[compare]\nprimary = ["p99_ttft_ms"]\n[arms.baseline]')
+        ),
+        2,
+        "compare.primary: 'p99_ttft_ms' is not a gated metric",
+    ),
 ]
