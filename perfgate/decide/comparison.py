@@ -146,6 +146,7 @@ def compare_metric(
     confidence: float,
     noise: StartNoise | None = None,
     primary: bool = True,
+    plan_confidence: float | None = None,
 ) -> MetricComparison:
     return compare_values(
         threshold,
@@ -154,6 +155,7 @@ def compare_metric(
         confidence=confidence,
         noise=noise,
         primary=primary,
+        plan_confidence=plan_confidence,
     )
 
 
@@ -165,9 +167,12 @@ def compare_values(
     confidence: float,
     noise: StartNoise | None = None,
     primary: bool = True,
+    plan_confidence: float | None = None,
 ) -> MetricComparison:
     """The comparison of one metric from its per-start values (``b``, ``c``): what a run
-    computes from its repeats, and what the simulations in benchmarks/ feed directly."""
+    computes from its repeats, and what the simulations in benchmarks/ feed directly.
+    ``confidence`` is this analysis's (below the scenario's at a look of a budget);
+    ``plan_confidence`` (default: the same) the one a re-run with the plan would use."""
     metric = registry.get(threshold.metric)
     sampled = min(len(b), len(c)) >= 2
     cv = (noise.cv.get(threshold.metric) if noise else None) if not sampled else None
@@ -189,7 +194,7 @@ def compare_values(
             sd,
             sd_df,
             stats.margin_log(threshold.tolerance, metric.higher_is_better),
-            alpha=(1 - confidence) / 2,
+            alpha=(1 - (plan_confidence or confidence)) / 2,
         )
     return MetricComparison(
         metric=threshold.metric,
@@ -242,6 +247,7 @@ def compare(
     confidence: float = 0.95,
     noise: StartNoise | None = None,
     primary: Iterable[str] | None = None,
+    plan_confidence: float | None = None,
 ) -> list[MetricComparison]:
     """Every gated metric; ``primary`` names the primary ones (None: all)."""
     chosen = None if primary is None else set(primary)
@@ -253,6 +259,7 @@ def compare(
             confidence=confidence,
             noise=noise,
             primary=chosen is None or t.metric in chosen,
+            plan_confidence=plan_confidence,
         )
         for t in thresholds
     ]

@@ -347,6 +347,7 @@ def compare_repeats(run: CompareRun) -> None:
         confidence=1 - run.alpha,
         noise=sc.start_noise,
         primary=sc.primary,
+        plan_confidence=sc.confidence,  # a plan is for a fixed design at the scenario's
     )
 
 
