@@ -239,7 +239,14 @@ def replace_starts(d: Design, n: int) -> Design:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1,000 runs per cell")
+    ap.add_argument(
+        "--part",
+        choices=("all", "designs", "rerun", "accuracy"),
+        default="all",
+        help="one table only",
+    )
     args = ap.parse_args()
+    part = args.part
     most = 1000 if args.quick else 10_000
     gpu_acc = Accuracy(questions=198, k=8, max_drop=0.01)
     cpu_acc = Accuracy(questions=24, k=2, max_drop=0.05)
@@ -270,65 +277,81 @@ def main() -> None:
     ]
     changes = (0.0, 0.02, 0.05, 0.10, 0.30)
     began = time.time()
+    with multiprocessing.Pool(2) as pool:
+        if part in ("all", "designs"):
+            designs_table(pool, designs, changes, most)
+        if part in ("all", "rerun"):
+            rerun_table(pool, args.quick)
+        if part in ("all", "accuracy"):
+            accuracy_table(args.quick)
+    print(f"\n({time.time() - began:.0f} s)")
+
+
+def designs_table(pool, designs: list[Design], changes: tuple[float, ...], most: int) -> None:
     print(
         "| design | true change | runs | regressed | pass | inconclusive | timed metrics: "
         "regressed | timed metrics: pass | mean starts/arm |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
-    with multiprocessing.Pool(2) as pool:
-        for i, d in enumerate(designs):
-            for j, change in enumerate(changes):
-                r = run_cell(pool, d, change, seed=100 * i + j + 1, most=most)
-                label = "A/A" if change == 0 else f"+{change:.0%}"
-                print(
-                    f"| {d.name} | {label} | {r['runs']} | {r['regressed']:.1%} | "
-                    f"{r['pass']:.1%} | {r['inconclusive']:.1%} | {r['timed regressed']:.1%} | "
-                    f"{r['timed pass']:.1%} | {r['starts']:.2f} |",
-                    flush=True,
-                )
-        print()
-        print(
-            "Re-running inconclusive A/A runs with the plan's starts per arm (median TPOT row)\n\n"
-            "| first run | re-run | inconclusive first runs | decided at the plan's N "
-            "| decided at the high end of its range |\n|---|---|---:|---:|---:|"
-        )
-        first = Design(
-            "gpu fixed 3, 5% tolerances, TPOT primary",
-            GPU,
-            (0.05,) * 5,
-            starts=3,
-            primary=("median_tpot_ms",),
-        )
-        count = 2000 if args.quick else 10_000
-        parts = pool.map(_rerun, [(first, first, 7000 + i, count // 2) for i in range(2)])
-        undecided = sum(p[0] for p in parts)
-        planned, point, high = (sum(p[k] for p in parts) for k in (1, 2, 3))
-        print(
-            f"| {first.name} | fixed at N | {undecided} | "
-            f"{point / max(planned, 1):.1%} (of {planned} with a plan) | "
-            f"{high / max(planned, 1):.1%} |"
-        )
-        print()
-        print(
-            "Accuracy alone (198 questions x k = 8, temperature > 0, max_drop 1 pp; paired t "
-            "against the margin)\n\n| true drop | runs | regressed | no change | inconclusive |"
-            "\n|---:|---:|---:|---:|---:|"
-        )
-        for drop in (0.0, 0.005, 0.01, 0.05):
-            acc = Accuracy(questions=198, k=8, max_drop=0.01, drop=drop)
-            rng = np.random.default_rng(9000 + int(drop * 1000))
-            runs = 2000 if args.quick else 10_000
-            verdicts = [draw_accuracy(rng, acc).verdict for _ in range(runs)]
+    for i, d in enumerate(designs):
+        for j, change in enumerate(changes):
+            r = run_cell(pool, d, change, seed=100 * i + j + 1, most=most)
+            label = "A/A" if change == 0 else f"+{change:.0%}"
             print(
-                f"| {drop * 100:.1f} pp | {runs} | "
-                + " | ".join(
-                    f"{sum(v == x for v in verdicts) / runs:.1%}"
-                    for x in ("regressed", "no change", "inconclusive")
-                )
-                + " |",
+                f"| {d.name} | {label} | {r['runs']} | {r['regressed']:.1%} | "
+                f"{r['pass']:.1%} | {r['inconclusive']:.1%} | {r['timed regressed']:.1%} | "
+                f"{r['timed pass']:.1%} | {r['starts']:.2f} |",
                 flush=True,
             )
-    print(f"\n({time.time() - began:.0f} s)")
+    print()
+
+
+def rerun_table(pool, quick: bool) -> None:
+    print(
+        "Re-running inconclusive A/A runs with the plan's starts per arm (median TPOT row)\n\n"
+        "| first run | re-run | inconclusive first runs | decided at the plan's N "
+        "| decided at the high end of its range |\n|---|---|---:|---:|---:|"
+    )
+    first = Design(
+        "gpu fixed 3, 5% tolerances, TPOT primary",
+        GPU,
+        (0.05,) * 5,
+        starts=3,
+        primary=("median_tpot_ms",),
+    )
+    count = 2000 if quick else 10_000
+    parts = pool.map(_rerun, [(first, first, 7000 + i, count // 2) for i in range(2)])
+    undecided = sum(p[0] for p in parts)
+    planned, point, high = (sum(p[k] for p in parts) for k in (1, 2, 3))
+    print(
+        f"| {first.name} | fixed at N | {undecided} | "
+        f"{point / max(planned, 1):.1%} (of {planned} with a plan) | "
+        f"{high / max(planned, 1):.1%} |"
+    )
+    print()
+
+
+def accuracy_table(quick: bool) -> None:
+    print(
+        "Accuracy alone (198 questions x k = 8, temperature > 0, max_drop 1 pp; paired t "
+        "against the margin)\n\n| true drop | runs | regressed | no change | improved "
+        "| inconclusive |\n|---:|---:|---:|---:|---:|---:|"
+    )
+    for drop in (0.0, 0.005, 0.01, 0.05):
+        acc = Accuracy(questions=198, k=8, max_drop=0.01, drop=drop)
+        rng = np.random.default_rng(9000 + int(drop * 1000))
+        runs = 2000 if quick else 10_000
+        verdicts = [draw_accuracy(rng, acc).verdict for _ in range(runs)]
+        print(
+            f"| {drop * 100:.1f} pp | {runs} | "
+            + " | ".join(
+                f"{sum(v == x for v in verdicts) / runs:.1%}"
+                for x in ("regressed", "no change", "improved", "inconclusive")
+            )
+            + " |",
+            flush=True,
+        )
+    print()
 
 
 if __name__ == "__main__":
