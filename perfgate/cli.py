@@ -20,7 +20,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from perfgate import __version__, limits, profiling, redact
+from perfgate import __version__, limits, profiling, redact, steps
 from perfgate.accuracy import AccuracyError, AccuracySpec, EvalRun, evaluate
 from perfgate.decide.verdict import EXIT_FOR, INVALID, PASS, overall
 from perfgate.measure.bench import (
@@ -38,6 +38,7 @@ from perfgate.report.markdown import (
     render_compare_markdown,
     render_kernel_diff,
     render_kernel_table,
+    render_steps,
 )
 from perfgate.results import (
     BENCH_SCHEMA,
@@ -806,14 +807,32 @@ def eval_(
     help="Baseline trace(s): print the difference, TRACES being the candidate.",
 )
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
-def kernels(traces: tuple[Path, ...], against: tuple[Path, ...], top: int) -> None:
+@click.option(
+    "--steps",
+    "show_steps",
+    is_flag=True,
+    help="Also the engine steps vLLM annotated in the trace: decode steps by batch size with "
+    "their device time per step, prefill and mixed steps apart.",
+)
+def kernels(
+    traces: tuple[Path, ...], against: tuple[Path, ...], top: int, show_steps: bool
+) -> None:
     """Kernel table of torch-profiler trace(s) (files or folders), or a diff with --against.
 
     \b
     Examples:
       perfgate kernels reports/run/profile-candidate
       perfgate kernels cand.pt.trace.json.gz --against base.pt.trace.json.gz
+      perfgate kernels reports/run/profile-candidate --steps
     """
+    if show_steps:
+        try:
+            files = profiling.trace_files(traces)
+            for path in files:
+                source, found = steps.steps_of(profiling.load_trace(path))
+                click.echo("\n".join(render_steps(str(path), source, steps.groups(found))))
+        except profiling.ProfileError as exc:
+            fail(str(exc))
     try:
         table = profiling.table_from_files(profiling.trace_files(traces))
         base = profiling.table_from_files(profiling.trace_files(against)) if against else None

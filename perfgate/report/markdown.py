@@ -355,6 +355,26 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_steps(trace: str, source: str, groups: list[Any]) -> list[str]:
+    """Engine steps of one trace (``perfgate.steps.groups``): kind, batch, count, device time
+    per step (median and range), per token, launches per step."""
+    what = "GPU kernel time" if source == "kernel" else "CPU operator time"
+    lines = [
+        f"Engine steps in {md_code(trace, in_table=False)} ({what} inside each step):",
+        "",
+        "| step | tokens | steps | median (us) | min-max (us) | per token (us) | launches |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in groups:
+        lines.append(
+            f"| {g.kind} | {g.tokens} | {g.steps} | {g.median_us:.1f} | {g.min_us:.1f}-"
+            f"{g.max_us:.1f} | {g.per_token_us:.1f} | {g.launches:g} |"
+        )
+    if not groups:
+        lines.append("| (no engine step annotations in this trace) | | | | | | |")
+    return [*lines, ""]
+
+
 def render_kernel_table(table: dict[str, Any], top: int, title: str = "") -> list[str]:
     what = "GPU kernel" if table["source"] == "kernel" else "CPU operator (self time)"
     lines = [title] if title else []
