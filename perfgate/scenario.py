@@ -115,10 +115,11 @@ class Budget:
         return self.starts if self.starts is not None else limits.BUDGET_STARTS
 
     def __str__(self) -> str:
-        parts = [] if self.starts is None else [f"{self.starts} starts per arm"]
+        """As the report states it: "at most 8 starts per arm / 120 min"."""
+        parts = [] if self.starts is None else [f"at most {self.starts} starts per arm"]
         if self.seconds is not None:
             parts.append(f"{self.seconds / 60:g} min")
-        return " or ".join(parts)
+        return " / ".join(parts)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h)")
@@ -607,7 +608,7 @@ def _budget(cmp: _Fields) -> Budget | None:
     if raw is None:
         return None
     try:
-        return parse_budget(str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw)
+        return parse_budget(str(raw))
     except ValueError as exc:
         raise ScenarioError(f"{cmp.where('budget')}: {exc}") from None
 

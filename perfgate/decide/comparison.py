@@ -175,8 +175,8 @@ def compare_values(
     ``plan_confidence`` (default: the same) the one a re-run with the plan would use."""
     metric = registry.get(threshold.metric)
     sampled = min(len(b), len(c)) >= 2
-    cv = (noise.cv.get(threshold.metric) if noise else None) if not sampled else None
-    if cv is not None and noise is not None:
+    cv = None if sampled or noise is None else noise.cv.get(threshold.metric)
+    if cv is not None and noise is not None:  # (noise is set whenever cv is)
         iv = stats.calibrated_log_ratio(b, c, cv=cv, df=noise.df, confidence=confidence)
     else:
         iv = stats.welch_log_ratio(b, c, confidence=confidence)

@@ -15,7 +15,9 @@ from typing import Any
 
 from perfgate import registry
 from perfgate.decide.comparison import group_by_start
+from perfgate.decide.stats import INTERIM_SHARE
 from perfgate.profiling import KernelTable, diff_tables, short_name
+from perfgate.scenario import Budget
 
 VERDICT_LINE = {
     "pass": "✅ **pass**: no gated metric regressed",
@@ -130,23 +132,11 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         text += f" Rounds in random balanced order, seed {design['seed']}."
     looks = design.get("looks") or []
     if design.get("budget"):
-        b = design["budget"]
-        most = b.get("starts")
-        wall = b.get("seconds")
-        limit = " / ".join(
-            x
-            for x in (
-                f"at most {most} starts per arm" if most else "",
-                f"{wall / 60:g} min" if wall else "",
-            )
-            if x
-        )
         text += (
-            f" Budget: {limit}; {len(looks)} look(s), stopping when decided; this analysis "
-            f"spends {float(design.get('share') or 1.0):.0%} of alpha "
-            "(interim looks share 20% of alpha, the final look keeps the rest), so its "
-            "intervals are at "
-            f"{1 - alpha:.1%} confidence."
+            f" Budget: {Budget(**design['budget'])}; {len(looks)} look(s), stopping when "
+            f"decided; this analysis spends {float(design.get('share') or 1.0):.0%} of alpha "
+            f"(interim looks share {INTERIM_SHARE:.0%} of alpha, the final look keeps the "
+            f"rest), so its intervals are at {1 - alpha:.1%} confidence."
         )
     tests = len(rows) + (1 if (doc.get("accuracy") or {}).get("comparison") else 0)
     text += (

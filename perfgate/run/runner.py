@@ -119,7 +119,7 @@ def _run_rounds(run: CompareRun, model: str, say: SayFn) -> None:
         spent = clock() - began
         out_of_time = budget.seconds is not None and spent + spent / rounds > budget.seconds
         final = rounds >= most or out_of_time
-        verdict = look(run, rounds, final=final)
+        verdict = look(run, rounds, most, final=final)
         say(
             f"look after {rounds} starts per arm: {verdict}"
             + ("" if verdict == judge.INCONCLUSIVE or final else ", stopping")
@@ -136,16 +136,16 @@ clock = time.monotonic  # the budget's clock (a test replaces it)
 FIRST_LOOK = 2
 
 
-def look(run: CompareRun, rounds: int, *, final: bool) -> str:
-    """An interim (or the final) analysis after ``rounds`` starts per arm, at this look's
-    share of alpha; recorded in ``run.design['looks']``. Returns the timed metrics' verdict."""
-    most = run.scenario.budget.most_starts if run.scenario.budget else run.scenario.starts
+def look(run: CompareRun, rounds: int, most: int, *, final: bool) -> str:
+    """An interim (or the final) analysis after ``rounds`` of at most ``most`` starts per
+    arm, at this look's share of alpha; its rows (Holm applied) kept in ``run.comparison``,
+    the look recorded in ``run.design['looks']``. Returns the timed metrics' verdict."""
     share = look_share(rounds, FIRST_LOOK, most, final=final)
     run.design["share"] = share
     compare_repeats(run)
     pending = 1 if run.scenario.accuracy.enabled else 0
-    rows, _ = family.apply(run.comparison, None, alpha=run.alpha, pending=pending)
-    verdict = family.overall(rows, None)
+    run.comparison, _ = family.apply(run.comparison, None, alpha=run.alpha, pending=pending)
+    verdict = family.overall(run.comparison, None)
     run.design["looks"].append(
         {"starts": rounds, "share": share, "alpha": run.alpha, "verdict": verdict}
     )
@@ -330,7 +330,7 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
         "verdict": run.verdict if run.status == judge.COMPLETE else run.status,
         "exit_code": run.exit_code,
     }
-    judge_run(run, accuracy=bool(run.accuracy_comparison) or len(run.accuracy) == 2)
+    judge_run(run, accuracy=all(arm in run.accuracy for arm in ARMS))
     if run.status != judge.COMPLETE:  # a run that did not complete keeps its status
         run.verdict = None
     return {**run.to_json(), "recomputed": was}
