@@ -825,19 +825,17 @@ def kernels(
       perfgate kernels cand.pt.trace.json.gz --against base.pt.trace.json.gz
       perfgate kernels reports/run/profile-candidate --steps
     """
-    if show_steps:
-        try:
-            files = profiling.trace_files(traces)
-            for path in files:
-                source, found = steps.steps_of(profiling.load_trace(path))
-                click.echo("\n".join(render_steps(str(path), source, steps.groups(found))))
-        except profiling.ProfileError as exc:
-            fail(str(exc))
     try:
-        table = profiling.table_from_files(profiling.trace_files(traces))
+        files = profiling.trace_files(traces)
+        docs = profiling.load_traces(files)  # read once: for the table and the steps
+        table = profiling.kernel_table(docs, [str(p) for p in files])
         base = profiling.table_from_files(profiling.trace_files(against)) if against else None
     except profiling.ProfileError as exc:
         fail(str(exc))
+    if show_steps:
+        for path, doc in zip(files, docs, strict=True):
+            source, found = steps.steps_of(doc)
+            click.echo("\n".join(render_steps(str(path), source, steps.groups(found))))
     if base is None:
         md = "\n".join(render_kernel_table(table.to_json(), top))
     else:

@@ -26,14 +26,14 @@ under test, so a CPU scenario that only needs "the model's GEMMs ran" names the 
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from perfgate.results import GZIP_MAGIC, unpacked
 
 
 class ProfileError(Exception):
@@ -52,10 +52,10 @@ def load_trace(path: Path) -> dict[str, Any]:
         raise ProfileError(
             f"{path}: the file is empty (was the profiler stopped before it finished writing?)"
         )
-    if raw[:2] == b"\x1f\x8b":
+    if raw.startswith(GZIP_MAGIC):
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
+            raw = unpacked(raw)
+        except ValueError as exc:
             raise ProfileError(f"{path}: corrupt or truncated gzip data ({exc})") from None
     try:
         doc = json.loads(raw)
@@ -178,18 +178,23 @@ def kernel_table(docs: Iterable[dict[str, Any]], traces: Sequence[str] = ()) -> 
     )
 
 
-def table_from_files(paths: Sequence[Path]) -> KernelTable:
+def load_traces(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """The trace documents, each file's events checked on its own (errors name the file)."""
     if not paths:
         raise ProfileError("no trace files to read")
     docs = []
     for p in paths:
         doc = load_trace(p)
         try:
-            kernel_table([doc])  # each file's events checked on its own: errors name the file
+            kernel_table([doc])
         except ProfileError as exc:
             raise ProfileError(f"{p}: {exc}") from None
         docs.append(doc)
-    return kernel_table(docs, [str(p) for p in paths])
+    return docs
+
+
+def table_from_files(paths: Sequence[Path]) -> KernelTable:
+    return kernel_table(load_traces(paths), [str(p) for p in paths])
 
 
 @dataclass(frozen=True)

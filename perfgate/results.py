@@ -140,17 +140,24 @@ def write_json_or_fallback(path: Path, doc: dict[str, Any], prefix: str) -> tupl
     return fallback, f"{problem}; the result was saved to {fallback} instead"
 
 
-def _decompress(path: Path, raw: bytes) -> bytes:
+GZIP_MAGIC, XZ_MAGIC = b"\x1f\x8b", b"\xfd7zXZ\x00"
+
+
+def unpacked(raw: bytes) -> bytes:
+    """``raw`` decompressed when it starts as gzip or xz data does, else as it is; ValueError
+    when the compressed data is damaged or cut short (stored results and profiler traces
+    both come compressed)."""
     import gzip
     import lzma
+    import zlib
 
     try:
-        if raw.startswith(b"\xfd7zXZ\x00"):
+        if raw.startswith(XZ_MAGIC):
             return lzma.decompress(raw)
-        if raw.startswith(b"\x1f\x8b"):
+        if raw.startswith(GZIP_MAGIC):
             return gzip.decompress(raw)
-    except (lzma.LZMAError, OSError, EOFError) as exc:
-        raise ResultError(f"{path}: a damaged compressed file ({exc})") from exc
+    except (lzma.LZMAError, OSError, EOFError, zlib.error) as exc:
+        raise ValueError(str(exc)) from exc
     return raw
 
 
@@ -160,13 +167,16 @@ def read_json(path: Path) -> dict[str, Any]:
     message names what the file is."""
     try:
         raw = path.read_bytes()
-        raw = _decompress(path, raw)
     except FileNotFoundError as exc:
         raise ResultError(f"{path}: no such file") from exc
     except IsADirectoryError as exc:
         raise ResultError(f"{path}: is a directory, not a result file") from exc
     except OSError as exc:
         raise ResultError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        raw = unpacked(raw)
+    except ValueError as exc:
+        raise ResultError(f"{path}: a damaged compressed file ({exc})") from exc
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

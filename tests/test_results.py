@@ -94,3 +94,10 @@ def test_stored_results_are_read_compressed_too(tmp_path):
     broken.write_bytes(lzma.compress(b"{}")[:-8])
     with pytest.raises(ResultError, match="a damaged compressed file"):
         read_json(broken)
+    # a gzip header over a damaged deflate stream (zlib's own error, not an OSError)
+    garbled = tmp_path / "garbled.json.gz"
+    packed = bytearray(gzip.compress(json.dumps(doc).encode() * 50))
+    packed[12:40] = b"\xff" * 28
+    garbled.write_bytes(bytes(packed))
+    with pytest.raises(ResultError, match="a damaged compressed file"):
+        read_json(garbled)
