@@ -128,10 +128,13 @@ def router_gemm_triton(
     w: torch.Tensor,
     b: torch.Tensor,
     decode_config: tuple[int, int, int] | None = None,
+    *,
+    tiled: bool = False,
 ) -> torch.Tensor:
     """The Triton path; x [M, K] with M <= TILED_TOKENS, w [N, K], b [N], all contiguous rows.
     ``decode_config`` (BLOCK_N, BLOCK_K, num_warps) overrides the decode kernel's, for the
-    benchmark's sweep."""
+    benchmark's sweep; ``tiled`` sends decode batches to the tiled kernel too (the plugin's
+    first, slower version: 4 programs walk all of K)."""
     m, k = x.shape
     n = w.shape[0]
     if w.shape[1] != k or b.shape != (n,):
@@ -140,7 +143,7 @@ def router_gemm_triton(
         )
     x = x.contiguous()
     out = torch.empty((m, n), device=x.device, dtype=x.dtype)
-    if m <= DECODE_TOKENS:
+    if m <= DECODE_TOKENS and not tiled:
         block_n, block_k, warps = decode_config or DECODE_CONFIG
         gpt_oss_router_gemm_decode_kernel[(triton.cdiv(n, block_n),)](
             x,

@@ -36,6 +36,20 @@ def _(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return x.new_empty((x.shape[0], w.shape[0]))
 
 
+@torch.library.custom_op("perfgate::router_gemm_tiled", mutates_args=())
+def router_gemm_tiled(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The plugin's first version: the dispatch inside the op (correct), but decode batches go
+    to the tiled kernel, slower than cuBLAS's pair (kept as a known regression)."""
+    if x.shape[0] <= MAX_TOKENS and (x.is_cuda or _interpreting()):
+        return router_gemm_triton(x, w, b, tiled=True)
+    return F.linear(x, w, b)
+
+
+@router_gemm_tiled.register_fake
+def _(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], w.shape[0]))
+
+
 def router_gemm_broken(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The reference PR's bug: the token-count test in Python, outside the op. Under vLLM's
     torch.compile (traced once with a large symbolic batch, guards not re-checked) the F.linear

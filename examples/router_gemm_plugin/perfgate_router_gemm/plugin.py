@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import os
 
+# op: the decode kernel inside the custom op (faster than cuBLAS at decode batches); tiled: the
+# first version, the tiled kernel at decode batches (slower); broken: the dispatch outside the
+# op, so under torch.compile the Triton kernel never runs
+MODES = ("op", "tiled", "broken")
+
 
 def register() -> None:
     mode = os.environ.get("PERFGATE_ROUTER_GEMM", "op")
-    if mode not in ("op", "broken"):
-        raise ValueError(f"PERFGATE_ROUTER_GEMM must be 'op' or 'broken', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"PERFGATE_ROUTER_GEMM must be one of {', '.join(MODES)}, got {mode!r}")
     from vllm.model_executor.models import gpt_oss
 
     from perfgate_router_gemm import ops
 
-    gemm = ops.router_gemm if mode == "op" else ops.router_gemm_broken
+    gemm = {"op": ops.router_gemm, "tiled": ops.router_gemm_tiled}.get(mode, ops.router_gemm_broken)
     original = gpt_oss.MLPBlock.forward
     if getattr(original, "_perfgate_router_gemm", None):
         return  # registered already (plugins load in every process)

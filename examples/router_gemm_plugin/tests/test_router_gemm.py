@@ -73,6 +73,15 @@ def test_op_dispatches_inside_by_token_count():
     torch.testing.assert_close(
         ops.router_gemm_broken(small, w, b), F.linear(small, w, b), rtol=1e-4, atol=1e-4
     )
+    torch.testing.assert_close(
+        torch.ops.perfgate.router_gemm_tiled(small, w, b),
+        F.linear(small, w, b),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    torch.testing.assert_close(
+        torch.ops.perfgate.router_gemm_tiled(large, w, b), F.linear(large, w, b)
+    )
 
 
 def test_fake_kernels_give_shapes_for_torch_compile():
@@ -100,7 +109,7 @@ def test_register_patches_gpt_oss_router_once_and_checks_the_mode(monkeypatch):
     original = gpt_oss.MLPBlock.forward
     try:
         monkeypatch.setenv("PERFGATE_ROUTER_GEMM", "sideways")
-        with pytest.raises(ValueError, match="PERFGATE_ROUTER_GEMM must be 'op' or 'broken'"):
+        with pytest.raises(ValueError, match="PERFGATE_ROUTER_GEMM must be one of op, tiled"):
             plugin.register()
         monkeypatch.setenv("PERFGATE_ROUTER_GEMM", "broken")
         plugin.register()
