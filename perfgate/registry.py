@@ -13,6 +13,9 @@ Two kinds of gateable metric:
   pooled values. Registered as families: ``median_tpot_ms``, ``p99_tpot_ms``, ...
 - **run-level**: one value per repeat in the bench summary (``output_throughput``); a start's
   value is the geometric mean of its repeats'.
+- **window-level** (``from_window``): one value per server start, read from that start's
+  profiled window (``perfgate.steps.Window.figures``): device time per decode step at a known
+  batch, the quiet signal for kernel changes. Gating one needs ``[profile] enabled``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from perfgate import steps
 from perfgate.measure import metrics
 from perfgate.measure.records import RequestRecord
 
@@ -36,6 +40,7 @@ class Metric:
     per_request: PerRequest | None = None  # None: a run-level metric
     statistic: str | None = None  # mean | median | pNN, for request-level metrics
     fmt: str = "{:.2f}"  # how the side-by-side table prints it
+    from_window: bool = False  # one value per start, from its profiled window
 
     @property
     def request_level(self) -> bool:
@@ -163,6 +168,18 @@ for _name, _label, _unit, _better, _gate, _fmt in (
     ),
 ):
     register(Metric(_name, _label, _unit, _better, _gate, fmt=_fmt or "{:.2f}"))
+
+# Window-level figures (perfgate.steps.FIGURES): GPU kernel time on a GPU, CPU operator time
+# on CPU vLLM, per decode step at the window's batch.
+_WINDOW_LABELS = {
+    "device_time_per_step_us": ("Device time per decode step (us)", "us", True),
+    "device_time_per_token_us": ("Device time per decode token (us)", "us", True),
+    "launches_per_step": ("Kernel launches per decode step", "", False),
+    "graph_replays_per_step": ("CUDA graph replays per decode step", "", False),
+}
+for _name in steps.FIGURES:
+    _label, _unit, _gate = _WINDOW_LABELS[_name]
+    register(Metric(_name, _label, _unit, False, _gate, fmt="{:.1f}", from_window=True))
 
 # The side-by-side table of report.md, in `vllm bench serve`'s order.
 SERVING_TABLE = (

@@ -15,6 +15,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     startup_timeout_s = 300
     colocate = false                      # true: both servers up at once (if both fit)
     shared_compile_cache = false          # false: each arm its own vLLM cache in the run dir
+    pin_cpus = "auto"                     # engine / API server / client on their own cores
 
     [workload]                            # as `perfgate bench`; defaults: perfgate.measure.workload
     num_prompts = 32
@@ -46,8 +47,9 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     k = 2                                 # evaluations per arm, each with its own seed
     max_drop = 0.01                       # 1 pp: drop beyond it AND significant = regressed
 
-    [profile]                             # a profiled run per arm (--profile turns it on)
+    [profile]                             # a profiled window on every start (--profile)
     enabled = false
+    output_len = 32                       # tokens per request; num_prompts: the concurrency
     [profile.candidate]
     expect_kernels = ["tinygemm", { pattern = "router_gemm", min_calls = 10 }]
     [profile.baseline]
@@ -173,10 +175,15 @@ class ArmSpec:
     env: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     gpus: str | None = None
+    # a url arm with [profile]: the folder its server writes traces to (torch_profiler_dir)
+    trace_dir: str | None = None
+    pin_cpus: str | None = None  # overrides [server] pin_cpus for this arm's servers
 
     def to_json(self) -> dict[str, Any]:
         """As written to results.json: secrets masked."""
         return {
+            "trace_dir": self.trace_dir,
+            "pin_cpus": self.pin_cpus,
             "name": self.name,
             "url": redact.url(self.url) if self.url else None,
             "vllm": self.vllm,
@@ -195,11 +202,12 @@ class ArmSpec:
 
 @dataclass(frozen=True)
 class ProfileSpec:
-    """The ``[profile]`` section: a profiled run per arm on a server start of its own (its
-    timings are never used), a kernel table, and what must or must not run in each arm."""
+    """The ``[profile]`` section: a profiled window at the end of every server start (after
+    its timed repeats; ``perfgate.run.profile_phase``), its per-start figures, a kernel table,
+    and what must or must not run in each arm."""
 
     enabled: bool = False
-    num_prompts: int = 8
+    num_prompts: int | None = None  # the window's requests, all at once; None: concurrency
     output_len: int = 64  # short: a decode step's kernels repeat; long traces are huge
     top: int = 15
     expect: dict[str, tuple[KernelRule, ...]] = field(default_factory=dict)
@@ -220,6 +228,9 @@ class Scenario:
     startup_timeout_s: float = 900.0
     colocate: bool = False  # both arms' servers up at once (when they fit)
     shared_compile_cache: bool = False  # False: each arm its own VLLM_CACHE_ROOT in the run dir
+    # "auto" | "true" | "false": engine, API server and client on their own cores
+    # (perfgate.run.placement; auto: GPU scenarios on machines with >= 8 usable cores)
+    pin_cpus: str = "auto"
     workload: Workload = field(default_factory=Workload)
     starts: int = 3  # per arm (fixed design; a budget replaces it)
     repeats_per_start: int = 1
@@ -395,7 +406,7 @@ class _Fields:
 
 
 def _arm(f: _Fields, name: str) -> ArmSpec:
-    f.check_keys({"url", "vllm", "python", "env", "args", "gpus"})
+    f.check_keys({"url", "vllm", "python", "env", "args", "gpus", "trace_dir", "pin_cpus"})
     arm = ArmSpec(
         name=name,
         url=f.text("url"),
@@ -404,6 +415,8 @@ def _arm(f: _Fields, name: str) -> ArmSpec:
         env=f.env("env"),
         args=f.str_list("args"),
         gpus=f.text("gpus"),
+        trace_dir=f.text("trace_dir"),
+        pin_cpus=_pin_cpus(f) if "pin_cpus" in f.table else None,
     )
     validate_arm(arm, f.source)
     return arm
@@ -459,6 +472,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "startup_timeout_s",
             "colocate",
             "shared_compile_cache",
+            "pin_cpus",
         }
     )
     wl = top.sub("workload")
@@ -568,6 +582,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         startup_timeout_s=server.number("startup_timeout_s", 900.0, low=1.0, high=86400.0),
         colocate=server.flag("colocate", False),
         shared_compile_cache=server.flag("shared_compile_cache", False),
+        pin_cpus=_pin_cpus(server),
         workload=workload,
         starts=_int(cmp, "starts", 3, 1, limits.MAX_STARTS),
         repeats_per_start=_int(cmp, "repeats_per_start", 1, 1, limits.MAX_REPEATS),
@@ -728,6 +743,15 @@ def _rules(f: _Fields, key: str) -> tuple[KernelRule, ...]:
     return tuple(rules)
 
 
+def _pin_cpus(f: _Fields) -> str:
+    value = f.table.get("pin_cpus", "auto")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value != "auto":
+        raise ScenarioError(f'{f.where("pin_cpus")} must be true, false or "auto", got {value!r}')
+    return "auto"
+
+
 def _profile(f: _Fields) -> ProfileSpec:
     f.check_keys({"enabled", "num_prompts", "output_len", "top", "baseline", "candidate"})
     expect, forbid = {}, {}
@@ -737,7 +761,7 @@ def _profile(f: _Fields) -> ProfileSpec:
         expect[arm], forbid[arm] = _rules(sub, "expect_kernels"), _rules(sub, "forbid_kernels")
     return ProfileSpec(
         enabled=f.flag("enabled", True),
-        num_prompts=f.integer("num_prompts", 8, minimum=1, maximum=limits.MAX_PROMPTS) or 8,
+        num_prompts=f.integer("num_prompts", None, minimum=1, maximum=limits.MAX_PROMPTS),
         output_len=f.integer("output_len", 64, minimum=2, maximum=limits.MAX_TOKENS) or 64,
         top=f.integer("top", 15, minimum=1, maximum=10_000) or 15,
         expect=expect,

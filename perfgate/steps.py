@@ -26,7 +26,7 @@ import bisect
 import re
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 STEP = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
@@ -41,6 +41,8 @@ class Step:
     device_us: float  # kernel time (GPU) or operator time (CPU) inside the step
     launches: int  # kernels (GPU) or top-level operators (CPU) inside the step
     span_us: float  # the step's range, start to end
+    # (name, us) of each kernel (GPU) or top-level operator (CPU) inside the step
+    kernels: tuple[tuple[str, float], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -59,12 +61,34 @@ def _complete(events: Iterable[Any]) -> list[dict[str, Any]]:
     return [e for e in events if isinstance(e, dict) and e.get("ph") == "X" and "dur" in e]
 
 
-def _step(e: dict[str, Any], device_us: float, launches: int) -> Step | None:
+def _step(e: dict[str, Any], inside: Sequence[tuple[str, float]]) -> Step | None:
     m = STEP.fullmatch(str(e.get("name")))
     if m is None:
         return None
     p, pt, d, dt = (int(g) for g in m.groups())
-    return Step(p, pt, d, dt, device_us, launches, float(e["dur"]))
+    device_us = sum(us for _, us in inside)
+    return Step(p, pt, d, dt, device_us, len(inside), float(e["dur"]), tuple(inside))
+
+
+def graph_replays(doc: dict[str, Any], batch: int) -> list[int]:
+    """cudaGraphLaunch calls inside each decode step's host range at ``batch`` (host ranges:
+    a step whose device range is missing from the trace still counts); [] on a CPU trace."""
+    events = _complete(doc.get("traceEvents") or [])
+    launches = sorted(
+        float(e["ts"])
+        for e in events
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and e.get("name") == "cudaGraphLaunch"
+    )
+    if not any(e.get("cat") == "gpu_user_annotation" for e in events):
+        return []
+    out = []
+    for e in events:
+        m = STEP.fullmatch(str(e["name"])) if e.get("cat") == "user_annotation" else None
+        if m is None or int(m.group(1)) != 0 or int(m.group(4)) != batch:
+            continue
+        lo, hi = float(e["ts"]), float(e["ts"]) + float(e["dur"])
+        out.append(bisect.bisect_left(launches, hi) - bisect.bisect_left(launches, lo))
+    return out
 
 
 def steps_of(doc: dict[str, Any]) -> tuple[str, list[Step]]:
@@ -76,26 +100,29 @@ def steps_of(doc: dict[str, Any]) -> tuple[str, list[Step]]:
         if e.get("cat") == "gpu_user_annotation" and STEP.fullmatch(str(e["name"]))
     ]
     if ranges:
+        ranges.sort(key=lambda e: float(e["ts"]))
         kernels = sorted(
-            (float(e["ts"]), float(e["dur"])) for e in events if e.get("cat") == "kernel"
+            (float(e["ts"]), float(e["dur"]), str(e["name"]))
+            for e in events
+            if e.get("cat") == "kernel"
         )
-        starts = [ts for ts, _ in kernels]
+        starts = [ts for ts, _, _ in kernels]
         out = []
-        for r in sorted(ranges, key=lambda e: float(e["ts"])):
+        for r in ranges:
             lo, hi = float(r["ts"]), float(r["ts"]) + float(r["dur"])
-            inside = kernels[bisect.bisect_left(starts, lo) : bisect.bisect_left(starts, hi)]
-            step = _step(r, sum(d for _, d in inside), len(inside))
+            hits = kernels[bisect.bisect_left(starts, lo) : bisect.bisect_left(starts, hi)]
+            step = _step(r, [(n, d) for _, d, n in hits])
             if step is not None and step.kind != "idle":
                 out.append(step)
         return "kernel", out
     host = [
         e for e in events if e.get("cat") == "user_annotation" and STEP.fullmatch(str(e["name"]))
     ]
-    ops: dict[tuple[Any, Any], list[tuple[float, float]]] = {}
+    ops: dict[tuple[Any, Any], list[tuple[float, float, str]]] = {}
     for e in events:
         if e.get("cat") == "cpu_op":
             ops.setdefault((e.get("pid"), e.get("tid")), []).append(
-                (float(e["ts"]), float(e["dur"]))
+                (float(e["ts"]), float(e["dur"]), str(e["name"]))
             )
     for v in ops.values():
         v.sort()
@@ -103,16 +130,16 @@ def steps_of(doc: dict[str, Any]) -> tuple[str, list[Step]]:
     for r in sorted(host, key=lambda e: float(e["ts"])):
         lo, hi = float(r["ts"]), float(r["ts"]) + float(r["dur"])
         thread = ops.get((r.get("pid"), r.get("tid")), [])
-        first = bisect.bisect_left(thread, (lo, -1.0))
-        busy, count, reach = 0.0, 0, lo
-        for ts, dur in thread[first:]:
+        first = bisect.bisect_left(thread, (lo, -1.0, ""))
+        inside: list[tuple[str, float]] = []
+        reach = lo
+        for ts, dur, name in thread[first:]:
             if ts >= hi:
                 break
             if ts >= reach:  # a top-level operator: not inside the previous one
-                busy += min(ts + dur, hi) - ts
-                count += 1
+                inside.append((name, min(ts + dur, hi) - ts))
                 reach = ts + dur
-        step = _step(r, busy, count)
+        step = _step(r, inside)
         if step is not None and step.kind != "idle":
             out.append(step)
     return "cpu_op", out
@@ -170,3 +197,85 @@ def decode_time_per_step(steps: Sequence[Step], batch: int | None = None) -> flo
         batch = max(counts, key=lambda b: (counts[b], b))
     times = [s.device_us for s in decode if s.decode_tokens == batch]
     return statistics.median(times) if times else float("nan")
+
+
+@dataclass(frozen=True)
+class KernelInStep:
+    """One kernel (GPU) or top-level operator (CPU) in the decode steps of a window: calls per
+    step, mean time per call, and its time per step (its total over the steps / the steps)."""
+
+    name: str
+    calls_per_step: float
+    us_per_call: float
+    us_per_step: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one profiled window (one server start's trace) measured at its decode batch.
+
+    ``time_per_step_us`` is the median device time of the decode steps at ``batch`` (the
+    window's requests all decoding: its workload sends ``batch`` requests at once); the
+    kernels' ``us_per_step`` are means, so they add up to the steps' mean, not median. Prefill
+    and mixed steps, and decode steps at other batches, are in ``groups`` only."""
+
+    source: str  # "kernel" (GPU) or "cpu_op" (CPU)
+    batch: int
+    decode_steps: int  # decode steps at ``batch``
+    time_per_step_us: float  # NaN when the trace has no decode step at ``batch``
+    time_per_token_us: float
+    launches_per_step: float
+    graph_replays_per_step: float  # NaN on CPU
+    kernels: tuple[KernelInStep, ...]  # by time per step, largest first
+    groups: tuple[StepGroup, ...]
+
+    def figures(self) -> dict[str, float]:
+        """The window's per-start figures under their metric-registry names (a figure stored
+        as null reads as NaN: missing is not zero)."""
+        return {
+            name: float("nan") if (v := getattr(self, attr)) is None else float(v)
+            for name, attr in FIGURES.items()
+        }
+
+
+# registry name -> Window attribute: the per-start metrics a profiled window gives
+FIGURES = {
+    "device_time_per_step_us": "time_per_step_us",
+    "device_time_per_token_us": "time_per_token_us",
+    "launches_per_step": "launches_per_step",
+    "graph_replays_per_step": "graph_replays_per_step",
+}
+
+
+def window(doc: dict[str, Any], batch: int) -> Window:
+    """The figures of one worker trace at decode batch ``batch``; NaN figures (missing is not
+    zero) when no decode step ran at that batch."""
+    source, found = steps_of(doc)
+    at = [s for s in found if s.kind == "decode" and s.decode_tokens == batch]
+    nan = float("nan")
+    per_kernel: dict[str, list[float]] = {}
+    for s in at:
+        for name, us in s.kernels:
+            acc = per_kernel.setdefault(name, [0, 0.0])
+            acc[0] += 1
+            acc[1] += us
+    kernels = sorted(
+        (
+            KernelInStep(name, calls / len(at), total / calls, total / len(at))
+            for name, (calls, total) in per_kernel.items()
+        ),
+        key=lambda k: (-k.us_per_step, k.name),
+    )
+    replays = graph_replays(doc, batch)
+    median = statistics.median(s.device_us for s in at) if at else nan
+    return Window(
+        source=source,
+        batch=batch,
+        decode_steps=len(at),
+        time_per_step_us=median,
+        time_per_token_us=median / batch if at else nan,
+        launches_per_step=statistics.median(s.launches for s in at) if at else nan,
+        graph_replays_per_step=statistics.median(replays) if replays else nan,
+        kernels=tuple(kernels),
+        groups=tuple(groups(found)),
+    )

@@ -194,6 +194,32 @@ BAD_INPUT = [
         "matches every name (it matches the empty string)",
     ),
     Case(
+        "window-metric-without-profile",
+        "4",
+        "a threshold on `device_time_per_step_us` with `[profile]` off",
+        lambda t: compare(t, BASE + "[thresholds]\ndevice_time_per_step_us = 0.01\n"),
+        2,
+        "thresholds.device_time_per_step_us is read from each server start's profiled window; "
+        "turn it on with [profile] enabled = true (or --profile)",
+    ),
+    Case(
+        "url-arm-profile-without-trace-dir",
+        "4",
+        "`--profile` with a running server (url) and no `trace_dir`",
+        lambda t: compare(t, BASE, "--profile", "--candidate-url", "http://127.0.0.1:9"),
+        2,
+        "arms.candidate is a running server (url) and [profile] is on: set "
+        "arms.candidate.trace_dir",
+    ),
+    Case(
+        "pin-cpus-value",
+        "4",
+        '`[server] pin_cpus = "sometimes"`',
+        lambda t: compare(t, with_("[server]\n", '[server]\npin_cpus = "sometimes"\n')),
+        2,
+        'server.pin_cpus must be true, false or "auto", got \'sometimes\'',
+    ),
+    Case(
         "name-traversal",
         "4",
         'scenario `name = "../../x"`',

@@ -144,7 +144,7 @@ FAULTS = [
     ),
     Fault(
         "ctrl-c-during-profiling",
-        "Ctrl-C during the kernel-profile phase",
+        "Ctrl-C during a start's profiled window",
         REAL,
         2,
         "interrupted",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from perfgate.registry import Threshold
+from perfgate.report.markdown import render_compare_markdown
 from perfgate.results import read_json
 from perfgate.run.runner import new_design, recompute
 from perfgate.run.state import CompareRun, Repeat
@@ -32,7 +33,7 @@ def issue_run(name: str) -> dict:
     run = CompareRun(
         scenario=scenario,
         run_dir=Path("."),
-        command="examples/router_gemm_plugin/run_three_arms.sh",
+        command="examples/router_gemm_plugin/run_three_arms.sh",  # as it was then
         environment=ENV,
     )
     run.status, run.verdict, run.design = "complete", "regressed", new_design(scenario)
@@ -82,3 +83,54 @@ def test_no_confident_verdict_contradicts_another_of_the_same_comparison():
     # the A/A run never regresses or improves
     (aa,) = by_comparison["aa-4-repeats.json.xz"]
     assert not set(aa.values()) & {"regressed", "improved"}
+
+
+# Issue 13's H200 runs: profiled windows on every start, GPU kernel time per decode step gated.
+ISSUE13 = ROOT / "docs" / "gpu" / "results"
+
+
+def run13(name: str) -> dict:
+    return read_json(ISSUE13 / f"h200-{name}.json.xz")
+
+
+def test_aa_on_the_gpu_decides_no_change_on_kernel_time_per_step():
+    doc = run13("aa-pinning")
+    again = recompute(doc)
+    rows = {r["metric"]: r for r in again["comparison"]}
+    step = rows["device_time_per_step_us"]
+    assert step["verdict"] == "no change" and step["n_baseline"] == step["n_candidate"] == 6
+    assert step["high"] - step["low"] < 0.005  # the interval is under half a percent wide
+    assert step["cv_between_units"] < 0.002  # vs ~5-10% for end-to-end TPOT
+    assert rows["median_tpot_ms"]["cv_between_units"] > 10 * step["cv_between_units"]
+    assert again["verdict"] == doc["verdict"] == "pass"
+    assert again["profile"]["kernels"]["rows"] == []  # the same kernels in both arms
+
+
+def test_the_slower_plugin_is_a_regression_explained_by_the_router_gemm():
+    doc = run13("tiled-plugin")
+    again = recompute(doc)
+    step = {r["metric"]: r for r in again["comparison"]}["device_time_per_step_us"]
+    assert step["verdict"] == "regressed" and step["low"] > step["tolerance"]
+    assert step["n_baseline"] == step["n_candidate"] <= 4
+    rows = {r["name"]: r for r in doc["profile"]["kernels"]["rows"]}
+    router = rows["gpt_oss_router_gemm_kernel"]
+    assert router["change"] == "appeared" and router["candidate_calls_per_step"] == 2
+    assert router["low"] > 20  # +22.9 us per step, its interval far from 0
+    cublas = next(r for n, r in rows.items() if "splitK_bias" in n)
+    assert cublas["change"] == "disappeared"
+    report = render_compare_markdown(again)
+    assert "`gpt_oss_router_gemm_kernel` | appeared | n/a -> 11.44 |" in report
+    assert "| Device time per decode step (us) |" in report and "❌ **regressed**" in report
+
+
+def test_the_decode_kernel_plugin_is_no_worse_and_the_broken_twin_is_still_invalid():
+    step = {r["metric"]: r for r in recompute(run13("decode-plugin"))["comparison"]}[
+        "device_time_per_step_us"
+    ]
+    # faster per call than cuBLAS's pair, but ~2 us of an 830 us step: not decided as improved
+    assert step["verdict"] == "no change" and step["estimate"] < 0
+    broken = run13("broken-plugin-windows")
+    assert broken["status"] == "invalid" and broken["exit_code"] == 2
+    assert "no kernel matching 'gpt_oss_router_gemm' ran" in broken["error"]
+    (cache,) = {s["env"]["VLLM_CACHE_ROOT"] for s in broken["arms"]["candidate"]["servers"]}
+    assert cache.endswith("vllm-cache/candidate")  # its own compile cache

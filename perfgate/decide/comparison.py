@@ -128,9 +128,16 @@ def _units(docs: Sequence[Measured]) -> list[list[Measured]]:
     return [[docs[i] for i in group] for group in group_by_start([d.start for d in docs])]
 
 
-def start_values(threshold: Threshold, docs: Sequence[Measured]) -> list[float]:
-    """One value of the metric per server start of one arm."""
+def start_values(
+    threshold: Threshold,
+    docs: Sequence[Measured],
+    windows: Sequence[Mapping[str, float]] = (),
+) -> list[float]:
+    """One value of the metric per server start of one arm; a window-level metric's from the
+    arm's profiled windows (``windows``: each start's figures; none -> no value)."""
     metric = registry.get(threshold.metric)
+    if metric.from_window:
+        return [_as_float(w.get(threshold.metric)) for w in windows]
     units = _units(docs)
     if metric.per_request is None:
         return [_geomean([_as_float(d.metrics.get(threshold.metric)) for d in u]) for u in units]
@@ -147,11 +154,12 @@ def compare_metric(
     noise: StartNoise | None = None,
     primary: bool = True,
     plan_confidence: float | None = None,
+    windows: tuple[Sequence[Mapping[str, float]], Sequence[Mapping[str, float]]] = ((), ()),
 ) -> MetricComparison:
     return compare_values(
         threshold,
-        start_values(threshold, baseline),
-        start_values(threshold, candidate),
+        start_values(threshold, baseline, windows[0]),
+        start_values(threshold, candidate, windows[1]),
         confidence=confidence,
         noise=noise,
         primary=primary,
@@ -248,8 +256,10 @@ def compare(
     noise: StartNoise | None = None,
     primary: Iterable[str] | None = None,
     plan_confidence: float | None = None,
+    windows: tuple[Sequence[Mapping[str, float]], Sequence[Mapping[str, float]]] = ((), ()),
 ) -> list[MetricComparison]:
-    """Every gated metric; ``primary`` names the primary ones (None: all)."""
+    """Every gated metric; ``primary`` names the primary ones (None: all); ``windows``: each
+    arm's per-start profiled-window figures (for window-level metrics)."""
     chosen = None if primary is None else set(primary)
     return [
         compare_metric(
@@ -260,6 +270,7 @@ def compare(
             noise=noise,
             primary=chosen is None or t.metric in chosen,
             plan_confidence=plan_confidence,
+            windows=windows,
         )
         for t in thresholds
     ]

@@ -138,6 +138,27 @@ def welch_log_ratio(
     return _interval(d, se, df, confidence, "welch-log")
 
 
+def welch_difference(
+    baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """(mean difference candidate - baseline, low, high): Welch's t interval on the raw scale,
+    for quantities that can be zero in an arm (a kernel's time per step where it never ran);
+    unbounded with one value in an arm, NaN with none."""
+    b, c = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    if b.size == 0 or c.size == 0 or not (np.isfinite(b).all() and np.isfinite(c).all()):
+        return math.nan, math.nan, math.nan
+    d = float(c.mean() - b.mean())
+    if b.size < 2 or c.size < 2:
+        return d, -math.inf, math.inf
+    vb, vc = float(b.var(ddof=1)) / b.size, float(c.var(ddof=1)) / c.size
+    se = math.sqrt(vb + vc)
+    if se == 0:
+        return d, d, d
+    df = (vb + vc) ** 2 / (vb**2 / (b.size - 1) + vc**2 / (c.size - 1))
+    q = _quantile(confidence, df)
+    return d, d - q * se, d + q * se
+
+
 def calibrated_log_ratio(
     baseline: Sequence[float],
     candidate: Sequence[float],

@@ -209,7 +209,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['label']} | {_fmt(r['baseline'])} | {_fmt(r['candidate'])} | {change} "
                 f"| {_size(r.get('min_detectable'))} | {_size(r.get('cv_between_units'))} "
-                f"| {r['tolerance'] * 100:.0f}% ({better} is better) | {_verdict_cell(r)} |"
+                f"| {r['tolerance'] * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
             )
         lines += [
             "",
@@ -225,7 +225,9 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     lines += render_accuracy_section(doc.get("accuracy") or {})
 
     lines += render_profile_section(
-        doc.get("profile") or {}, top=(sc.get("profile") or {}).get("top", 10)
+        doc.get("profile") or {},
+        top=(sc.get("profile") or {}).get("top", 10),
+        tpot=next((r for r in rows if r["metric"] == "median_tpot_ms"), None),
     )
 
     if any(arms[a]["repeats"] for a in arms):
@@ -264,6 +266,10 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     ]
     for label, fn in env_rows:
         lines.append(f"| {label} | {fn('baseline')} | {fn('candidate')} |")
+    starts = render_starts(arms)
+    if starts:
+        lines += ["", "Server starts (the GPU sampled by nvidia-smi during the timed repeats):"]
+        lines += ["", *starts[:-1]]
     env = doc.get("environment") or {}
     gpus = env.get("gpus")
     gpu_text = (
@@ -398,35 +404,171 @@ def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[s
     return [*lines, ""]
 
 
-def render_profile_section(profile: dict[str, Any], top: int = 10) -> list[str]:
-    arms = profile.get("arms") or {}
-    checks = profile.get("checks") or []
-    if not arms and not checks:
-        return []
+def _us(v: Any, signed: bool = False) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a" if v is None or v != v else ("+inf" if v > 0 else "-inf")
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def render_windows(windows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each start's profiled-window figures, arm by arm."""
     lines = [
-        "**Kernel profile** (a separate, profiled server start per arm; its timings are not used)",
+        "| arm | start | decode steps | time / step (us) | per token (us) | launches / step "
+        "| graph replays / step | other steps (kind x batch: steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for arm in ("baseline", "candidate"):
+        for w in windows.get(arm) or []:
+            others = ", ".join(
+                f"{g['kind']} x {g['tokens']}: {g['steps']}"
+                for g in w.get("groups") or []
+                if not (g["kind"] == "decode" and g["tokens"] == w["batch"])
+            )
+            lines.append(
+                f"| {arm} | {w['start'] + 1} | {w['decode_steps']} | "
+                f"{_us(w.get('time_per_step_us'))} | {_us(w.get('time_per_token_us'))} | "
+                f"{_fmt(w.get('launches_per_step'), '{:.0f}')} | "
+                f"{_fmt(w.get('graph_replays_per_step'), '{:.0f}')} | {others or '-'} |"
+            )
+    return [*lines, ""]
+
+
+def render_kernel_changes(k: dict[str, Any], tpot: dict[str, Any] | None) -> list[str]:
+    """The kernel-level A/B table: what changed per decode step, with intervals across
+    starts, and how much of the step's change it explains, beside the end-to-end change."""
+    what = "kernel" if k["source"] == "kernel" else "CPU operator"
+    if k.get("problem"):
+        return [f"No kernel-level comparison: {md_text(k['problem'])}.", ""]
+    conf = f"{k['confidence']:.0%}"
+    lines = [
+        f"**{what[0].upper() + what[1:]} changes per decode step** (batch {k['batch']}; "
+        f"{k['starts'][0]} + {k['starts'][1]} starts; mean over starts, {conf} interval of "
+        "the change across starts)",
         "",
     ]
-    if checks:
-        lines += ["| arm | assertion | pattern | calls | result |", "|---|---|---|---:|---|"]
-        for c in checks:
-            need = f">= {c['min_calls']}" if c["kind"] == "expect" else f"< {c['min_calls']}"
-            mark = "✅ pass" if c["ok"] else "❌ **fail**"
+    rows = k.get("rows") or []
+    if rows:
+        lines += [
+            f"| {what} | change | us / call | calls / step | us / step | change / step (CI) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in rows:
             lines.append(
-                f"| {c['arm']} | {c['kind']} ({need} calls) | {md_code(c['pattern'])} | "
-                f"{c['calls']} | {mark} |"
+                f"| {md_code(short_name(r['name'], 70))} | {r['change']} | "
+                f"{_us(r['baseline_us_per_call'])} -> {_us(r['candidate_us_per_call'])} | "
+                f"{r['baseline_calls_per_step']:.1f} -> {r['candidate_calls_per_step']:.1f} | "
+                f"{_us(r['baseline_us_per_step'])} -> {_us(r['candidate_us_per_step'])} | "
+                f"{_us(r['diff_us_per_step'], True)} ({_us(r['low'], True)} to "
+                f"{_us(r['high'], True)}) |"
             )
         lines.append("")
+    else:
+        lines += [f"No {what} appeared, disappeared or changed beyond 0.5% of a step.", ""]
+    step = (
+        f"Time per decode step (the kernels' sum): {_us(k['baseline_step_us'])} -> "
+        f"{_us(k['candidate_step_us'])} us, {_us(k['step_diff_us'], True)} us "
+        f"({_us(k['step_low'], True)} to {_us(k['step_high'], True)}); the {len(rows)} listed "
+        f"account for {_us(k['listed_diff_us'], True)} us, smaller changes elsewhere for "
+        f"{_us(k['step_diff_us'] - k['listed_diff_us'], True)} us."
+    )
+    if tpot is not None:
+        step += (
+            f" End to end, {tpot['label']}: {_pct(tpot['estimate'])} "
+            f"({_pct(tpot['low'])} to {_pct(tpot['high'])})."
+        )
+    return [*lines, step, ""]
+
+
+def render_checks(checks: list[dict[str, Any]]) -> list[str]:
+    """The expect/forbid assertions, one row each with its calls on every profiled start."""
+    by: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+    for c in checks:
+        by.setdefault((c["arm"], c["kind"], c["pattern"], c["min_calls"]), []).append(c)
+    lines = ["| arm | assertion | pattern | calls (per start) | result |", "|---|---|---|---:|---|"]
+    for (arm, kind, pattern, min_calls), cs in by.items():
+        need = f">= {min_calls}" if kind == "expect" else f"< {min_calls}"
+        mark = "✅ pass" if all(c["ok"] for c in cs) else "❌ **fail**"
+        calls = ", ".join(str(c["calls"]) for c in cs)
+        lines.append(f"| {arm} | {kind} ({need} calls) | {md_code(pattern)} | {calls} | {mark} |")
+    return [*lines, ""]
+
+
+def render_profile_section(
+    profile: dict[str, Any], top: int = 10, tpot: dict[str, Any] | None = None
+) -> list[str]:
+    arms = profile.get("arms") or {}
+    checks = profile.get("checks") or []
+    windows = profile.get("windows") or {}
+    if not arms and not checks:
+        return []
+    lines = []
+    if any(windows.values()):
+        lines += [
+            "**Kernel profile**: a profiled window at the end of every server start (after "
+            "its timed repeats: the profiler never runs during a timed repeat); device time "
+            "per decode step at the window's batch (GPU kernel time; CPU operator time on "
+            "CPU vLLM). Prefill and mixed steps, whose batching depends on arrival timing, "
+            "are counted apart.",
+            "",
+            *render_windows(windows),
+        ]
+    else:  # results from before per-start windows: one profiled start per arm
+        lines += [
+            "**Kernel profile** (a separate, profiled server start per arm; its timings are "
+            "not used)",
+            "",
+        ]
+    if profile.get("kernels"):
+        lines += render_kernel_changes(profile["kernels"], tpot)
+    if checks:
+        lines += render_checks(checks)
     if "baseline" in arms and "candidate" in arms:
-        lines += ["Largest differences (candidate vs baseline, total time):", ""]
+        lines += [
+            "<details><summary>Largest differences in the first window's totals</summary>",
+            "",
+        ]
         lines += render_kernel_diff(
             KernelTable.from_json(arms["baseline"]), KernelTable.from_json(arms["candidate"]), top
         )
+        lines += ["</details>", ""]
     for name, table in arms.items():
-        lines += [f"<details><summary>Top {top}: {name}</summary>", ""]
+        lines += [f"<details><summary>Top {top}: {name} (first window)</summary>", ""]
         lines += render_kernel_table(table, top)
         lines += ["</details>", ""]
     return lines
+
+
+def render_starts(arms: dict[str, Any]) -> list[str]:
+    """Where each server start ran and the state of the host and GPU during its repeats."""
+    lines = [
+        "| arm | start | startup (s) | compile cache | pinned (engine / API / client) "
+        "| GPU SM MHz (min-max) | clock events | max temp (C) | power (W) |",
+        "|---|---:|---:|---|---|---|---|---:|---:|",
+    ]
+    seen = False
+    for arm in ("baseline", "candidate"):
+        for i, srv in enumerate(arms[arm].get("servers") or []):
+            facts = srv.get("facts")
+            if not facts:
+                continue
+            seen = True
+            pin = facts.get("pinning")
+            pinned = f"{pin['engine']} / {pin['api_server']} / {pin['client']}" if pin else "no"
+            gpus = [g for d in srv.get("during_repeats") or [] for g in d.get("gpu") or []]
+            sm = [v for g in gpus for v in (g.get("sm_mhz") or [])]
+            reasons = sorted({g.get("clock_event_reasons") for g in gpus} - {None})
+            temps = [g["max_temperature_c"] for g in gpus if g.get("max_temperature_c")]
+            power = [g["median_power_w"] for g in gpus if g.get("median_power_w")]
+            cold = facts.get("compile_cache_cold")
+            lines.append(
+                f"| {arm} | {i + 1} | {_fmt(srv.get('startup_s'), '{:.0f}')} | "
+                f"{'shared' if cold is None else ('cold' if cold else 'warm')} | {pinned} | "
+                f"{f'{min(sm):.0f}-{max(sm):.0f}' if sm else 'n/a'} | "
+                f"{', '.join(reasons) or 'n/a'} | "
+                f"{_fmt(max(temps) if temps else None, '{:.0f}')} | "
+                f"{_fmt(statistics.median(power) if power else None, '{:.0f}')} |"
+            )
+    return [*lines, ""] if seen else []
 
 
 def _first(repeats: list[dict[str, Any]], *path: str) -> str:

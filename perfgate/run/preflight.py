@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from perfgate import accuracy as acc
-from perfgate import environment
+from perfgate import environment, registry
 from perfgate.scenario import BUILTIN_TINY, Scenario, ScenarioError
 from perfgate.serve import tinymodel
 from perfgate.serve.server import model_problem
@@ -40,6 +40,23 @@ def preflight(scenario: Scenario) -> None:
                 "the accuracy phase needs lm-eval: pip install 'perfgate[eval]' "
                 "(or pass --skip-accuracy)"
             ) from None
+    windowed = [t.metric for t in scenario.thresholds if registry.get(t.metric).from_window]
+    if windowed and not scenario.profile.enabled:
+        raise ScenarioError(
+            f"{scenario.source}: thresholds.{windowed[0]} is read from each server start's "
+            "profiled window; turn it on with [profile] enabled = true (or --profile), or "
+            "remove that threshold"
+        )
+    if scenario.profile.enabled:
+        for arm in scenario.arms.values():
+            if arm.url and not arm.trace_dir:
+                raise ScenarioError(
+                    f"{scenario.source}: arms.{arm.name} is a running server (url) and "
+                    "[profile] is on: set arms."
+                    f"{arm.name}.trace_dir to the folder that server writes torch-profiler "
+                    "traces to (the torch_profiler_dir of its --profiler-config), or run "
+                    "without --profile"
+                )
     if needs_server and scenario.model != BUILTIN_TINY:
         problem = model_problem(scenario.model)
         if problem is not None:

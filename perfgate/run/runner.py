@@ -12,6 +12,9 @@ its share of alpha (``perfgate.decide.stats.look_share``) so the error rate hold
 optional stopping. By default arms run one at a time, so both never compete for the hardware;
 with ``colocate`` both servers of a round stay up and its repeats alternate arm by arm.
 Accuracy (lm-eval) runs once per arm, on the first round's start after its timed repeats.
+With ``[profile]`` on, every start ends with a profiled window (``run.profile_phase``): its
+figures (device time per decode step ...) are per-start values like any metric's, and its
+kernel assertions can end the run as invalid right there.
 Repeat ``k`` of both arms uses the same seed, hence the same prompts, and no server sees the
 same prompt twice (no prefix-cache hits across repeats).
 
@@ -22,6 +25,7 @@ interrupted), so nothing measured is lost when a later phase fails.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -30,18 +34,19 @@ from typing import Any
 
 from perfgate import __version__
 from perfgate import accuracy as acc
-from perfgate.decide import family
+from perfgate.decide import family, kernels
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
 from perfgate.decide.stats import AccuracyComparison, look_share
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
+from perfgate.run import placement
 from perfgate.run.preflight import preflight, resolve_model
-from perfgate.run.profile_phase import run_profiles
+from perfgate.run.profile_phase import profile_window, profiler_args
 from perfgate.run.schedule import ARMS, new_seed, repeat_order, round_order
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
 from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
 from perfgate.scenario import Scenario
-from perfgate.serve.server import VllmServer
+from perfgate.serve.server import ServerSpec, VllmServer
 
 
 def run_compare(
@@ -69,11 +74,6 @@ def run_compare(
         model = resolve_model(scenario)
         _run_rounds(run, model, say)
         judge_run(run, accuracy=scenario.accuracy.enabled)
-        if scenario.profile.enabled:
-            run_profiles(run, model, say)
-            violations = [c["message"] for c in run.kernel_checks if not c["ok"]]
-            if violations:
-                raise RunFailed("; ".join(violations), "invalid")
         run.status = "complete"
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
@@ -166,7 +166,7 @@ def _colocated_round(
     with contextlib.ExitStack() as stack:
         for arm_name in repeat_order(order, scenario.repeats_per_start):
             if arm_name not in urls:
-                spec = server_spec(scenario, scenario.arms[arm_name], model, _log(run, arm_name))
+                spec = _spec(run, arm_name, model)
                 server = stack.enter_context(serve(run, arm_name, spec, say))
                 servers[arm_name], urls[arm_name] = server, server.url
             own = {arm_name: servers[arm_name]} if arm_name in servers else {}
@@ -179,6 +179,8 @@ def _colocated_round(
             for arm_name in order:
                 _run_accuracy(run, arm_name, str(urls[arm_name]), model, say, servers)
             check_alive(servers)
+        for arm_name in order:
+            _window(run, arm_name, str(urls[arm_name]), say, servers)
 
 
 def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accuracy: bool) -> None:
@@ -191,18 +193,64 @@ def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accu
         _run_repeats(run, arm_name, arm.url, count, say, warm=True)
         if with_accuracy:
             _run_accuracy(run, arm_name, arm.url, model, say)
+        _window(run, arm_name, arm.url, say)
         return
-    spec = server_spec(scenario, arm, model, _log(run, arm_name))
-    with serve(run, arm_name, spec, say) as server:
+    with serve(run, arm_name, _spec(run, arm_name, model), say) as server:
         _run_repeats(run, arm_name, server.url, count, say, warm=True, servers={arm_name: server})
         if with_accuracy:
             _run_accuracy(run, arm_name, server.url, model, say, {arm_name: server})
+        _window(run, arm_name, server.url, say, {arm_name: server})
         check_alive({arm_name: server})
 
 
 def _log(run: CompareRun, arm_name: str) -> Path:
     """``<arm>-<n>.log``, n counting every server start of the run (both arms)."""
     return run.run_dir / f"{arm_name}-{sum(len(v) for v in run.servers.values()) + 1}.log"
+
+
+def _spec(run: CompareRun, arm_name: str, model: str) -> ServerSpec:
+    """The launch of the arm's next start: with ``[profile]``, vLLM's profiler configured
+    (idle until a window) to write into ``<arm>-<n>-trace/`` beside the start's log."""
+    log = _log(run, arm_name)
+    spec = server_spec(run.scenario, run.scenario.arms[arm_name], model, log)
+    if not run.scenario.profile.enabled:
+        return spec
+    return replace(spec, serve_args=(*spec.serve_args, *profiler_args(_trace_dir(log))))
+
+
+def _trace_dir(log: Path) -> Path:
+    return log.with_name(f"{log.stem}-trace")
+
+
+def _start_index(run: CompareRun, arm_name: str) -> int:
+    """Which of the arm's server starts is up (a running server: one start, 0)."""
+    # (files from before per-start windows also list separate profiled starts: not counted)
+    return max(0, sum(not s.get("profile") for s in run.servers[arm_name]) - 1)
+
+
+def _window(
+    run: CompareRun,
+    arm_name: str,
+    url: str,
+    say: SayFn,
+    servers: dict[str, VllmServer] | None = None,
+) -> None:
+    """The start's profiled window, when ``[profile]`` is on (a running server's: once)."""
+    if not run.scenario.profile.enabled:
+        return
+    start = _start_index(run, arm_name)
+    if any(w.start == start for w in run.windows[arm_name]):
+        return
+    arm = run.scenario.arms[arm_name]
+    if arm.url:
+        trace_dir = Path(str(arm.trace_dir))
+    else:
+        trace_dir = _trace_dir(Path(run.servers[arm_name][-1]["log"]))
+    try:
+        profile_window(run, arm_name, url, start, trace_dir, say)
+    except RunFailed:
+        check_alive(servers or {}, wait_s=5.0)
+        raise
 
 
 def _run_repeats(
@@ -226,14 +274,29 @@ def _run_repeats(
             seed=base.seed + k,
         )
         say(f"[{arm_name}] repeat {k + 1}, start {len(run.servers[arm_name]) or 1}")
+        record = run.servers[arm_name][-1] if servers else None
+        facts = (record or {}).get("facts") or {}
+        client = (facts.get("pinning") or {}).get("client")
         try:
-            result = run_bench(cfg, labelled(run.bench_progress, f"{arm_name} {k + 1}"))
+            with (
+                placement.client_pinned(placement.parse_cpulist(client) if client else None),
+                placement.GpuSampler() as gpu,
+            ):
+                result = run_bench(cfg, labelled(run.bench_progress, f"{arm_name} {k + 1}"))
+                client_facts = placement.process_facts(os.getpid(), placement.numa_nodes())
         except BenchError as exc:
             check_alive(servers or {}, wait_s=5.0)
             raise RunFailed(f"{arm_name}: {exc}") from exc
-        # which of the arm's server starts it ran on (an already-running server: one start)
-        start = max(0, sum(not s["profile"] for s in run.servers[arm_name]) - 1)
-        run.repeats[arm_name].append(Repeat(result, k, start))
+        if record is not None:  # the state of the host and GPU while this repeat ran
+            record.setdefault("during_repeats", []).append(
+                {
+                    "repeat": k,
+                    "gpu": gpu.summary(),
+                    "host": placement.host_facts(),
+                    "client": client_facts,
+                }
+            )
+        run.repeats[arm_name].append(Repeat(result, k, _start_index(run, arm_name)))
         run.save()
         m = result.metrics
         say(
@@ -348,6 +411,10 @@ def compare_repeats(run: CompareRun) -> None:
         noise=sc.start_noise,
         primary=sc.primary,
         plan_confidence=sc.confidence,  # a plan is for a fixed design at the scenario's
+        windows=(
+            [w.metrics for w in run.windows["baseline"]],
+            [w.metrics for w in run.windows["candidate"]],
+        ),
     )
 
 
@@ -360,6 +427,13 @@ def judge_run(run: CompareRun, *, accuracy: bool) -> None:
         run.comparison, run.accuracy_comparison, alpha=run.alpha
     )
     run.verdict = family.overall(run.comparison, run.accuracy_comparison)
+    if all(run.windows[a] for a in ARMS):
+        run.kernel_comparison = kernels.compare_kernels(
+            [w.window for w in run.windows["baseline"]],
+            [w.window for w in run.windows["candidate"]],
+            confidence=run.scenario.confidence,
+            top=run.scenario.profile.top,
+        ).to_json()
 
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:

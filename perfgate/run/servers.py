@@ -11,6 +11,7 @@ from typing import Any
 
 from perfgate import redact
 from perfgate.measure.bench import BenchConfig, ProgressFn
+from perfgate.run import placement
 from perfgate.run.state import CompareRun, RunFailed, SayFn
 from perfgate.scenario import ArmSpec, Scenario
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer
@@ -49,15 +50,39 @@ def compile_cache_root(run_dir: Path, arm_name: str) -> Path:
 
 
 @contextlib.contextmanager
-def serve(
-    run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn, *, profile: bool = False
-) -> Iterator[VllmServer]:
-    """A healthy server for ``arm_name``, recorded in the run; start failures -> RunFailed."""
+def serve(run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn) -> Iterator[VllmServer]:
+    """A healthy server for ``arm_name``, pinned (``[server] pin_cpus``) and recorded in the
+    run with where it ran; start failures -> RunFailed."""
     say(f"[{arm_name}] starting vLLM (log: {spec.log_path})")
+    cache = spec.env.get("VLLM_CACHE_ROOT")
+    cold = None if cache is None else not any(Path(cache).glob("*"))
     try:
         with VllmServer(spec) as server:
-            record_start(run, arm_name, server, spec.log_path, profile=profile)
-            say(f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s")
+            record_start(run, arm_name, server, spec.log_path)
+            cores = None
+            setting = run.scenario.arms[arm_name].pin_cpus or run.scenario.pin_cpus
+            if placement.pin_wanted(setting, run.scenario.requires_gpu):
+                cores = placement.pin_plan(spec.env.get("CUDA_VISIBLE_DEVICES"))
+            assert server.proc is not None  # a healthy server is running
+            if cores is not None:
+                placement.pin_server(server.proc.pid, cores)
+            run.servers[arm_name][-1]["facts"] = {
+                "compile_cache_cold": cold,
+                "pinning": None
+                if cores is None
+                else {k: placement.cpulist(v) for k, v in cores.items()},
+                "processes": placement.server_facts(server.proc.pid),
+                "host_at_start": placement.host_facts(),
+            }
+            run.save()
+            say(
+                f"[{arm_name}] healthy at {server.url} after {server.startup_s:.0f} s"
+                + (
+                    f", pinned (engine on cores {placement.cpulist(cores['engine'])})"
+                    if cores
+                    else ""
+                )
+            )
             yield server
     except ServerError as exc:
         raise RunFailed(str(exc), "failed") from exc
@@ -71,9 +96,7 @@ def check_alive(servers: dict[str, VllmServer], wait_s: float = 0.0) -> None:
             raise RunFailed(f"{death}; everything measured before it is kept", "failed")
 
 
-def record_start(
-    run: CompareRun, arm_name: str, server: VllmServer, log: Path, *, profile: bool = False
-) -> None:
+def record_start(run: CompareRun, arm_name: str, server: VllmServer, log: Path) -> None:
     """What the report's launch line and a reader of results.json need of a server start."""
     run.servers[arm_name].append(
         {
@@ -81,7 +104,6 @@ def record_start(
             "argv": redact.args(server.argv),
             "startup_s": server.startup_s,
             "env": redact.env(server.spec.env),
-            "profile": profile,
         }
     )
 

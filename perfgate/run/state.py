@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import accuracy as acc
-from perfgate import environment, profiling
+from perfgate import environment, profiling, steps
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import MetricComparison
 from perfgate.decide.stats import AccuracyComparison
@@ -72,6 +72,40 @@ class Repeat:
         return cls(BenchResult.from_json(d), need(d, "repeat", "repeat"), d.get("start"))
 
 
+@dataclass(frozen=True)
+class ProfiledStart:
+    """The profiled window of one server start of one arm: its trace files and figures."""
+
+    start: int
+    traces: list[str]
+    window: steps.Window
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The window's figures under their registry names."""
+        return self.window.figures()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start, "traces": self.traces, **asdict(self.window)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ProfiledStart:
+        where = "profile.windows"
+        window = from_fields(
+            steps.Window,
+            d,
+            where,
+            kernels=tuple(
+                from_fields(steps.KernelInStep, k, f"{where}.kernels")
+                for k in d.get("kernels") or ()
+            ),
+            groups=tuple(
+                from_fields(steps.StepGroup, g, f"{where}.groups") for g in d.get("groups") or ()
+            ),
+        )
+        return cls(need(d, "start", where), list(d.get("traces") or []), window)
+
+
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored compare document brought to what this perfgate reads, in one place (the
     input is not changed). perfgate.compare/1 files from before server starts were recorded
@@ -124,8 +158,10 @@ class CompareRun:
     comparison: list[MetricComparison] = field(default_factory=list)
     accuracy: dict[str, acc.ArmAccuracy] = field(default_factory=dict)
     accuracy_comparison: AccuracyComparison | None = None
-    profiles: dict[str, profiling.KernelTable] = field(default_factory=dict)
-    kernel_checks: list[dict[str, Any]] = field(default_factory=list)
+    profiles: dict[str, profiling.KernelTable] = field(default_factory=dict)  # first window's
+    kernel_checks: list[dict[str, Any]] = field(default_factory=list)  # every window's
+    windows: dict[str, list[ProfiledStart]] = field(default_factory=lambda: {a: [] for a in ARMS})
+    kernel_comparison: dict[str, Any] | None = None  # perfgate.decide.kernels, as JSON
     verdict: str | None = None
     # the design as run: seed of the order, starts or budget, looks, the final alpha share
     design: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +220,8 @@ class CompareRun:
                 "enabled": self.scenario.profile.enabled,
                 "arms": {a: t.to_json() for a, t in self.profiles.items()},
                 "checks": self.kernel_checks,
+                "windows": {a: [w.to_json() for w in self.windows[a]] for a in ARMS},
+                "kernels": self.kernel_comparison,
             },
             "accuracy": {
                 "spec": self.scenario.accuracy.to_json(),
@@ -231,6 +269,11 @@ class CompareRun:
             a: profiling.KernelTable.from_json(t) for a, t in (prof.get("arms") or {}).items()
         }
         run.kernel_checks = list(prof.get("checks") or [])
+        stored_windows = prof.get("windows") or {}
+        run.windows = {
+            a: [ProfiledStart.from_json(w) for w in stored_windows.get(a) or []] for a in ARMS
+        }
+        run.kernel_comparison = prof.get("kernels")
         return run
 
     def save(self) -> None:

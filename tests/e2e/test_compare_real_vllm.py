@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from perfgate.profiling import BUILTIN_PATTERNS, CPU_GEMM
 from tests.e2e.conftest import ROOT, cpu_server_env, perfgate, vllm_processes, wait_until
@@ -28,8 +32,16 @@ def results(run_dir):
 
 
 def test_identical_arms_never_regress(tiny_model, tmp_path):
+    # the demo, with a profiled window on every start and a gate on its CPU operator time
+    # per decode step
+    scenario = tmp_path / "aa.toml"
+    text = (ROOT / SCENARIO).read_text()
+    text = text.replace("[thresholds]\n", "[thresholds]\ndevice_time_per_step_us = 0.25\n")
+    text = text.replace("[profile]\nenabled = false", "[profile]\nenabled = true")
+    assert "device_time_per_step_us" in text and "enabled = true" in text
+    scenario.write_text(text)
     run_dir = tmp_path / "aa"
-    proc = compare(run_dir)
+    proc = compare(run_dir, scenario=scenario)
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     assert doc["status"] == "complete" and doc["verdict"] in ("pass", "inconclusive")
@@ -64,6 +76,27 @@ def test_identical_arms_never_regress(tiny_model, tmp_path):
     assert accuracy["arms"]["baseline"]["questions"] == accuracy["arms"]["candidate"]["questions"]
     assert accuracy["comparison"]["n_questions"] == 24
     assert "**Accuracy** (GPQA via lm-eval, bundled synthetic" in report
+    # Every start ended with a profiled window (after its repeats): CPU operator time per
+    # decode step at the window's batch (its 4 requests), one value per start, gated.
+    windows = doc["profile"]["windows"]
+    for arm in ("baseline", "candidate"):
+        assert [w["start"] for w in windows[arm]] == list(range(rounds))
+        for w, server in zip(windows[arm], doc["arms"][arm]["servers"], strict=True):
+            assert w["source"] == "cpu_op" and w["batch"] == 4 and w["decode_steps"] > 0
+            assert w["time_per_step_us"] > 0 and w["kernels"]
+            trace_dir = Path(server["log"]).with_name(Path(server["log"]).stem + "-trace")
+            assert [str(p) for p in sorted(trace_dir.glob("*.pt.trace.json*"))] == w["traces"]
+    row = {r["metric"]: r for r in doc["comparison"]}["device_time_per_step_us"]
+    assert row["n_baseline"] == row["n_candidate"] == rounds
+    assert row["verdict"] != "regressed"
+    per_start = [w["time_per_step_us"] for w in windows["baseline"]]
+    assert row["baseline"] == pytest.approx(math.exp(statistics.fmean(map(math.log, per_start))))
+    assert doc["profile"]["kernels"]["starts"] == [rounds, rounds]
+    checks = doc["profile"]["checks"]
+    assert len(checks) == 2 * rounds and all(c["ok"] for c in checks)  # one per start and arm
+    assert "**Kernel profile**: a profiled window at the end of every server start" in report
+    assert "**CPU operator changes per decode step**" in report
+    assert "| Device time per decode step (us) |" in report
 
 
 def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
@@ -188,9 +221,11 @@ def test_profile_shows_kernel_tables_and_a_kernel_that_never_ran_invalidates_the
     for arm in ("baseline", "candidate"):
         table = doc["profile"]["arms"][arm]
         assert table["source"] == "cpu_op" and table["rows"]
-        assert list((run_dir / f"profile-{arm}").glob("*.pt.trace.json.gz"))
+        (window,) = doc["profile"]["windows"][arm]  # the start's window, after its repeats
+        assert window["traces"] and all(Path(t).exists() for t in window["traces"])
     report = (run_dir / "report.md").read_text()
     assert "**Kernel profile**" in report and "❌ **fail**" in report and "✅ pass" in report
     gemms = [r["name"] for r in doc["profile"]["arms"]["baseline"]["rows"]]
     assert any(re.search(CPU_GEMM_REGEX, name) for name in gemms)
-    assert len(doc["comparison"]) == 5  # the timed comparison is still reported
+    # what was measured before the assertion failed is kept
+    assert [len(doc["arms"][a]["repeats"]) for a in ("baseline", "candidate")] == [1, 1]
