@@ -239,6 +239,8 @@ class Scenario:
     primary: tuple[str, ...] | None = None  # None: every gated metric
     start_noise: StartNoise | None = None
     confidence: float = 0.95
+    # two GPUs: both arms' starts of a round run at once, one per GPU, swapping every round
+    parallel_gpus: tuple[str, str] | None = None
     thresholds: tuple[Threshold, ...] = ()
     accuracy: AccuracySpec = field(default_factory=lambda: AccuracySpec(enabled=False))
     profile: ProfileSpec = field(default_factory=ProfileSpec)
@@ -533,6 +535,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "primary",
             "start_noise",
             "start_noise_df",
+            "parallel_gpus",
         }
     )
     th = top.sub("thresholds")
@@ -591,11 +594,45 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         primary=_primary(cmp, thresholds),
         start_noise=_start_noise(cmp, thresholds),
         confidence=cmp.number("confidence", 0.95, low=0.5, high=0.999),
+        parallel_gpus=_parallel_gpus(cmp, server, arms),
         thresholds=thresholds,
         arms=arms,
         accuracy=accuracy,
         profile=_profile(top.sub("profile")) if "profile" in doc else ProfileSpec(),
     )
+
+
+def _parallel_gpus(
+    cmp: _Fields, server: _Fields, arms: dict[str, ArmSpec]
+) -> tuple[str, str] | None:
+    """``[compare] parallel_gpus = ["0", "1"]``: two distinct GPUs (CUDA_VISIBLE_DEVICES
+    values), both arms started by perfgate, not colocated; it replaces the arms' ``gpus``."""
+    if "parallel_gpus" not in cmp.table:
+        return None
+    raw = cmp.table["parallel_gpus"]
+    where = cmp.where("parallel_gpus")
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 2
+        or not all(isinstance(g, str) and g.strip() for g in raw)
+        or raw[0] == raw[1]
+    ):
+        raise ScenarioError(
+            f'{where} must be two different GPUs as strings, e.g. ["0", "1"] (or ["0,1", '
+            f'"2,3"] for two GPUs per server), got {raw!r}'
+        )
+    if server.table.get("colocate"):
+        raise ScenarioError(
+            f"{where} runs the arms at once on their own GPUs; remove colocate = true from "
+            "[server] (colocated servers share one machine's GPUs)"
+        )
+    for arm in arms.values():
+        if arm.url:
+            raise ScenarioError(
+                f"{where} needs perfgate to start both arms; arms.{arm.name} is a running "
+                "server (url)"
+            )
+    return (raw[0], raw[1])
 
 
 def _replaced_keys(cmp: _Fields, server: _Fields) -> None:

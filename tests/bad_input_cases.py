@@ -217,7 +217,7 @@ BAD_INPUT = [
         '`[server] pin_cpus = "sometimes"`',
         lambda t: compare(t, with_("[server]\n", '[server]\npin_cpus = "sometimes"\n')),
         2,
-        'server.pin_cpus must be true, false or "auto", got \'sometimes\'',
+        "server.pin_cpus must be true, false or \"auto\", got 'sometimes'",
     ),
     Case(
         "name-traversal",

@@ -1,6 +1,7 @@
 """How ``perfgate compare`` launches each arm's server (no server started here)."""
 
 import contextlib
+import time
 import types
 from pathlib import Path
 
@@ -61,14 +62,17 @@ class _FakeResult:
         return {"metrics": dict(self.metrics), "records": []}
 
 
-def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None):
-    """A run whose servers and benches are stand-ins: what the rounds do, no vLLM."""
+def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None, bench_s=0.0):
+    """A run whose servers and benches are stand-ins: what the rounds do, no vLLM. Each
+    bench takes ``bench_s``; ``run.spans`` lists (arm, began, ended) of every bench."""
     order = []
+    spans = []
 
     @contextlib.contextmanager
-    def fake_serve(run, arm_name, spec, say, *, profile=False):
+    def fake_serve(run, arm_name, spec, say, *, slot=(0, 1)):
         order.append(arm_name)
-        run.servers[arm_name].append({"log": str(spec.log_path), "profile": profile})
+        gpus = spec.env.get("CUDA_VISIBLE_DEVICES")
+        run.servers[arm_name].append({"log": str(spec.log_path), "gpus": gpus, "slot": slot})
         port = 1 if arm_name == "baseline" else 2
         yield types.SimpleNamespace(url=f"http://127.0.0.1:{port}", death=lambda wait_s=0: None)
 
@@ -76,6 +80,10 @@ def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None):
 
     def fake_bench(cfg, progress=None):
         arm = "baseline" if cfg.url.endswith(":1") else "candidate"
+        began = time.monotonic()
+        if bench_s:
+            time.sleep(bench_s)
+        spans.append((arm, began, time.monotonic()))
         return _FakeResult(next(values[arm], 1e3))
 
     monkeypatch.setattr(runner, "serve", fake_serve)
@@ -93,6 +101,7 @@ def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None):
     run = runner.CompareRun(scenario=s, run_dir=tmp_path, command="test")
     run.design = runner.new_design(s)
     runner._run_rounds(run, "m", lambda _msg: None)
+    run.spans = spans
     return run, order
 
 
@@ -173,3 +182,59 @@ def test_designs_that_cannot_give_a_speed_verdict_are_named_before_anything_runs
         "the arms run on different GPUs (baseline 0, candidate 1)"
         in (runner.design_warnings(split)[0])
     )
+
+
+def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path, monkeypatch):
+    # GPU "1" is 10% slower than GPU "0"; the candidate is no different from the baseline
+    slow = {"0": 1000.0, "1": 900.0}
+    gpu_of = {
+        a: [runner.gpus_of(runner.round_order(3, r), ("0", "1"))[a] for r in range(4)]
+        for a in ("baseline", "candidate")
+    }
+    run, _ = fake_run(
+        tmp_path,
+        monkeypatch,
+        {"starts": 4, "parallel_gpus": ["0", "1"]},
+        throughput={a: [slow[g] for g in gpu_of[a]] for a in gpu_of},
+        bench_s=0.2,
+    )
+    got = {a: [s["gpus"] for s in run.servers[a]] for a in ("baseline", "candidate")}
+    assert got == gpu_of
+    for a in got:  # crossover: every arm on each GPU equally often, never both on one
+        assert sorted(got[a]) == ["0", "0", "1", "1"]
+    assert all(b != c for b, c in zip(got["baseline"], got["candidate"], strict=True))
+    # each server pinned within its own half of the cores
+    assert {s["slot"] for a in got for s in run.servers[a]} == {(0, 2), (1, 2)}
+    # the two arms' repeats of a round overlapped in time
+    spans = sorted(run.spans, key=lambda x: x[1])
+    for first, second in zip(spans[::2], spans[1::2], strict=True):
+        assert {first[0], second[0]} == {"baseline", "candidate"} and second[1] < first[2]
+    # logs numbered per start, both arms of a round distinct
+    logs = [s["log"] for a in got for s in run.servers[a]]
+    assert len(set(logs)) == 8
+    # the GPU is a block in the model: its 10% is taken out, the arms' difference is 0
+    runner.compare_repeats(run)
+    (row,) = run.comparison
+    assert row.method == "ols-log (GPU as block)" and abs(row.estimate) < 1e-9
+    assert row.verdict == "no change"
+
+
+def test_parallel_gpus_are_two_different_gpus_on_arms_perfgate_starts():
+    from perfgate.scenario import ScenarioError
+
+    for bad in (["0"], ["0", "0"], [0, 1], "0,1"):
+        with pytest.raises(ScenarioError, match="parallel_gpus must be two different GPUs"):
+            parse({"model": "m", "arms": ARMS, "compare": {"parallel_gpus": bad}}, "x.toml")
+    with pytest.raises(ScenarioError, match=r"remove colocate = true from \[server\]"):
+        parse(
+            {
+                "model": "m",
+                "arms": ARMS,
+                "server": {"colocate": True},
+                "compare": {"parallel_gpus": ["0", "1"]},
+            },
+            "x.toml",
+        )
+    url = {"baseline": {"url": "http://127.0.0.1:1"}, "candidate": {}}
+    with pytest.raises(ScenarioError, match=r"arms\.baseline is a running server"):
+        parse({"model": "m", "arms": url, "compare": {"parallel_gpus": ["0", "1"]}}, "x.toml")

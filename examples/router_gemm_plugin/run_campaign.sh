@@ -7,7 +7,8 @@
 #   tiled   stock vs the plugin's first, slower kernel   (toy-gpt-oss-router-gemm-gpu.toml)
 #   op      stock vs the plugin's decode kernel (faster)
 #   broken  stock vs the broken twin (dispatch outside the custom op): must end invalid
-# PERFGATE_GPU (default 0) is both arms' GPU.
+# PERFGATE_GPU (default 0) is both arms' GPU; PERFGATE_PARALLEL_GPUS="0 1" instead runs both
+# arms of every round at once, one per GPU, swapping GPUs every round ([compare] parallel_gpus).
 #   examples/router_gemm_plugin/run_campaign.sh /tmp/site /tmp/runs tiled op
 set -u
 site=${1:?usage: run_campaign.sh SITE OUT [MODES]}
@@ -31,6 +32,10 @@ for mode in "${modes[@]}"; do
     fi
     # the scenario as run, on this GPU (its model path is relative to the repository)
     sed "s/^gpus = \"0\"/gpus = \"$gpu\"/" "$scenario" >"$out/$mode.toml"
+    if [ -n "${PERFGATE_PARALLEL_GPUS:-}" ]; then
+        read -r g0 g1 <<<"$PERFGATE_PARALLEL_GPUS"
+        sed -i "s/^\[compare\]\$/[compare]\nparallel_gpus = [\"$g0\", \"$g1\"]/" "$out/$mode.toml"
+    fi
     python3 -m perfgate compare --scenario "$out/$mode.toml" --skip-accuracy \
         --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
     echo "$mode $?" >>"$out/exits"

@@ -155,6 +155,7 @@ def compare_metric(
     primary: bool = True,
     plan_confidence: float | None = None,
     windows: tuple[Sequence[Mapping[str, float]], Sequence[Mapping[str, float]]] = ((), ()),
+    blocks: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> MetricComparison:
     return compare_values(
         threshold,
@@ -164,6 +165,7 @@ def compare_metric(
         noise=noise,
         primary=primary,
         plan_confidence=plan_confidence,
+        blocks=blocks,
     )
 
 
@@ -176,16 +178,21 @@ def compare_values(
     noise: StartNoise | None = None,
     primary: bool = True,
     plan_confidence: float | None = None,
+    blocks: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> MetricComparison:
     """The comparison of one metric from its per-start values (``b``, ``c``): what a run
     computes from its repeats, and what the simulations in benchmarks/ feed directly.
     ``confidence`` is this analysis's (below the scenario's at a look of a budget);
-    ``plan_confidence`` (default: the same) the one a re-run with the plan would use."""
+    ``plan_confidence`` (default: the same) the one a re-run with the plan would use;
+    ``blocks`` each start's GPU when the arms ran in parallel on two (a block effect in the
+    model: ``stats.blocked_log_ratio``)."""
     metric = registry.get(threshold.metric)
     sampled = min(len(b), len(c)) >= 2
     cv = None if sampled or noise is None else noise.cv.get(threshold.metric)
     if cv is not None and noise is not None:  # (noise is set whenever cv is)
         iv = stats.calibrated_log_ratio(b, c, cv=cv, df=noise.df, confidence=confidence)
+    elif blocks is not None and sampled:
+        iv = stats.blocked_log_ratio(b, c, blocks, confidence=confidence)
     else:
         iv = stats.welch_log_ratio(b, c, confidence=confidence)
     d = verdict.decide(iv, higher_is_better=metric.higher_is_better, tolerance=threshold.tolerance)
@@ -257,6 +264,7 @@ def compare(
     primary: Iterable[str] | None = None,
     plan_confidence: float | None = None,
     windows: tuple[Sequence[Mapping[str, float]], Sequence[Mapping[str, float]]] = ((), ()),
+    blocks: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> list[MetricComparison]:
     """Every gated metric; ``primary`` names the primary ones (None: all); ``windows``: each
     arm's per-start profiled-window figures (for window-level metrics)."""
@@ -271,6 +279,7 @@ def compare(
             primary=chosen is None or t.metric in chosen,
             plan_confidence=plan_confidence,
             windows=windows,
+            blocks=blocks,
         )
         for t in thresholds
     ]

@@ -138,6 +138,44 @@ def welch_log_ratio(
     return _interval(d, se, df, confidence, "welch-log")
 
 
+def blocked_log_ratio(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    blocks: tuple[Sequence[str], Sequence[str]],
+    *,
+    confidence: float = 0.95,
+) -> Interval:
+    """The ratio of the arms' values with a block effect in the model: least squares of the
+    log values on an intercept, the arm, and one indicator per block but the first (each
+    start's GPU, when the arms ran in parallel on two GPUs and swapped them every round), t
+    interval with n - p degrees of freedom. Falls back to Welch when the blocks do not vary,
+    do not match the values, or leave no degree of freedom."""
+    logs = _logs(baseline, candidate)
+    labels = [*blocks[0], *blocks[1]]
+    if logs is None or len(labels) != len(baseline) + len(candidate):
+        return welch_log_ratio(baseline, candidate, confidence=confidence)
+    b, c = logs
+    levels = sorted(set(labels))
+    if len(levels) < 2:
+        return welch_log_ratio(baseline, candidate, confidence=confidence)
+    y = np.concatenate([b, c])
+    x = np.column_stack(
+        [
+            np.ones(y.size),
+            np.r_[np.zeros(b.size), np.ones(c.size)],
+            *[[1.0 if lab == lev else 0.0 for lab in labels] for lev in levels[1:]],
+        ]
+    )
+    n, p = x.shape
+    if n - p < 1 or np.linalg.matrix_rank(x) < p:
+        return welch_log_ratio(baseline, candidate, confidence=confidence)
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    s2 = float(resid @ resid) / (n - p)
+    se = math.sqrt(s2 * float(np.linalg.inv(x.T @ x)[1, 1]))
+    return _interval(float(beta[1]), se, float(n - p), confidence, "ols-log (GPU as block)")
+
+
 def welch_difference(
     baseline: Sequence[float], candidate: Sequence[float], *, confidence: float = 0.95
 ) -> tuple[float, float, float]:

@@ -120,6 +120,12 @@ def process_facts(pid: int, nodes: dict[int, list[int]]) -> dict[str, Any]:
     return fact
 
 
+def thread_facts() -> dict[str, Any]:
+    """The calling thread's allowed CPUs and their NUMA nodes (perfgate's client)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return {"pid": os.getpid(), "cpus": cpulist(cpus), "numa_nodes": nodes_of(cpus, numa_nodes())}
+
+
 def host_facts() -> dict[str, Any]:
     """Load average and CPU frequency (MHz: min, mean, max over CPUs) now."""
     out: dict[str, Any] = {}
@@ -151,13 +157,18 @@ def pin_wanted(setting: str, requires_gpu: bool) -> bool:
     return setting == "true"
 
 
-def pin_plan(gpus: str | None) -> dict[str, list[int]] | None:
+def pin_plan(gpus: str | None, slot: tuple[int, int] = (0, 1)) -> dict[str, list[int]] | None:
     """The core sets for a server on ``gpus``: cores of the GPU's NUMA node that perfgate may
-    use (all usable cores when the node is unknown); None when fewer than 4."""
+    use (all usable cores when the node is unknown), or, for the i-th of k servers running at
+    once (``slot`` = (i, k)), the i-th k-th of them; None when fewer than 4."""
     usable = sorted(os.sched_getaffinity(0))
     node = gpu_node(gpus)
     on_node = numa_nodes().get(node, usable) if node is not None else usable
     cpus = [c for c in usable if c in set(on_node)] or usable
+    i, k = slot
+    if k > 1:
+        share = len(cpus) // k
+        cpus = cpus[i * share : (i + 1) * share]
     return plan(cpus) if len(cpus) >= 4 else None
 
 

@@ -10,7 +10,9 @@ the second on (``look``): it stops once the timed metrics are decided (a regress
 survives Holm, or every primary metric decided) or when the budget is spent, each look using
 its share of alpha (``perfgate.decide.stats.look_share``) so the error rate holds under that
 optional stopping. By default arms run one at a time, so both never compete for the hardware;
-with ``colocate`` both servers of a round stay up and its repeats alternate arm by arm.
+with ``colocate`` both servers of a round stay up and its repeats alternate arm by arm. With
+``parallel_gpus`` both arms' starts of a round run at once, each on its own GPU (and half of
+the cores), the GPUs swapped every round; the comparison then has the GPU as a block effect.
 Accuracy (lm-eval) runs once per arm, on the first round's start after its timed repeats.
 With ``[profile]`` on, every start ends with a profiled window (``run.profile_phase``): its
 figures (device time per decode step ...) are per-start values like any metric's, and its
@@ -25,9 +27,9 @@ interrupted), so nothing measured is lost when a later phase fails.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.run import placement
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.profile_phase import profile_window, profiler_args
-from perfgate.run.schedule import ARMS, new_seed, repeat_order, round_order
+from perfgate.run.schedule import ARMS, gpus_of, new_seed, repeat_order, round_order
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
 from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
 from perfgate.scenario import Scenario
@@ -110,6 +112,8 @@ def _run_rounds(run: CompareRun, model: str, say: SayFn) -> None:
         with_accuracy = scenario.accuracy.enabled and round_no == 0
         if scenario.colocate:
             _colocated_round(run, model, say, order, with_accuracy)
+        elif scenario.parallel_gpus:
+            _parallel_round(run, model, say, order, with_accuracy)
         else:
             for arm_name in order:
                 _one_start(run, model, say, arm_name, with_accuracy)
@@ -183,6 +187,64 @@ def _colocated_round(
             _window(run, arm_name, str(urls[arm_name]), say, servers)
 
 
+def _parallel_round(
+    run: CompareRun, model: str, say: SayFn, order: tuple[str, str], with_accuracy: bool
+) -> None:
+    """Both arms at once on their own GPUs (``schedule.gpus_of``: the round's first arm on the
+    first GPU): the servers start together, the timed repeats run together (one client
+    thread per arm, each on its own cores), then accuracy and the profiled windows, arm by
+    arm. A start that fails stops the other."""
+    scenario = run.scenario
+    assert scenario.parallel_gpus is not None
+    gpus = gpus_of(order, scenario.parallel_gpus)
+    count = scenario.repeats_per_start
+    first = sum(len(v) for v in run.servers.values()) + 1
+    managers = {
+        arm: serve(
+            run,
+            arm,
+            _spec(run, arm, model, gpus=gpus[arm], number=first + i),
+            say,
+            slot=(scenario.parallel_gpus.index(gpus[arm]), 2),
+        )
+        for i, arm in enumerate(order)
+    }
+    # leaving: the pool waits for starts in flight, then the stack stops every server that
+    # came up (each registers its stop the moment it is healthy), on every exit path
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+
+        def start(arm: str) -> VllmServer:
+            server = managers[arm].__enter__()
+            stack.push(managers[arm].__exit__)
+            return server
+
+        started = {arm: pool.submit(start, arm) for arm in order}
+        servers: dict[str, VllmServer] = {}
+        failures = []
+        for arm in order:
+            try:
+                servers[arm] = started[arm].result()
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        timed = [
+            pool.submit(
+                _run_repeats, run, arm, servers[arm].url, count, say, warm=True,
+                servers={arm: servers[arm]},
+            )
+            for arm in order
+        ]  # fmt: skip
+        for job in timed:
+            job.result()
+        check_alive(servers)
+        for arm in order:
+            if with_accuracy:
+                _run_accuracy(run, arm, servers[arm].url, model, say, {arm: servers[arm]})
+            _window(run, arm, servers[arm].url, say, {arm: servers[arm]})
+        check_alive(servers)
+
+
 def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accuracy: bool) -> None:
     """One start of one arm (or its URL): warmups, the timed repeats, then (the first
     round) accuracy, which can then never disturb a timing of this start."""
@@ -203,16 +265,28 @@ def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accu
         check_alive({arm_name: server})
 
 
-def _log(run: CompareRun, arm_name: str) -> Path:
+def _log(run: CompareRun, arm_name: str, number: int | None = None) -> Path:
     """``<arm>-<n>.log``, n counting every server start of the run (both arms)."""
-    return run.run_dir / f"{arm_name}-{sum(len(v) for v in run.servers.values()) + 1}.log"
+    n = number or sum(len(v) for v in run.servers.values()) + 1
+    return run.run_dir / f"{arm_name}-{n}.log"
 
 
-def _spec(run: CompareRun, arm_name: str, model: str) -> ServerSpec:
-    """The launch of the arm's next start: with ``[profile]``, vLLM's profiler configured
-    (idle until a window) to write into ``<arm>-<n>-trace/`` beside the start's log."""
-    log = _log(run, arm_name)
-    spec = server_spec(run.scenario, run.scenario.arms[arm_name], model, log)
+def _spec(
+    run: CompareRun,
+    arm_name: str,
+    model: str,
+    *,
+    gpus: str | None = None,
+    number: int | None = None,
+) -> ServerSpec:
+    """The launch of the arm's next start (on ``gpus`` in place of the arm's own): with
+    ``[profile]``, vLLM's profiler configured (idle until a window) to write into
+    ``<arm>-<n>-trace/`` beside the start's log."""
+    log = _log(run, arm_name, number)
+    arm = run.scenario.arms[arm_name]
+    if gpus is not None:
+        arm = replace(arm, gpus=gpus)
+    spec = server_spec(run.scenario, arm, model, log)
     if not run.scenario.profile.enabled:
         return spec
     return replace(spec, serve_args=(*spec.serve_args, *profiler_args(_trace_dir(log))))
@@ -283,7 +357,7 @@ def _run_repeats(
                 placement.GpuSampler() as gpu,
             ):
                 result = run_bench(cfg, labelled(run.bench_progress, f"{arm_name} {k + 1}"))
-                client_facts = placement.process_facts(os.getpid(), placement.numa_nodes())
+                client_facts = placement.thread_facts()
         except BenchError as exc:
             check_alive(servers or {}, wait_s=5.0)
             raise RunFailed(f"{arm_name}: {exc}") from exc
@@ -355,7 +429,8 @@ def design_warnings(scenario: Scenario) -> list[str]:
                 "start that arm"
             )
     gpus = {name: arm.gpus for name, arm in scenario.arms.items() if not arm.url}
-    if len(gpus) == 2 and gpus["baseline"] != gpus["candidate"]:
+    crossover = scenario.parallel_gpus is not None  # both arms on both GPUs, in turn
+    if len(gpus) == 2 and gpus["baseline"] != gpus["candidate"] and not crossover:
         out.append(
             f"the arms run on different GPUs (baseline {gpus['baseline'] or 'default'}, "
             f"candidate {gpus['candidate'] or 'default'}): the GPUs' own difference becomes "
@@ -415,7 +490,16 @@ def compare_repeats(run: CompareRun) -> None:
             [w.metrics for w in run.windows["baseline"]],
             [w.metrics for w in run.windows["candidate"]],
         ),
+        blocks=_gpu_blocks(run),
     )
+
+
+def _gpu_blocks(run: CompareRun) -> tuple[list[str], list[str]] | None:
+    """Each start's GPU, in start order, when the arms ran in parallel on two GPUs."""
+    if not run.scenario.parallel_gpus:
+        return None
+    b, c = ([str(s.get("gpus")) for s in run.servers[arm] if not s.get("profile")] for arm in ARMS)
+    return b, c
 
 
 def judge_run(run: CompareRun, *, accuracy: bool) -> None:

@@ -19,6 +19,12 @@ def round_order(seed: int, round_no: int) -> tuple[str, str]:
     return (ARMS[1], ARMS[0]) if first else ARMS
 
 
+def gpus_of(order: tuple[str, str], gpus: tuple[str, str]) -> dict[str, str]:
+    """Arms in parallel on two GPUs: the round's first arm on the first GPU. Rounds come in
+    balanced pairs (both orders), so every arm runs on each GPU equally often (crossover)."""
+    return {order[0]: gpus[0], order[1]: gpus[1]}
+
+
 def repeat_order(order: tuple[str, str], repeats_per_start: int) -> list[str]:
     """Colocated servers (both up in a round): the round's repeats alternate arm by arm,
     A B B A ..., starting with the round's first arm; every start gets the same count."""

@@ -50,9 +50,12 @@ def compile_cache_root(run_dir: Path, arm_name: str) -> Path:
 
 
 @contextlib.contextmanager
-def serve(run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn) -> Iterator[VllmServer]:
-    """A healthy server for ``arm_name``, pinned (``[server] pin_cpus``) and recorded in the
-    run with where it ran; start failures -> RunFailed."""
+def serve(
+    run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn, *, slot: tuple[int, int] = (0, 1)
+) -> Iterator[VllmServer]:
+    """A healthy server for ``arm_name``, pinned (``[server] pin_cpus``; ``slot`` = (i, k):
+    the i-th of k servers running at once, each pinned within its own share of the cores)
+    and recorded in the run with where it ran; start failures -> RunFailed."""
     say(f"[{arm_name}] starting vLLM (log: {spec.log_path})")
     cache = spec.env.get("VLLM_CACHE_ROOT")
     cold = None if cache is None else not any(Path(cache).glob("*"))
@@ -62,7 +65,7 @@ def serve(run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn) -> Itera
             cores = None
             setting = run.scenario.arms[arm_name].pin_cpus or run.scenario.pin_cpus
             if placement.pin_wanted(setting, run.scenario.requires_gpu):
-                cores = placement.pin_plan(spec.env.get("CUDA_VISIBLE_DEVICES"))
+                cores = placement.pin_plan(spec.env.get("CUDA_VISIBLE_DEVICES"), slot)
             assert server.proc is not None  # a healthy server is running
             if cores is not None:
                 placement.pin_server(server.proc.pid, cores)
@@ -104,6 +107,7 @@ def record_start(run: CompareRun, arm_name: str, server: VllmServer, log: Path) 
             "argv": redact.args(server.argv),
             "startup_s": server.startup_s,
             "env": redact.env(server.spec.env),
+            "gpus": server.spec.env.get("CUDA_VISIBLE_DEVICES"),
         }
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -146,6 +147,9 @@ def _legacy_blocks(repeats: int, restart_between_repeats: bool) -> list[tuple[st
     return out
 
 
+_SAVING = threading.RLock()
+
+
 @dataclass
 class CompareRun:
     scenario: Scenario
@@ -278,7 +282,12 @@ class CompareRun:
 
     def save(self) -> None:
         """Write results.json; if the run directory cannot take it, write it to a private
-        temporary directory instead (and keep writing there), never losing the data."""
+        temporary directory instead (and keep writing there), never losing the data. Safe
+        from several threads (arms measured in parallel)."""
+        with _SAVING:
+            self._save()
+
+    def _save(self) -> None:
         doc = self.to_json()
         try:
             write_json(self.results_path, doc)
