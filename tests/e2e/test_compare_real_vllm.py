@@ -203,6 +203,8 @@ def test_profile_shows_kernel_tables_and_a_kernel_that_never_ran_invalidates_the
         "--repeats-per-start",
         "1",
         "--skip-accuracy",
+        "--seed",
+        "0",  # the baseline's window first: both arms' checks are recorded
         scenario=scenario,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
