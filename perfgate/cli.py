@@ -509,8 +509,14 @@ def _arm_options(fn: Any) -> Any:
     "--profile",
     "profile",
     is_flag=True,
-    help="Add the kernel-profile phase: a profiled run per arm, kernel tables, and "
-    "the scenario's expect/forbid kernel assertions.",
+    help="A profiled window at the end of every server start: device time per decode step "
+    "(gateable), kernel tables and the scenario's expect/forbid kernel assertions.",
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
 )
 @click.option(
     "--gpqa-path",
@@ -531,6 +537,7 @@ def compare(
     skip_accuracy: bool,
     gpqa_path: str | None,
     profile: bool,
+    junit: Path | None,
     **arm_flags: Any,
 ) -> None:
     """Compare a baseline and a candidate vLLM and gate on the difference.
@@ -592,11 +599,40 @@ def compare(
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-    out_console.print(Markdown(render_compare_markdown(run.to_json())))
+    doc = run.to_json()
+    out_console.print(Markdown(render_compare_markdown(doc)))
     if run.save_error:
         say(f"warning: {run.save_error}; results went to {run.results_path.parent} instead")
+    _ci_outputs(junit, None, doc, scenario.name, run.report_path, say)
     say(f"report: {run.report_path}  results: {run.results_path}")
     sys.exit(run.exit_code)
+
+
+def _ci_outputs(
+    junit: Path | None,
+    outcome: Any,
+    doc: dict[str, Any],
+    name: str,
+    report_path: Path,
+    say: Any,
+) -> None:
+    """The JUnit file (``--junit``) and, under GitHub Actions (``GITHUB_STEP_SUMMARY`` set),
+    report.md appended to the job's step summary. Neither may lose the run: failures warn."""
+    from perfgate.report.gate import write_junit
+
+    if junit is not None:
+        try:
+            write_junit(junit, outcome, doc, name)
+            say(f"junit: {junit}")
+        except OSError as exc:
+            say(f"warning: cannot write --junit {junit} ({exc.strerror or exc})")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a") as f:
+                f.write(report_path.read_text() + "\n")
+        except OSError as exc:
+            say(f"warning: cannot append to GITHUB_STEP_SUMMARY {summary} ({exc.strerror or exc})")
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
@@ -795,6 +831,185 @@ def eval_(
         err_console.print(f"result written to {written}")
     accuracy_verdict = None if run.comparison is None else run.comparison.verdict
     sys.exit(EXIT_FOR[overall([], accuracy_verdict)])
+
+
+@main.command()
+@click.option("--scenario", "scenario_path", default=None, metavar="FILE", help="Scenario TOML.")
+@click.option("--model", "builtin", default=None, metavar="NAME", help="Built-in scenario NAME.")
+@click.option(
+    "--baseline",
+    "baseline_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The stored baseline (baselines/NAME.json, from perfgate baseline record).",
+)
+@click.option(
+    "--history",
+    "history_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The history file (JSONL, appended to; created when missing).",
+)
+@click.option("--commit", default=None, help="Tonight's commit (named in the bisect range).")
+@click.option("--date", "date", default=None, help="Tonight's label (default: now).")
+@click.option(
+    "--starts",
+    type=click.IntRange(min=2, max=limits.MAX_STARTS),
+    default=None,
+    help="Server starts of tonight's build (default: the scenario's starts).",
+)
+@click.option(
+    "--paired",
+    is_flag=True,
+    help="Run the scenario's baseline arm the same night as the reference (a full compare) "
+    "instead of judging against the stored baseline's values.",
+)
+@click.option("--profile", "profile", is_flag=True, help="A profiled window on every start.")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Tonight's run directory. Default: reports/<scenario>-gate-<time>.",
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
+)
+@_arm_options
+def gate(
+    scenario_path: str | None,
+    builtin: str | None,
+    baseline_path: Path,
+    history_path: Path,
+    commit: str | None,
+    date: str | None,
+    starts: int | None,
+    paired: bool,
+    profile: bool,
+    out_dir: Path | None,
+    junit: Path | None,
+    **arm_flags: Any,
+) -> None:
+    """The nightly job: tonight's build (the scenario's candidate arm) against a stored
+    baseline, appended to a history; fails on a change point that persists.
+
+    Exit codes: 0 pass, 1 a persisting regression, 2 invalid or failed, 3 tonight worse but
+    not yet persisting.
+
+    \b
+    Examples:
+      perfgate gate --model gpt-oss-120b --baseline baselines/gpt-oss-120b-h200.json \\
+          --history history/gpt-oss-120b.jsonl --commit $SHA \\
+          --candidate-vllm /venvs/nightly/bin/vllm
+    """
+    from perfgate.run.gate import run_gate
+
+    try:
+        scenario = _load_scenario(scenario_path, builtin, arm_flags)
+        scenario = with_overrides(
+            scenario, arm_overrides={}, starts=starts, skip_accuracy=True, profile=profile
+        )
+    except ScenarioError as exc:
+        fail(str(exc))
+    run_dir = out_dir or Path("reports") / f"{scenario.name}-gate-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = redact.reproduce(["perfgate", *sys.argv[1:]]) if sys.argv[1:] else "perfgate gate"
+
+    def say(message: str) -> None:
+        err_console.print(message)
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    previous_int = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
+    try:
+        outcome = run_gate(
+            scenario,
+            baseline_path,
+            history_path,
+            run_dir,
+            command,
+            commit=commit,
+            date=date,
+            paired=paired,
+            say=say,
+        )
+    except (ScenarioError, ResultError) as exc:
+        fail(str(exc))
+    except RunFailed as exc:
+        where = exc.run.results_path if exc.run else run_dir / "results.json"
+        fail(f"{exc}\n(results so far: {where}; nothing was appended to the history)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+    report = outcome.run.report_path
+    out_console.print(Markdown(report.read_text()) if report.exists() else outcome.reason)
+    _ci_outputs(junit, outcome, outcome.run.to_json(), scenario.name, report, say)
+    say(f"report: {report}  history: {history_path}")
+    sys.exit(outcome.exit_code)
+
+
+@main.group()
+def baseline() -> None:
+    """Stored baselines for the nightly gate (baselines/*.json)."""
+
+
+@baseline.command("record")
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The baseline file: created, or the run's starts added to it (same machine only).",
+)
+@click.option(
+    "--arm",
+    type=click.Choice(["baseline", "candidate"]),
+    default="baseline",
+    show_default=True,
+    help="Which arm of the run is the reference build.",
+)
+@click.option(
+    "--history",
+    "history_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A history of unchanged nights: calibrate the night-to-night noise from it.",
+)
+def baseline_record(result: Path, out: Path, arm: str, history_path: Path | None) -> None:
+    """Create or refresh a baseline from a compare (or gate) result's arm.
+
+    \b
+    Examples:
+      perfgate baseline record reports/run/results.json --out baselines/demo-cpu.json
+    """
+    from perfgate import baseline as bl
+    from perfgate.history import read_history
+
+    try:
+        doc = read_json(result)
+        if doc.get("schema") != COMPARE_SCHEMA:
+            raise ResultError(f"{result}: a {doc.get('schema')} file; give a compare result")
+        new = bl.from_run(doc, arm, str(result))
+        if out.exists():
+            new = bl.merge(bl.load(out), new, str(out))
+        if history_path is not None:
+            nights = read_history(history_path)
+            logs: dict[str, list[float]] = {}
+            for n in nights:
+                for m, x in n.metrics.items():
+                    if x.ratio and x.ratio > 0:
+                        logs.setdefault(m, []).append(math.log(x.ratio))
+            new.night_noise = bl.night_noise(logs)
+        bl.save(out, new)
+    except ResultError as exc:
+        fail(str(exc))
+    starts = {k: len(m.per_start) for k, m in new.metrics.items()}
+    click.echo(
+        f"baseline {out}: {new.scenario} on {new.machine['gpu']} ({new.machine['cpu']}), "
+        f"{max(starts.values(), default=0)} starts per metric"
+        + (f", night-to-night noise from {history_path}" if history_path else "")
+    )
 
 
 @main.command()

@@ -6,12 +6,15 @@ machine and software that produced it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from perfgate import __version__
@@ -65,6 +68,24 @@ def cuda_version() -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (vLLM's CPU kernels and the host side of a GPU run depend on it)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return m.group(1).strip() if m else platform.processor() or "unknown"
+
+
+def package_version(name: str) -> str | None:
+    """An installed package's version, without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def capture() -> dict[str, Any]:
     """The client machine's environment."""
     return {
@@ -73,6 +94,8 @@ def capture() -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "torch": package_version("torch"),
         "gpus": gpus(),
         "cuda_version": cuda_version(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

@@ -74,6 +74,7 @@ from typing import Any
 from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
 from perfgate.decide.comparison import StartNoise
+from perfgate.history import ChangeRule
 from perfgate.measure.workload import Workload
 from perfgate.profiling import KernelRule, ProfileError
 from perfgate.registry import Threshold
@@ -244,6 +245,7 @@ class Scenario:
     thresholds: tuple[Threshold, ...] = ()
     accuracy: AccuracySpec = field(default_factory=lambda: AccuracySpec(enabled=False))
     profile: ProfileSpec = field(default_factory=ProfileSpec)
+    gate: ChangeRule = field(default_factory=ChangeRule)  # perfgate gate's change-point rule
 
     def to_json(self) -> dict[str, Any]:
         """As written to results.json: secrets in environments, arguments and URLs masked."""
@@ -304,6 +306,8 @@ class Scenario:
             start_noise=from_fields(StartNoise, d["start_noise"], "scenario.start_noise")
             if d.get("start_noise")
             else None,
+            parallel_gpus=tuple(d["parallel_gpus"]) if d.get("parallel_gpus") else None,
+            gate=from_fields(ChangeRule, d.get("gate") or {}, "scenario.gate"),
         )
 
     def api_key(self, arm: str) -> str | None:
@@ -463,6 +467,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "arms",
             "accuracy",
             "profile",
+            "gate",
         }
     )
     server = top.sub("server")
@@ -599,6 +604,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         arms=arms,
         accuracy=accuracy,
         profile=_profile(top.sub("profile")) if "profile" in doc else ProfileSpec(),
+        gate=_gate(top.sub("gate")),
     )
 
 
@@ -778,6 +784,19 @@ def _rules(f: _Fields, key: str) -> tuple[KernelRule, ...]:
         except ProfileError as exc:
             raise ScenarioError(f"{f.where(key)}: {exc}") from None
     return tuple(rules)
+
+
+def _gate(f: _Fields) -> ChangeRule:
+    """``[gate]``: min_nights (a change must persist this long; the shortest segment) and
+    penalty (times sigma^2 * log n; benchmarks/nightly_changepoints.py calibrates it)."""
+    f.check_keys({"min_nights", "penalty", "min_segment"})
+    d = ChangeRule()
+    return ChangeRule(
+        min_nights=f.integer("min_nights", d.min_nights, minimum=1, maximum=365) or d.min_nights,
+        penalty=f.number("penalty", d.penalty, low=0.1, high=1000.0),
+        min_segment=f.integer("min_segment", d.min_segment, minimum=1, maximum=365)
+        or d.min_segment,
+    )
 
 
 def _pin_cpus(f: _Fields) -> str:

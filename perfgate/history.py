@@ -1,0 +1,214 @@
+"""The nightly history and its change points.
+
+**History**: an append-only JSONL file (schema ``perfgate.history/1``), one object per night:
+when, which commit, the machine and software fingerprint, and per gated metric tonight's value
+(the geometric mean over the night's server starts), its ratio to the reference (the stored
+baseline, or a reference build run the same night), that night's verdict, and where the run
+directory is. A CI cache or a git branch carries it as a plain file.
+
+**Change points** (``ruptures``' PELT with a least-squares cost on the log ratios: the
+segmentation of the series into runs of constant level that minimises the squared error plus a
+penalty per change point). The penalty is ``penalty * sigma^2 * log(n)``: ``sigma`` is the
+night-to-night standard deviation of the log ratio (from the baseline's calibration, or
+estimated from the history itself as the median absolute successive difference / (0.6745 *
+sqrt 2), which a single step barely moves), ``n`` the number of nights; a segment is at least
+``min_segment`` (2) nights long. Persistence is a separate test (below), not a longer minimum
+segment: a minimum segment of 3 made PELT put a change two nights old one night early, so
+that it looked three nights old. Why ruptures: it ships wheels, needs only numpy and scipy (both
+already perfgate's), and its penalty can be calibrated from measured noise
+(``benchmarks/nightly_changepoints.py``); the e-divisive implementations (apache-otava, MongoDB's
+signal-processing-algorithms) pin numpy versions perfgate cannot share and pull database
+clients or gevent.
+
+**The rule**: a metric has regressed when the most recent change point opens a segment that (a)
+reaches tonight, (b) is at least ``min_nights`` nights long (the change persists), and (c)
+whose level differs from the segment before it by more than the metric's tolerance in the bad
+direction. The report names the first night of that segment and the commit range to bisect
+(the last commit before it .. its first).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfgate.results import ResultError
+
+HISTORY_SCHEMA = "perfgate.history/1"
+
+
+@dataclass(frozen=True)
+class NightMetric:
+    value: float  # geometric mean over the night's starts
+    ratio: float  # value / the reference's (stored baseline or same-night reference build)
+    low: float  # interval of the ratio - 1 (the night's own comparison)
+    high: float
+    verdict: str
+    starts: int
+
+
+@dataclass(frozen=True)
+class Night:
+    date: str
+    commit: str | None
+    fingerprint: dict[str, Any]
+    metrics: dict[str, NightMetric]
+    verdict: str  # the night's own verdict against its reference
+    run_dir: str | None = None
+    schema: str = HISTORY_SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str) -> Night:
+        if d.get("schema") != HISTORY_SCHEMA:
+            raise ResultError(
+                f"{where}: schema {d.get('schema')!r}, expected {HISTORY_SCHEMA!r} (a history "
+                "file written by another perfgate version, or not a perfgate history)"
+            )
+        try:
+            metrics = {k: NightMetric(**v) for k, v in d["metrics"].items()}
+            return cls(
+                date=d["date"],
+                commit=d.get("commit"),
+                fingerprint=dict(d.get("fingerprint") or {}),
+                metrics=metrics,
+                verdict=d["verdict"],
+                run_dir=d.get("run_dir"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ResultError(f"{where}: not a night record ({exc})") from None
+
+
+def read_history(path: Path) -> list[Night]:
+    """Every night in the file, oldest first; a missing file is an empty history."""
+    if not path.exists():
+        return []
+    nights = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ResultError(f"{path}:{i}: not valid JSON ({exc})") from None
+        nights.append(Night.from_json(doc, f"{path}:{i}"))
+    return nights
+
+
+def append_night(path: Path, night: Night) -> None:
+    """Append one line (the file is never rewritten: a crash loses at most tonight)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(_finite(night.to_json()), allow_nan=False)
+    with path.open("a") as f:
+        f.write(line + "\n")
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+@dataclass(frozen=True)
+class ChangeRule:
+    """``[gate]``: the change-point rule's parameters (see the module docstring)."""
+
+    min_nights: int = 3  # how long a change must persist (nights from it to tonight)
+    penalty: float = 6.0  # times sigma^2 * log(n nights)
+    min_segment: int = 2  # the shortest segment PELT may cut
+    sigma: float | None = None  # night-to-night SD of the log ratio; None: from the history
+
+
+def noise_sigma(logs: Sequence[float]) -> float:
+    """Night-to-night SD of a series with possible steps: the median absolute successive
+    difference, scaled to an SD for normal noise (median |d| = 0.6745 * sqrt(2) * sigma)."""
+    if len(logs) < 3:
+        return math.nan
+    diffs = np.abs(np.diff(np.asarray(logs, dtype=float)))
+    return float(np.median(diffs) / (0.6745 * math.sqrt(2)))
+
+
+def change_points(logs: Sequence[float], rule: ChangeRule) -> list[int]:
+    """Indices where a new segment starts (0 < i < n), by PELT on the log values."""
+    import ruptures
+
+    x = np.asarray(logs, dtype=float)
+    n = x.size
+    if n < 2 * rule.min_segment or not np.isfinite(x).all():
+        return []
+    sigma = rule.sigma if rule.sigma is not None else noise_sigma(list(logs))
+    if not sigma > 0:
+        sigma = 1e-12  # a noiseless series: any step is a change
+    pen = rule.penalty * sigma**2 * math.log(n)
+    algo = ruptures.Pelt(model="l2", min_size=rule.min_segment, jump=1).fit(x.reshape(-1, 1))
+    ends = algo.predict(pen=pen)
+    return [e for e in ends if e < n]
+
+
+@dataclass(frozen=True)
+class Change:
+    metric: str
+    night: int  # index of the first night of the new level
+    step: float  # relative change of the level (after / before - 1)
+    nights_after: int
+    regressed: bool
+    first_date: str = ""
+    commits: tuple[str | None, str | None] = (None, None)  # last before .. first after
+
+
+@dataclass
+class Detection:
+    changes: list[Change] = field(default_factory=list)
+    regressed: list[Change] = field(default_factory=list)
+    sigma: dict[str, float] = field(default_factory=dict)
+
+
+def detect(
+    nights: Sequence[Night],
+    tolerances: dict[str, tuple[float, bool]],
+    rule: ChangeRule,
+) -> Detection:
+    """Change points per metric (``tolerances``: metric -> (tolerance, higher_is_better)) and
+    which of them are regressions under the rule."""
+    out = Detection()
+    for metric, (tol, higher_better) in tolerances.items():
+        series = [n.metrics.get(metric) for n in nights]
+        logs = [math.log(m.ratio) if m and m.ratio and m.ratio > 0 else math.nan for m in series]
+        if any(math.isnan(v) for v in logs):
+            continue  # a night without this metric: no detection over a broken series
+        out.sigma[metric] = rule.sigma if rule.sigma is not None else noise_sigma(logs)
+        cps = change_points(logs, rule)
+        bounds = [0, *cps, len(logs)]
+        for k, cp in enumerate(cps):
+            before = statistics.fmean(logs[bounds[k] : cp])
+            after = statistics.fmean(logs[cp : bounds[k + 2]])
+            step = math.expm1(after - before)
+            worse = -step if higher_better else step
+            last = k == len(cps) - 1
+            nights_after = bounds[k + 2] - cp
+            change = Change(
+                metric=metric,
+                night=cp,
+                step=step,
+                nights_after=nights_after,
+                regressed=last and nights_after >= rule.min_nights and worse > tol,
+                first_date=nights[cp].date,
+                commits=(nights[cp - 1].commit, nights[cp].commit),
+            )
+            out.changes.append(change)
+            if change.regressed:
+                out.regressed.append(change)
+    return out

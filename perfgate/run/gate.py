@@ -1,0 +1,201 @@
+"""``perfgate gate``: the nightly job.
+
+Tonight's build is the scenario's candidate arm. Two ways to judge it:
+
+- **against the stored baseline** (default): ``starts`` server starts of tonight's build; each
+  gated metric's per-start values are compared with the baseline's stored per-start values
+  (Welch on the logs, Holm over the family: the same rule as ``compare``, the baseline's
+  starts standing in for a baseline arm measured on other nights);
+- **paired** (``--paired``): a full ``compare`` of the scenario's baseline arm (a reference
+  build on the same machine the same night, e.g. the last release's venv) against tonight's.
+
+Either way the night is appended to the history (``perfgate.history``) with tonight's value and
+its ratio to the reference per metric, and change points are found over the whole history. The
+gate's verdict: **regressed** (exit 1) when a change point that persists (at least
+``[gate] min_nights`` nights, reaching tonight) steps beyond the metric's tolerance in the bad
+direction; **inconclusive** (exit 3) when tonight alone is worse beyond the tolerance but the
+change has not persisted long enough to say; **invalid** (exit 2) for a run that did not
+complete; else **pass** (exit 0). The machine must match the baseline's fingerprint
+(``perfgate.baseline``), checked before any server starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from perfgate import baseline as bl
+from perfgate import environment
+from perfgate.decide import family
+from perfgate.decide import verdict as judge
+from perfgate.decide.comparison import MetricComparison, compare_values, start_values
+from perfgate.history import Detection, Night, NightMetric, append_night, detect, read_history
+from perfgate.run import runner
+from perfgate.run.preflight import preflight, resolve_model
+from perfgate.run.state import CompareRun, RunFailed, SayFn, make_run_dir
+from perfgate.scenario import Scenario, ScenarioError
+
+
+@dataclass
+class GateOutcome:
+    run: CompareRun
+    night: Night
+    nights: list[Night]
+    detection: Detection
+    verdict: str
+    reason: str
+
+    @property
+    def exit_code(self) -> int:
+        return judge.exit_code(judge.COMPLETE, self.verdict)
+
+
+def check_baseline(scenario: Scenario, base: bl.Baseline, where: Path) -> dict[str, Any]:
+    """This machine's fingerprint; ScenarioError when the baseline is another's or lacks a
+    gated metric (before any server starts)."""
+    env = environment.capture()
+    now = bl.machine(env, scenario.to_json())
+    if (problem := bl.mismatch(base.machine, now)) is not None:
+        raise ScenarioError(
+            f"{where} was recorded on another machine or scenario ({problem}): a baseline "
+            "is per machine and scenario; record one here with perfgate baseline record"
+        )
+    missing = [t.metric for t in scenario.thresholds if t.metric not in base.metrics]
+    if missing:
+        raise ScenarioError(
+            f"{where} has no stored values for {', '.join(missing)}; record the baseline from "
+            "a run that gated them, or remove them from [thresholds]"
+        )
+    return now
+
+
+def _tonight(run: CompareRun, model: str, starts: int, say: SayFn) -> None:
+    """``starts`` server starts of tonight's build (the candidate arm), one after another."""
+    for i in range(starts):
+        say(f"night: start {i + 1} of {starts}")
+        runner._one_start(run, model, say, "candidate", with_accuracy=False)
+
+
+def _against_baseline(run: CompareRun, base: bl.Baseline) -> None:
+    sc = run.scenario
+    windows = [w.metrics for w in run.windows["candidate"]]
+    rows: list[MetricComparison] = []
+    chosen = None if sc.primary is None else set(sc.primary)
+    for t in sc.thresholds:
+        rows.append(
+            compare_values(
+                t,
+                bl.per_start(base, t),
+                start_values(t, run.repeats["candidate"], windows),
+                confidence=1 - run.alpha,
+                primary=chosen is None or t.metric in chosen,
+            )
+        )
+    run.comparison, _ = family.apply(rows, None, alpha=run.alpha)
+    run.verdict = family.overall(run.comparison, None)
+
+
+def run_gate(
+    scenario: Scenario,
+    baseline_path: Path,
+    history_path: Path,
+    run_dir: Path,
+    command: str,
+    *,
+    commit: str | None,
+    date: str | None,
+    paired: bool,
+    say: SayFn,
+) -> GateOutcome:
+    """Run tonight, append it to the history, detect change points, decide. Raises
+    ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete."""
+    base = bl.load(baseline_path)
+    fingerprint = check_baseline(scenario, base, baseline_path)
+    if paired:
+        run = runner.run_compare(scenario, run_dir, command, say)
+    else:
+        preflight(scenario)
+        run = CompareRun(scenario=scenario, run_dir=run_dir, command=command)
+        run.design = {**runner.new_design(scenario), "gate": "against the stored baseline"}
+        make_run_dir(run_dir)
+        run.save()
+        try:
+            _tonight(run, resolve_model(scenario), scenario.starts, say)
+            _against_baseline(run, base)
+            run.status = judge.COMPLETE
+        except KeyboardInterrupt:
+            run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
+            failure = RunFailed(run.error, run.status)
+            failure.run = run
+            raise failure from None
+        except RunFailed as exc:
+            run.status, run.error = exc.status, str(exc)
+            exc.run = run
+            raise
+        finally:
+            run.save()
+            shutil.rmtree(run_dir / "vllm-cache", ignore_errors=True)
+    night = Night(
+        date=date or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        commit=commit,
+        fingerprint={**fingerprint, **bl._software(run.to_json(), "candidate")},
+        metrics={
+            r.metric: NightMetric(
+                value=r.candidate,
+                ratio=1 + r.estimate,
+                low=r.low,
+                high=r.high,
+                verdict=r.verdict,
+                starts=r.n_candidate,
+            )
+            for r in run.comparison
+        },
+        verdict=str(run.verdict),
+        run_dir=str(run_dir),
+    )
+    append_night(history_path, night)
+    nights = read_history(history_path)
+    tolerances = {t.metric: (t.tolerance, t.higher_is_better) for t in scenario.thresholds}
+    detection = Detection()
+    for metric, tol in tolerances.items():
+        # the night-to-night noise: the baseline's calibration, else estimated from the history
+        rule = replace(scenario.gate, sigma=base.night_noise.get(metric))
+        d = detect(nights, {metric: tol}, rule)
+        detection.changes += d.changes
+        detection.regressed += d.regressed
+        detection.sigma.update(d.sigma)
+    verdict, reason = _decide(night, detection, scenario)
+    outcome = GateOutcome(run, night, nights, detection, verdict, reason)
+    with contextlib.suppress(OSError):
+        write_gate_report(outcome)
+    return outcome
+
+
+def _decide(night: Night, detection: Detection, scenario: Scenario) -> tuple[str, str]:
+    if detection.regressed:
+        c = detection.regressed[0]
+        return judge.REGRESSED, (
+            f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on, "
+            f"for {c.nights_after} nights: beyond its tolerance, and it persists"
+        )
+    worse = [m for m, x in night.metrics.items() if x.verdict == judge.REGRESSED]
+    if worse:
+        return judge.INCONCLUSIVE, (
+            f"tonight {', '.join(worse)} regressed against the reference; a change counts once "
+            f"it persists for {scenario.gate.min_nights} nights"
+        )
+    if night.verdict == judge.INVALID:
+        return judge.INVALID, "tonight's comparison was invalid (a metric could not be measured)"
+    return judge.PASS, "no change point beyond a tolerance persists"
+
+
+def write_gate_report(outcome: GateOutcome) -> None:
+    """report.md of the night (the comparison plus the history's verdict), beside results.json."""
+    from perfgate.report.gate import render_gate_markdown
+    from perfgate.results import write_text_private
+
+    write_text_private(outcome.run.report_path, render_gate_markdown(outcome))
