@@ -518,6 +518,7 @@ def _arm_options(fn: Any) -> Any:
     default=None,
     help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
 )
+@click.option("--no-plots", is_flag=True, help="No PNG pictures beside report.md.")
 @click.option(
     "--gpqa-path",
     type=click.Path(dir_okay=False),
@@ -538,6 +539,7 @@ def compare(
     gpqa_path: str | None,
     profile: bool,
     junit: Path | None,
+    no_plots: bool,
     **arm_flags: Any,
 ) -> None:
     """Compare a baseline and a candidate vLLM and gate on the difference.
@@ -588,7 +590,9 @@ def compare(
     previous_int = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
     try:
         with _Progress() as bar:
-            run = run_compare(scenario, run_dir, command, say, bar if bar.tty else None)
+            run = run_compare(
+                scenario, run_dir, command, say, bar if bar.tty else None, plots=not no_plots
+            )
     except ScenarioError as exc:
         fail(str(exc))
     except RunFailed as exc:
@@ -877,6 +881,7 @@ def eval_(
     default=None,
     help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
 )
+@click.option("--no-plots", is_flag=True, help="No PNG pictures beside report.md.")
 @_arm_options
 def gate(
     scenario_path: str | None,
@@ -890,6 +895,7 @@ def gate(
     profile: bool,
     out_dir: Path | None,
     junit: Path | None,
+    no_plots: bool,
     **arm_flags: Any,
 ) -> None:
     """The nightly job: tonight's build (the scenario's candidate arm) against a stored
@@ -932,6 +938,7 @@ def gate(
             date=date,
             paired=paired,
             say=say,
+            plots=not no_plots,
         )
     except (ScenarioError, ResultError) as exc:
         fail(str(exc))

@@ -33,7 +33,12 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         f"{head} (exit {outcome.exit_code}): {md_text(outcome.reason)}.",
         "",
         f"Night {len(nights)} ({md_text(night.date)}, commit `{night.commit or 'n/a'}`) "
-        f"against {against}.",
+        f"against {against}"
+        + (
+            " (its stored per-start values are the comparison's baseline column)."
+            if stored
+            else "."
+        ),
         "",
     ]
     for c in outcome.detection.regressed:
@@ -80,7 +85,7 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
     lines += [
         "",
         f"Rule: change points by PELT on the log ratios (penalty {rule.penalty:g} x sigma^2 x "
-        f"log n, segments of at least {rule.min_nights} nights); a regression is the latest "
+        f"log n, segments of at least {rule.min_segment} nights); a regression is the latest "
         f"change point, reaching tonight, at least {rule.min_nights} nights long, beyond the "
         f"metric's tolerance. Night-to-night sigma: {sigma or 'not yet estimable'}.",
         "",

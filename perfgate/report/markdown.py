@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from pathlib import Path
 from typing import Any
 
 from perfgate import registry
@@ -222,6 +223,11 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         lines.append("")
         lines += _design_note(doc, rows)
 
+    if doc.get("plots"):
+        lines += [
+            "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in doc["plots"]),
+            "",
+        ]
     lines += render_accuracy_section(doc.get("accuracy") or {})
 
     lines += render_profile_section(

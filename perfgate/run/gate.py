@@ -34,6 +34,7 @@ from perfgate.decide import family
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import MetricComparison, compare_values, start_values
 from perfgate.history import Detection, Night, NightMetric, append_night, detect, read_history
+from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.state import CompareRun, RunFailed, SayFn, make_run_dir
@@ -110,13 +111,14 @@ def run_gate(
     date: str | None,
     paired: bool,
     say: SayFn,
+    plots: bool = True,
 ) -> GateOutcome:
     """Run tonight, append it to the history, detect change points, decide. Raises
     ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete."""
     base = bl.load(baseline_path)
     fingerprint = check_baseline(scenario, base, baseline_path)
     if paired:
-        run = runner.run_compare(scenario, run_dir, command, say)
+        run = runner.run_compare(scenario, run_dir, command, say, plots=plots)
     else:
         preflight(scenario)
         run = CompareRun(scenario=scenario, run_dir=run_dir, command=command)
@@ -170,6 +172,17 @@ def run_gate(
         detection.sigma.update(d.sigma)
     verdict, reason = _decide(night, detection, scenario)
     outcome = GateOutcome(run, night, nights, detection, verdict, reason)
+    if plots:
+        with contextlib.suppress(Exception):  # a picture never costs the night
+            out = run.results_path.parent
+            if not paired:
+                run.plots = compare_plots(run.to_json(), out)
+            run.plots += [
+                name
+                for t in scenario.thresholds
+                if (name := trend(nights, detection, t.metric, t.tolerance, out))
+            ]
+            run.save()
     with contextlib.suppress(OSError):
         write_gate_report(outcome)
     return outcome

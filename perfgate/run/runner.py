@@ -41,6 +41,7 @@ from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
 from perfgate.decide.stats import AccuracyComparison, look_share
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
+from perfgate.report.plots import compare_plots
 from perfgate.run import placement
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.profile_phase import profile_window, profiler_args
@@ -57,11 +58,12 @@ def run_compare(
     command: str,
     progress: SayFn | None = None,
     bench_progress: ProgressFn | None = None,
+    plots: bool = True,
 ) -> CompareRun:
     """Run the whole comparison. Raises ``RunFailed`` (results written) when it cannot finish.
 
     ``progress`` gets one line per phase; ``bench_progress`` (optional) per-request progress
-    of each repeat, as ``(label, done, total)``."""
+    of each repeat, as ``(label, done, total)``; ``plots``: PNGs beside report.md."""
     say = progress or (lambda _msg: None)
     preflight(scenario)
     run = CompareRun(
@@ -92,6 +94,9 @@ def run_compare(
         failure.run = run
         raise failure from exc
     finally:
+        if plots and any(run.repeats.values()):
+            with contextlib.suppress(Exception):  # a picture never costs a result
+                run.plots = compare_plots(run.to_json(), run.results_path.parent)
         run.save()
         with contextlib.suppress(OSError):  # the results are safe; the report can be redone
             run.write_report()

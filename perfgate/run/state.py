@@ -166,6 +166,7 @@ class CompareRun:
     kernel_checks: list[dict[str, Any]] = field(default_factory=list)  # every window's
     windows: dict[str, list[ProfiledStart]] = field(default_factory=lambda: {a: [] for a in ARMS})
     kernel_comparison: dict[str, Any] | None = None  # perfgate.decide.kernels, as JSON
+    plots: list[str] = field(default_factory=list)  # PNG files beside report.md
     verdict: str | None = None
     # the design as run: seed of the order, starts or budget, looks, the final alpha share
     design: dict[str, Any] = field(default_factory=dict)
@@ -220,6 +221,7 @@ class CompareRun:
                 for a in ARMS
             },
             "comparison": [c.to_json() for c in self.comparison],
+            "plots": self.plots,
             "profile": {
                 "enabled": self.scenario.profile.enabled,
                 "arms": {a: t.to_json() for a, t in self.profiles.items()},
@@ -272,6 +274,7 @@ class CompareRun:
         run.profiles = {
             a: profiling.KernelTable.from_json(t) for a, t in (prof.get("arms") or {}).items()
         }
+        run.plots = list(d.get("plots") or [])
         run.kernel_checks = list(prof.get("checks") or [])
         stored_windows = prof.get("windows") or {}
         run.windows = {

@@ -1,0 +1,156 @@
+"""Pictures beside report.md (PNG, matplotlib, no display needed): per-arm latency CDFs and a
+per-request timeline for a compare run, and a trend chart per gated metric for the nightly
+gate. Each function writes one file and returns its name; report.md links what exists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from perfgate import registry
+from perfgate.measure import metrics
+from perfgate.measure.records import RequestRecord
+
+if TYPE_CHECKING:
+    from perfgate.history import Detection, Night
+
+COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _records(arm: dict[str, Any]) -> list[list[RequestRecord]]:
+    return [
+        [RequestRecord.from_json(r) for r in rep.get("records") or []]
+        for rep in arm.get("repeats") or []
+    ]
+
+
+def latency_cdfs(doc: dict[str, Any], out_dir: Path) -> str | None:
+    """TTFT and TPOT, every measured request of every repeat, one curve per arm."""
+    series: dict[str, dict[str, list[float]]] = {}
+    for arm in ("baseline", "candidate"):
+        reqs = [r for rep in _records(doc["arms"][arm]) for r in rep if r.ok and not r.warmup]
+        series[arm] = {
+            "TTFT (ms)": [v for r in reqs if (v := metrics.ttft_ms(r)) is not None],
+            "TPOT (ms)": [v for r in reqs if (v := metrics.tpot_ms(r)) is not None],
+        }
+    if not any(v for s in series.values() for v in s.values()):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, name in zip(axes, ("TTFT (ms)", "TPOT (ms)"), strict=True):
+        for arm, s in series.items():
+            values = np.sort(np.asarray(s[name]))
+            if values.size:
+                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
+                        color=COLORS[arm], label=f"{arm} ({values.size} requests)")  # fmt: skip
+        ax.set_xlabel(name)
+        ax.set_ylabel("share of requests")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Latency CDFs, every measured request")
+    fig.tight_layout()
+    name = "latency-cdf.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def timeline(doc: dict[str, Any], out_dir: Path, most: int = 64) -> str | None:
+    """Each arm's first repeat (its measured requests), request by request: a line from send
+    to end, a dot at the first token, a tick at every chunk, so waves, bursts and stalls show."""
+    firsts = {a: _records(doc["arms"][a])[:1] for a in ("baseline", "candidate")}
+    arms = {a: [r for r in reps[0] if not r.warmup][:most] for a, reps in firsts.items() if reps}
+    arms = {a: reqs for a, reqs in arms.items() if reqs}
+    if not arms:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(arms), 1, figsize=(10, 2.2 + 0.09 * most * len(arms)),
+                             squeeze=False)  # fmt: skip
+    for ax, (arm, reqs) in zip(axes[:, 0], arms.items(), strict=True):
+        t0 = min(r.send_ns for r in reqs)
+        for i, r in enumerate(reqs):
+            end = r.end_ns or (r.chunk_ns[-1] if r.chunk_ns else r.send_ns)
+            ax.plot([(r.send_ns - t0) / 1e9, (end - t0) / 1e9], [i, i], color="0.75", lw=1)
+            chunks = [(c - t0) / 1e9 for c in r.chunk_ns]
+            if chunks:
+                ax.plot(chunks, [i] * len(chunks), "|", color=COLORS[arm], ms=4)
+                ax.plot(chunks[0], i, "o", color="black", ms=2.5)
+        ax.set_title(f"{arm}: first repeat, {len(reqs)} requests (dot: first token, tick: chunk)",
+                     fontsize=9)  # fmt: skip
+        ax.set_ylabel("request")
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+    axes[-1, 0].set_xlabel("seconds from the first send")
+    fig.tight_layout()
+    name = "timeline.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def trend(
+    nights: Sequence[Night], detection: Detection, metric: str, tolerance: float, out_dir: Path
+) -> str | None:
+    """The nightly ratios to the reference with each night's interval, the tolerance, and the
+    change points (red: a regression under the rule)."""
+    points = [(i, n.metrics[metric]) for i, n in enumerate(nights, 1) if metric in n.metrics]
+    if not points:
+        return None
+    m = registry.get(metric)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    xs = [i for i, _ in points]
+    ys = [(p.ratio - 1) * 100 for _, p in points]
+    lo = [y - (p.low * 100 if _finite(p.low) else y) for y, (_, p) in zip(ys, points, strict=True)]
+    hi = [
+        (p.high * 100 if _finite(p.high) else y) - y for y, (_, p) in zip(ys, points, strict=True)
+    ]
+    ax.errorbar(xs, ys, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", ms=4,
+                color="#333333", ecolor="#999999", capsize=2, lw=1)  # fmt: skip
+    bad = -tolerance if m.higher_is_better else tolerance
+    ax.axhline(bad * 100, color="#d62728", ls="--", lw=1, label=f"tolerance ({tolerance:.1%})")
+    ax.axhline(0, color="0.6", lw=0.8)
+    for c in detection.changes:
+        if c.metric == metric:
+            label = f"change point {c.step:+.1%}" + (" (regression)" if c.regressed else "")
+            color = "#d62728" if c.regressed else "#ff7f0e"
+            ax.axvline(c.night + 0.5, color=color, lw=1.5, label=label)
+    ax.set_xlabel("night")
+    ax.set_ylabel("change vs reference (%)")
+    ax.set_title(f"{m.label}: nightly ratio to the reference, with each night's interval")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = f"trend-{metric}.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def compare_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
+    """The pictures of a compare run; [] without matplotlib (perfgate's own dependency, so only
+    in a partial install)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    return [n for n in (latency_cdfs(doc, out_dir), timeline(doc, out_dir)) if n]
