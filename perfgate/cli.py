@@ -6,11 +6,13 @@ Exit codes: 0 = pass (a valid run), 1 = regression found, 2 = the run failed or 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -584,12 +586,8 @@ def compare(
     def say(message: str) -> None:
         err_console.print(message)
 
-    # Ctrl-C and SIGTERM both stop the run cleanly, even where SIGINT was ignored when perfgate
-    # started (a job launched in the background of a non-interactive shell inherits that).
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    previous_int = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
     try:
-        with _Progress() as bar:
+        with _interruptible(), _Progress() as bar:
             run = run_compare(
                 scenario, run_dir, command, say, bar if bar.tty else None, plots=not no_plots
             )
@@ -600,9 +598,6 @@ def compare(
         if exc.run is not None and exc.run.save_error:
             say(f"warning: {exc.run.save_error}; results went to {where.parent} instead")
         fail(f"{exc}\n(results so far: {where})")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
     doc = run.to_json()
     out_console.print(Markdown(render_compare_markdown(doc)))
     if run.save_error:
@@ -641,6 +636,20 @@ def _ci_outputs(
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM both stop a run cleanly (as KeyboardInterrupt), even where SIGINT
+    was ignored when perfgate started (a job launched in the background of a non-interactive
+    shell inherits that)."""
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    previous_int = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _load_scenario(path: str | None, builtin: str | None, flags: dict[str, Any]) -> Scenario:
@@ -925,29 +934,25 @@ def gate(
     def say(message: str) -> None:
         err_console.print(message)
 
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    previous_int = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
     try:
-        outcome = run_gate(
-            scenario,
-            baseline_path,
-            history_path,
-            run_dir,
-            command,
-            commit=commit,
-            date=date,
-            paired=paired,
-            say=say,
-            plots=not no_plots,
-        )
+        with _interruptible():
+            outcome = run_gate(
+                scenario,
+                baseline_path,
+                history_path,
+                run_dir,
+                command,
+                commit=commit,
+                date=date,
+                paired=paired,
+                say=say,
+                plots=not no_plots,
+            )
     except (ScenarioError, ResultError) as exc:
         fail(str(exc))
     except RunFailed as exc:
         where = exc.run.results_path if exc.run else run_dir / "results.json"
         fail(f"{exc}\n(results so far: {where}; nothing was appended to the history)")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
     report = outcome.run.report_path
     out_console.print(Markdown(report.read_text()) if report.exists() else outcome.reason)
     _ci_outputs(junit, outcome, outcome.run.to_json(), scenario.name, report, say)

@@ -22,7 +22,6 @@ complete; else **pass** (exit 0). The machine must match the baseline's fingerpr
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from perfgate.history import Detection, Night, NightMetric, append_night, detect
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
 from perfgate.run.preflight import preflight, resolve_model
-from perfgate.run.state import CompareRun, RunFailed, SayFn, make_run_dir
+from perfgate.run.state import CompareRun, SayFn, make_run_dir
 from perfgate.scenario import Scenario, ScenarioError
 
 
@@ -125,22 +124,10 @@ def run_gate(
         run.design = {**runner.new_design(scenario), "gate": "against the stored baseline"}
         make_run_dir(run_dir)
         run.save()
-        try:
+        with runner.recording(run):
             _tonight(run, resolve_model(scenario), scenario.starts, say)
             _against_baseline(run, base)
             run.status = judge.COMPLETE
-        except KeyboardInterrupt:
-            run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
-            failure = RunFailed(run.error, run.status)
-            failure.run = run
-            raise failure from None
-        except RunFailed as exc:
-            run.status, run.error = exc.status, str(exc)
-            exc.run = run
-            raise
-        finally:
-            run.save()
-            shutil.rmtree(run_dir / "vllm-cache", ignore_errors=True)
     night = Night(
         date=date or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         commit=commit,

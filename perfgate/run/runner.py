@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -74,11 +75,21 @@ def run_compare(
         say(f"warning: {warning}")
     make_run_dir(run_dir)
     run.save()
-    try:
+    with recording(run, plots=plots):
         model = resolve_model(scenario)
         _run_rounds(run, model, say)
         judge_run(run, accuracy=scenario.accuracy.enabled)
         run.status = "complete"
+    return run
+
+
+@contextlib.contextmanager
+def recording(run: CompareRun, *, plots: bool = False) -> Iterator[None]:
+    """Whatever happens inside, ``run.status`` says how it ended (an exception leaves as
+    ``RunFailed`` carrying the run), results.json and report.md (and with ``plots`` the
+    pictures) are written, and the run's compile caches are removed."""
+    try:
+        yield
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "interrupted by the user (Ctrl-C / SIGTERM)"
         failure = RunFailed(run.error, run.status)
@@ -100,8 +111,7 @@ def run_compare(
         run.save()
         with contextlib.suppress(OSError):  # the results are safe; the report can be redone
             run.write_report()
-        shutil.rmtree(run_dir / "vllm-cache", ignore_errors=True)  # compiled graphs, not results
-    return run
+        shutil.rmtree(run.run_dir / "vllm-cache", ignore_errors=True)  # graphs, not results
 
 
 def _run_rounds(run: CompareRun, model: str, say: SayFn) -> None:
