@@ -23,7 +23,8 @@ clients or gevent.
 **The rule**: a metric has regressed when the most recent change point opens a segment that (a)
 reaches tonight, (b) is at least ``min_nights`` nights long (the change persists), and (c)
 whose level differs from the segment before it by more than the metric's tolerance in the bad
-direction. The report names the first night of that segment and the commit range to bisect
+direction. Such a change that is not yet ``min_nights`` long is **pending**. The report names the
+first night of that segment and the commit range to bisect
 (the last commit before it .. its first).
 """
 
@@ -165,6 +166,7 @@ class Change:
     step: float  # relative change of the level (after / before - 1)
     nights_after: int
     regressed: bool
+    pending: bool = False  # beyond tolerance, reaching tonight, not yet min_nights long
     first_date: str = ""
     commits: tuple[str | None, str | None] = (None, None)  # last before .. first after
 
@@ -173,6 +175,7 @@ class Change:
 class Detection:
     changes: list[Change] = field(default_factory=list)
     regressed: list[Change] = field(default_factory=list)
+    pending: list[Change] = field(default_factory=list)
     sigma: dict[str, float] = field(default_factory=dict)
 
 
@@ -199,16 +202,20 @@ def detect(
             worse = -step if higher_better else step
             last = k == len(cps) - 1
             nights_after = bounds[k + 2] - cp
+            beyond = last and worse > tol
             change = Change(
                 metric=metric,
                 night=cp,
                 step=step,
                 nights_after=nights_after,
-                regressed=last and nights_after >= rule.min_nights and worse > tol,
+                regressed=beyond and nights_after >= rule.min_nights,
+                pending=beyond and nights_after < rule.min_nights,
                 first_date=nights[cp].date,
                 commits=(nights[cp - 1].commit, nights[cp].commit),
             )
             out.changes.append(change)
             if change.regressed:
                 out.regressed.append(change)
+            if change.pending:
+                out.pending.append(change)
     return out

@@ -62,7 +62,8 @@ def test_a_regression_counts_once_it_persists_and_names_the_first_night_and_comm
     ratios = [1.0, 1.002, 0.998, 1.001, 0.999, 1.0, 1.06, 1.061, 1.059]
     nights = [night(i + 1, r) for i, r in enumerate(ratios)]
     tol = {"median_tpot_ms": (0.02, False)}
-    assert detect(nights[:8], tol, rule).regressed == []  # two nights after: not yet
+    early = detect(nights[:8], tol, rule)  # two nights after: pending, not yet regressed
+    assert early.regressed == [] and [c.night for c in early.pending] == [6]
     d = detect(nights, tol, rule)
     (c,) = d.regressed
     assert c.night == 6 and c.first_date == "2026-12-07" and c.commits == ("c6", "c7")

@@ -114,23 +114,25 @@ def trend(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6))
     xs = [i for i, _ in points]
-    ys = [(p.ratio - 1) * 100 for _, p in points]
-    lo = [y - (p.low * 100 if _finite(p.low) else y) for y, (_, p) in zip(ys, points, strict=True)]
-    hi = [
-        (p.high * 100 if _finite(p.high) else y) - y for y, (_, p) in zip(ys, points, strict=True)
+    ys = [p.ratio for _, p in points]  # on a log axis: a x20 step and 1% noise both show
+    lo = [
+        y - (1 + p.low if _finite(p.low) and p.low > -1 else y)
+        for y, (_, p) in zip(ys, points, strict=True)
     ]
+    hi = [(1 + p.high if _finite(p.high) else y) - y for y, (_, p) in zip(ys, points, strict=True)]
     ax.errorbar(xs, ys, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], fmt="o-", ms=4,
                 color="#333333", ecolor="#999999", capsize=2, lw=1)  # fmt: skip
-    bad = -tolerance if m.higher_is_better else tolerance
-    ax.axhline(bad * 100, color="#d62728", ls="--", lw=1, label=f"tolerance ({tolerance:.1%})")
-    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_yscale("log")
+    bad = 1 - tolerance if m.higher_is_better else 1 + tolerance
+    ax.axhline(bad, color="#d62728", ls="--", lw=1, label=f"tolerance ({tolerance:.1%})")
+    ax.axhline(1, color="0.6", lw=0.8)
     for c in detection.changes:
         if c.metric == metric:
             label = f"change point {c.step:+.1%}" + (" (regression)" if c.regressed else "")
             color = "#d62728" if c.regressed else "#ff7f0e"
             ax.axvline(c.night + 0.5, color=color, lw=1.5, label=label)
     ax.set_xlabel("night")
-    ax.set_ylabel("change vs reference (%)")
+    ax.set_ylabel("ratio to the reference (log)")
     ax.set_title(f"{m.label}: nightly ratio to the reference, with each night's interval")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -13,8 +13,8 @@ Either way the night is appended to the history (``perfgate.history``) with toni
 its ratio to the reference per metric, and change points are found over the whole history. The
 gate's verdict: **regressed** (exit 1) when a change point that persists (at least
 ``[gate] min_nights`` nights, reaching tonight) steps beyond the metric's tolerance in the bad
-direction; **inconclusive** (exit 3) when tonight alone is worse beyond the tolerance but the
-change has not persisted long enough to say; **invalid** (exit 2) for a run that did not
+direction; **inconclusive** (exit 3) when such a change has not persisted long enough yet, or
+tonight alone is worse beyond the tolerance; **invalid** (exit 2) for a run that did not
 complete; else **pass** (exit 0). The machine must match the baseline's fingerprint
 (``perfgate.baseline``), checked before any server starts.
 """
@@ -156,6 +156,7 @@ def run_gate(
         d = detect(nights, {metric: tol}, rule)
         detection.changes += d.changes
         detection.regressed += d.regressed
+        detection.pending += d.pending
         detection.sigma.update(d.sigma)
     verdict, reason = _decide(night, detection, scenario)
     outcome = GateOutcome(run, night, nights, detection, verdict, reason)
@@ -182,11 +183,18 @@ def _decide(night: Night, detection: Detection, scenario: Scenario) -> tuple[str
             f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on, "
             f"for {c.nights_after} nights: beyond its tolerance, and it persists"
         )
+    need = scenario.gate.min_nights
+    if detection.pending:
+        c = detection.pending[0]
+        return judge.INCONCLUSIVE, (
+            f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on: "
+            f"beyond its tolerance for {c.nights_after} of the {need} nights it must persist"
+        )
     worse = [m for m, x in night.metrics.items() if x.verdict == judge.REGRESSED]
     if worse:
         return judge.INCONCLUSIVE, (
             f"tonight {', '.join(worse)} regressed against the reference; a change counts once "
-            f"it persists for {scenario.gate.min_nights} nights"
+            f"it persists for {need} nights"
         )
     if night.verdict == judge.INVALID:
         return judge.INVALID, "tonight's comparison was invalid (a metric could not be measured)"
