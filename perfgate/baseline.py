@@ -8,7 +8,8 @@ they show, and where they came from. The fingerprint has two parts:
 - ``machine`` (must match, or the baseline is refused, naming the field that differs, as
   pyperf refuses to compare unlike runs): GPU model and count, driver, CUDA, the CPU model, and
   the scenario hash (model, server arguments and environment, workload, repeats per start,
-  profiled window: what defines the measurement, not the build under test).
+  colocation, CPU pinning, profiled window: what defines the measurement, not the build under
+  test).
 - ``software`` (recorded, never matched): the vLLM version the baseline was measured with,
   Python, perfgate. A nightly gate measures a newer vLLM against it on purpose.
 
@@ -41,9 +42,10 @@ MAX_STARTS = 200  # per metric, the most recent kept
 def scenario_hash(scenario: dict[str, Any]) -> str:
     """What defines the measurement, as stored in results.json's ``scenario`` (secrets
     already masked): two runs with the same hash measured the same thing."""
-    keys = ("model", "served_model_name", "server_args", "server_env", "workload")
+    keys = ("model", "served_model_name", "server_args", "server_env", "workload", "pin_cpus")
     part = {k: scenario.get(k) for k in keys}
     part["repeats_per_start"] = scenario.get("repeats_per_start")
+    part["colocate"] = scenario.get("colocate")  # both servers up at once measure otherwise
     prof = scenario.get("profile") or {}
     part["window"] = (
         [prof.get("num_prompts"), prof.get("output_len")] if prof.get("enabled") else None

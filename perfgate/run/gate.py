@@ -54,15 +54,24 @@ class GateOutcome:
         return judge.exit_code(judge.COMPLETE, self.verdict)
 
 
-def check_baseline(scenario: Scenario, base: bl.Baseline, where: Path) -> dict[str, Any]:
+def check_baseline(
+    scenario: Scenario, base: bl.Baseline, where: Path, *, paired: bool = False
+) -> dict[str, Any]:
     """This machine's fingerprint; ScenarioError when the baseline is another's or lacks a
-    gated metric (before any server starts)."""
+    gated metric, or when tonight's starts could not be measured as the baseline's were
+    (before any server starts)."""
     env = environment.capture()
     now = bl.machine(env, scenario.to_json())
     if (problem := bl.mismatch(base.machine, now)) is not None:
         raise ScenarioError(
             f"{where} was recorded on another machine or scenario ({problem}): a baseline "
             "is per machine and scenario; record one here with perfgate baseline record"
+        )
+    if not paired and (scenario.colocate or scenario.parallel_gpus):
+        raise ScenarioError(
+            f"{scenario.source}: the gate runs tonight's starts one at a time, so its scenario "
+            "(and the baseline's compare) must too: set colocate = false and remove "
+            "parallel_gpus, or use --paired"
         )
     missing = [t.metric for t in scenario.thresholds if t.metric not in base.metrics]
     if missing:
@@ -115,7 +124,7 @@ def run_gate(
     """Run tonight, append it to the history, detect change points, decide. Raises
     ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete."""
     base = bl.load(baseline_path)
-    fingerprint = check_baseline(scenario, base, baseline_path)
+    fingerprint = check_baseline(scenario, base, baseline_path, paired=paired)
     if paired:
         run = runner.run_compare(scenario, run_dir, command, say, plots=plots)
     else:
