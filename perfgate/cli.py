@@ -415,6 +415,17 @@ def bench(
     sys.exit(EXIT_PASS if result.valid else EXIT_INVALID)
 
 
+def _ci_output_options(fn: Any) -> Any:
+    """--junit and --no-plots, for the commands that write a report (compare, gate)."""
+    fn = click.option("--no-plots", is_flag=True, help="No PNG pictures beside report.md.")(fn)
+    return click.option(
+        "--junit",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
+    )(fn)
+
+
 def _arm_options(fn: Any) -> Any:
     """--baseline-* / --candidate-* overrides, one set per arm."""
     for arm in ("candidate", "baseline"):
@@ -514,13 +525,7 @@ def _arm_options(fn: Any) -> Any:
     help="A profiled window at the end of every server start: device time per decode step "
     "(gateable), kernel tables and the scenario's expect/forbid kernel assertions.",
 )
-@click.option(
-    "--junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
-)
-@click.option("--no-plots", is_flag=True, help="No PNG pictures beside report.md.")
+@_ci_output_options
 @click.option(
     "--gpqa-path",
     type=click.Path(dir_okay=False),
@@ -884,13 +889,7 @@ def eval_(
     default=None,
     help="Tonight's run directory. Default: reports/<scenario>-gate-<time>.",
 )
-@click.option(
-    "--junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a JUnit XML file: one test case per gated metric and kernel assertion.",
-)
-@click.option("--no-plots", is_flag=True, help="No PNG pictures beside report.md.")
+@_ci_output_options
 @_arm_options
 def gate(
     scenario_path: str | None,

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from perfgate.results import ResultError
+from perfgate.results import ResultError, jsonable
 
 HISTORY_SCHEMA = "perfgate.history/1"
 
@@ -108,19 +108,9 @@ def read_history(path: Path) -> list[Night]:
 def append_night(path: Path, night: Night) -> None:
     """Append one line (the file is never rewritten: a crash loses at most tonight)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(_finite(night.to_json()), allow_nan=False)
+    line = json.dumps(jsonable(night.to_json()), allow_nan=False)
     with path.open("a") as f:
         f.write(line + "\n")
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_finite(x) for x in v]
-    return v
 
 
 @dataclass(frozen=True)

