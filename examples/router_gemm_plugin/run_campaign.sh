@@ -9,6 +9,9 @@
 #   broken  stock vs the broken twin (dispatch outside the custom op): must end invalid
 # PERFGATE_GPU (default 0) is both arms' GPU; PERFGATE_PARALLEL_GPUS="0 1" instead runs both
 # arms of every round at once, one per GPU, swapping GPUs every round ([compare] parallel_gpus).
+# PERFGATE_STARTS=N replaces the scenario's budget (rounds until decided) by a fixed design of N
+# starts per arm, analysed once at the full alpha: a small gain that the budget's early looks
+# call "no change" is then tested at N (the op run of docs/gpu.md).
 #   examples/router_gemm_plugin/run_campaign.sh /tmp/site /tmp/runs tiled op
 set -u
 site=${1:?usage: run_campaign.sh SITE OUT [MODES]}
@@ -32,6 +35,9 @@ for mode in "${modes[@]}"; do
     fi
     # the scenario as run, on this GPU (its model path is relative to the repository)
     sed "s/^gpus = \"0\"/gpus = \"$gpu\"/" "$scenario" >"$out/$mode.toml"
+    if [ -n "${PERFGATE_STARTS:-}" ]; then  # a fixed design of N starts per arm, one analysis
+        sed -i "s/^budget = .*/starts = $PERFGATE_STARTS/" "$out/$mode.toml"
+    fi
     if [ -n "${PERFGATE_PARALLEL_GPUS:-}" ]; then
         read -r g0 g1 <<<"$PERFGATE_PARALLEL_GPUS"
         sed -i "s/^\[compare\]\$/[compare]\nparallel_gpus = [\"$g0\", \"$g1\"]/" "$out/$mode.toml"

@@ -41,7 +41,7 @@ def router_gemm_tiled(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torc
     """The plugin's first version: the dispatch inside the op (correct), but decode batches go
     to the tiled kernel, slower than cuBLAS's pair (kept as a known regression)."""
     if x.shape[0] <= MAX_TOKENS and (x.is_cuda or _interpreting()):
-        return router_gemm_triton(x, w, b, tiled=True)
+        return router_gemm_triton(x, w, b, "tiled")
     return F.linear(x, w, b)
 
 

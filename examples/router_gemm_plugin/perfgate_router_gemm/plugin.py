@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-# op: the decode kernel inside the custom op (faster than cuBLAS at decode batches); tiled: the
+# op: the split-K kernel inside the custom op (faster than cuBLAS at decode batches); tiled: the
 # first version, the tiled kernel at decode batches (slower); broken: the dispatch outside the
 # op, so under torch.compile the Triton kernel never runs
 MODES = ("op", "tiled", "broken")

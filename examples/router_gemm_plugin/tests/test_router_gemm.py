@@ -53,6 +53,48 @@ def test_kernel_matches_f_linear_at_the_router_shape(m):
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "kernel, config",
+    [
+        ("splitk", None),
+        ("splitk", (8, 128, 4, 0, 4)),  # fp32 multiply-adds, no tensor cores
+        ("splitk", (16, 256, 7, 1, 4)),  # K blocks do not divide evenly among the programs
+        ("decode", None),
+        ("tiled", None),
+    ],
+)
+@pytest.mark.parametrize("m", [1, 5, 8])
+def test_every_decode_kernel_matches_f_linear(kernel, config, m):
+    w, b = weights(torch.float32)
+    x = torch.randn(m, K, generator=torch.Generator().manual_seed(m))
+    torch.testing.assert_close(
+        router_gemm_triton(x, w, b, kernel, config), F.linear(x, w, b), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_split_k_leaves_its_workspace_at_zero_for_the_next_call():
+    """The last program of each expert block takes the sums and resets them and its counter:
+    a second call (or a CUDA graph replay) must not see the first call's sums."""
+    from perfgate_router_gemm import kernel as kernels
+
+    w, b = weights(torch.float32)
+    x1, x2 = torch.randn(8, K), torch.randn(3, K)
+    first = router_gemm_triton(x1, w, b, "splitk")
+    second = router_gemm_triton(x2, w, b, "splitk")
+    torch.testing.assert_close(first, F.linear(x1, w, b), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second, F.linear(x2, w, b), rtol=1e-4, atol=1e-4)
+    ws, count = kernels._splitk_workspace(x1.device, N, kernels.SPLITK_CONFIG[0])
+    assert not ws.any() and not count.any()
+
+
+def test_decode_kernels_refuse_prefill_batches_and_unknown_names():
+    w, b = weights(torch.float32)
+    with pytest.raises(ValueError, match="at most 8 tokens"):
+        router_gemm_triton(torch.randn(9, K), w, b, "splitk")
+    with pytest.raises(ValueError, match="kernel must be"):
+        router_gemm_triton(torch.randn(2, K), w, b, "fast")
+
+
 def test_shape_mismatch_is_a_clear_error():
     w, b = weights(torch.float32)
     with pytest.raises(ValueError, match="shapes do not match"):
