@@ -99,4 +99,8 @@ def capture() -> dict[str, Any]:
         "gpus": gpus(),
         "cuda_version": cuda_version(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # the client's event loop (uvloop where installed: perfgate.measure.loadgen.run_async)
+        "event_loop": "uvloop " + uvloop_version
+        if (uvloop_version := package_version("uvloop"))
+        else "asyncio",
     }

@@ -152,3 +152,81 @@ def test_payload_asks_for_exact_length_and_per_chunk_usage():
     chat = build_payload("chat", "m", "hi", 17)
     assert chat["messages"] == [{"role": "user", "content": "hi"}]
     assert chat["max_completion_tokens"] == 17
+
+
+def test_a_read_is_stamped_once_and_every_line_it_completes_gets_its_time():
+    """Blocks as the connection delivers them: two events in one read share that read's time;
+    an event split over two reads arrived when its second part did."""
+    first = completion_chunk("a", 10, 1) + b"\n" + completion_chunk("b", 10, 2) + b"\n"
+    split = completion_chunk("c", 10, 3) + b"\n"
+    blocks = [first, split[:7], split[7:], usage_chunk(10, 3) + b"\n\n" + DONE + b"\n"]
+
+    async def reads():
+        for b in blocks:
+            yield b
+
+    clock = ScriptedClock([100, 200, 300, 400, 500])
+    result = asyncio.run(consume_stream(reads(), clock))
+    assert result.error is None
+    assert result.chunk_ns == [100, 100, 300]  # "c" completed by the third read, not the second
+    assert result.chunk_tokens == [1, 1, 1]
+    assert result.end_ns == 500 and clock.reads == 5
+
+
+def test_malformed_bytes_are_reported_readably():
+    parser = StreamParser()
+    parser.feed(b"data: {not json \xff", 1)
+    assert parser.finish(2).error == "malformed stream event: '{not json \ufffd'"
+
+
+def test_lines_take_the_time_their_bytes_arrived_not_when_the_reader_ran():
+    """Bytes that arrived at 100 and 200 (two events, then a third split over two pieces at
+    300 and 400), read only afterwards in one block: each line gets the time of the piece that
+    completed it, not the reader's clock."""
+    import types
+
+    import aiohttp
+
+    from perfgate.measure.client import Arrivals
+
+    pieces = [
+        completion_chunk("a", 10, 1) + b"\n\n",
+        completion_chunk("b", 10, 2) + b"\n\n",
+        completion_chunk("c", 10, 3)[:9],
+        completion_chunk("c", 10, 3)[9:] + b"\n\n" + usage_chunk(10, 3) + b"\n\n" + DONE + b"\n",
+    ]
+
+    async def go():
+        protocol = types.SimpleNamespace(
+            _reading_paused=False, pause_reading=lambda **_: None, resume_reading=lambda **_: None
+        )
+        content = aiohttp.StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())
+        with Arrivals(content) as arrivals:
+            for t, piece in zip((100, 200, 300, 400), pieces, strict=True):
+                content.feed_data(piece)
+                arrivals.record(content.total_bytes, t)  # as the connection's protocol does
+            content.feed_eof()
+            reader_clock = ScriptedClock([900, 950])  # one read of everything, then the end
+            return await consume_stream(content.iter_any(), reader_clock, None, arrivals)
+
+    result = asyncio.run(go())
+    assert result.error is None
+    assert result.chunk_ns == [100, 200, 400]
+    assert result.end_ns == 950
+
+
+def test_a_session_stamps_arrivals_on_its_connections():
+    """The stamping protocol is installed on this aiohttp (it builds its protocols from a
+    factory perfgate can wrap); if an upgrade changes that, this fails instead of the stamps
+    silently falling back to the readers' clocks."""
+    import aiohttp
+
+    from perfgate.measure.client import StampingHandler, stamp_arrivals
+    from perfgate.measure.loadgen import new_session
+
+    async def go():
+        assert stamp_arrivals(aiohttp.TCPConnector())
+        async with new_session(4) as session:
+            return session.connector._factory.func
+
+    assert asyncio.run(go()) is StampingHandler

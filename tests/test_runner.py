@@ -51,6 +51,7 @@ class _FakeResult:
 
     def __init__(self, throughput=1e3):
         self.valid = True
+        self.bursts = None  # steady delivery
         self.problems = []
         self.metrics = {
             "median_tpot_ms": 2.0,

@@ -9,7 +9,6 @@ and the caller renders the ``BenchResult``.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -17,7 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from perfgate import environment, limits, redact
-from perfgate.measure.loadgen import Target, new_session, run_load
+from perfgate.measure.bursts import Bursts, LoopMonitor, analyze
+from perfgate.measure.loadgen import Target, measured_window, new_session, run_async, run_load
 from perfgate.measure.metrics import DEFAULT_PERCENTILES, compute_metrics
 from perfgate.measure.records import RequestRecord
 from perfgate.measure.server_metrics import CrossCheck, cross_check
@@ -65,6 +65,10 @@ class BenchConfig(Workload):
         return d
 
 
+# the warning of a run whose tokens reached the client in bursts (perfgate.measure.bursts)
+BURSTY = "bursty_stream"
+
+
 @dataclass(frozen=True)
 class RunWarning:
     """Something about the measurement a reader should know, with what to do about it."""
@@ -88,6 +92,7 @@ class BenchResult:
     cross_checks: list[CrossCheck]
     warnings: list[RunWarning] = field(default_factory=list)
     started_at: str = ""
+    bursts: Bursts | None = None
 
     @property
     def valid(self) -> bool:
@@ -110,6 +115,7 @@ class BenchResult:
             cross_checks=[CrossCheck(**c) for c in d.get("server_cross_check") or []],
             warnings=[RunWarning(**w) for w in d.get("warnings") or []],
             started_at=d.get("started_at", ""),
+            bursts=Bursts.from_json(d["bursts"]) if d.get("bursts") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -124,6 +130,7 @@ class BenchResult:
             "problems": [p.to_json() for p in self.problems],
             "server_cross_check": [c.to_json() for c in self.cross_checks],
             "warnings": [w.to_json() for w in self.warnings],
+            "bursts": None if self.bursts is None else self.bursts.to_json(),
             "records": [r.to_json() for r in self.records],
         }
 
@@ -197,9 +204,27 @@ def check_fits(cfg: BenchConfig, info: ServerInfo) -> None:
 
 
 def collect_warnings(
-    metrics: dict[str, Any], checks: list[CrossCheck], cfg: BenchConfig | None = None
+    metrics: dict[str, Any],
+    checks: list[CrossCheck],
+    cfg: BenchConfig | None = None,
+    bursts: Bursts | None = None,
 ) -> list[RunWarning]:
     out: list[RunWarning] = []
+    if bursts is not None and bursts.bursty:
+        out.append(
+            RunWarning(
+                BURSTY,
+                f"tokens reached the client in bursts: {bursts.explanation}. The chunk-based "
+                "ITL figures describe delivery, not generation; a comparison does not gate on "
+                "ITL for this run",
+                "judge on TPOT and throughput; "
+                + (
+                    "give perfgate's client its own cores"
+                    if bursts.where == "client"
+                    else "see the bursts section of the report for the requests concerned"
+                ),
+            )
+        )
     if cfg is not None and cfg.num_warmups > 0:
         batch = min(cfg.max_concurrency or cfg.num_prompts, cfg.num_prompts)
         if cfg.num_warmups < batch:
@@ -282,41 +307,46 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
             ) from exc
 
         target = Target(info.base_url, info.model)
-        t0 = time.perf_counter_ns()
-        records: list[RequestRecord] = []
-        if warmup_prompts:
-            done = 0
+        with measured_window():  # warmups, the timed requests, the scrapes
+            t0 = time.perf_counter_ns()
+            records: list[RequestRecord] = []
+            if warmup_prompts:
+                done = 0
 
-            def warm_done(_: RequestRecord) -> None:
-                nonlocal done
-                done += 1
-                report("warmup", done, len(warmup_prompts))
+                def warm_done(_: RequestRecord) -> None:
+                    nonlocal done
+                    done += 1
+                    report("warmup", done, len(warmup_prompts))
 
-            records += await run_load(
-                session,
-                target,
-                replace(cfg, request_rate=math.inf),
-                warmup_prompts,
-                t0_ns=t0,
-                warmup=True,
-                first_index=-len(warmup_prompts),
-                on_done=warm_done,
-            )
+                records += await run_load(
+                    session,
+                    target,
+                    replace(cfg, request_rate=math.inf),
+                    warmup_prompts,
+                    t0_ns=t0,
+                    warmup=True,
+                    first_index=-len(warmup_prompts),
+                    on_done=warm_done,
+                )
 
-        before = await scrape_metrics(session, info.base_url)
-        finished = 0
+            before = await scrape_metrics(session, info.base_url)
+            finished = 0
 
-        def measured_done(_: RequestRecord) -> None:
-            nonlocal finished
-            finished += 1
-            report("benchmark", finished, len(prompts))
+            def measured_done(_: RequestRecord) -> None:
+                nonlocal finished
+                finished += 1
+                report("benchmark", finished, len(prompts))
 
-        report("benchmark", 0, len(prompts))
-        records += await run_load(session, target, cfg, prompts, t0_ns=t0, on_done=measured_done)
-        after = await scrape_metrics(session, info.base_url)
+            report("benchmark", 0, len(prompts))
+            async with LoopMonitor() as monitor:
+                records += await run_load(
+                    session, target, cfg, prompts, t0_ns=t0, on_done=measured_done
+                )
+            after = await scrape_metrics(session, info.base_url)
 
     metrics = compute_metrics(records, cfg.percentiles)
     checks = cross_check(before, after, metrics)
+    bursts = analyze(records, before, after, monitor.longest_ms)
     return BenchResult(
         config=cfg,
         server=info,
@@ -325,13 +355,14 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
         metrics=metrics,
         problems=check_records(records),
         cross_checks=checks,
-        warnings=collect_warnings(metrics, checks, cfg),
+        warnings=collect_warnings(metrics, checks, cfg, bursts),
         started_at=started_at,
+        bursts=bursts,
     )
 
 
 def run_bench(cfg: BenchConfig, progress: ProgressFn | None = None) -> BenchResult:
-    return asyncio.run(run_bench_async(cfg, progress))
+    return run_async(run_bench_async(cfg, progress))
 
 
 def run_bench_serving(

@@ -10,19 +10,23 @@ of its TTFT, since TTFT starts when the request is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
 
-from perfgate.measure.client import Clock, build_payload, send_request
+from perfgate.measure.client import Clock, build_payload, send_request, stamp_arrivals
 from perfgate.measure.records import RequestRecord
 from perfgate.measure.workload import Prompt, Workload
 
 REQUEST_TIMEOUT_S = 6 * 3600
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,40 @@ def arrival_gaps_s(n: int, request_rate: float, burstiness: float, seed: int) ->
     return [float(g) for g in gaps]
 
 
+@contextlib.contextmanager
+def measured_window() -> Iterator[None]:
+    """Around the requests of a run: no garbage collection while streams are read. A full
+    collection walks every live object (per-request records, per-chunk lists) and stalled
+    perfgate's client for 40-260 ms in the middle of measured streams (docs/fidelity.md);
+    reference counting still frees everything acyclic, and the cycles left are collected
+    once the window closes."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect()
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop's event loop where it is installed (it is with vLLM): less
+    time per read between two streams' events than asyncio's own loop (docs/fidelity.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def new_session(max_concurrency: int | None, api_key: str | None = None) -> aiohttp.ClientSession:
     """One HTTP session for a run; ``api_key`` (a server started with ``--api-key``) goes on
     every request as a bearer token, as OpenAI clients send it."""
     connector = aiohttp.TCPConnector(limit=max_concurrency or 0, force_close=False)
+    stamp_arrivals(connector)  # times from the socket's reads, not from the readers' turns
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),

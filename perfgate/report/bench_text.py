@@ -93,6 +93,7 @@ def render_bench_text(doc: dict[str, Any]) -> str:
             lines.append(
                 f"{label:<32} {_show(c['server'], fmt):>10} {_show(c['client'], fmt):>10}  {agrees}"
             )
+    lines += _bursts_block(doc.get("bursts"))
     lines.append("=" * WIDTH)
 
     for w in doc.get("warnings") or []:
@@ -104,3 +105,27 @@ def render_bench_text(doc: dict[str, Any]) -> str:
         for p in problems:
             lines.append(f"  - {p['message']}")
     return "\n".join(lines) + "\n"
+
+
+def _bursts_block(b: dict[str, Any] | None) -> list[str]:
+    """How the tokens reached the client (perfgate.measure.bursts): gaps near zero, stalls,
+    the client's own stalls, the engine's inter-token p99, and the verdict with its place."""
+    if not b:
+        return []
+    p99 = (b.get("server_itl_ms") or {}).get("p99")
+    lines = [
+        _title(" Delivery: bursts and stalls "),
+        _row("Gaps under 0.1 ms:", _show(b.get("near_zero_fraction"), "{:.1%}")),
+        _row("Longest stall (ms):", _show(b.get("longest_stall_ms"))),
+        _row(
+            "Stalled requests:",
+            f"{b.get('stalled_requests', 0)} (> {_show(b.get('stall_threshold_ms'), '{:.0f}')} ms)",
+        ),
+        _row("Client event loop, longest stall (ms):", _show(b.get("client_stall_ms"))),
+        _row("Server inter-token p99 (ms):", "-" if not p99 else f"{p99[0]:g} to {p99[1]:g}"),
+    ]
+    if b.get("bursty"):
+        lines.append(f"Tokens reached the client in bursts ({b.get('where')}).")
+    else:
+        lines.append("Tokens reached the client steadily.")
+    return lines

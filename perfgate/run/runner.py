@@ -42,6 +42,7 @@ from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
 from perfgate.decide.stats import AccuracyComparison, look_share
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
+from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
 from perfgate.run import placement
 from perfgate.run.preflight import preflight, resolve_model
@@ -507,6 +508,23 @@ def compare_repeats(run: CompareRun) -> None:
         ),
         blocks=_gpu_blocks(run),
     )
+    bursty = [
+        f"{arm} start {r.start if r.start is not None else '?'} repeat {r.repeat}"
+        for arm in ARMS
+        for r in run.repeats[arm]
+        if r.result.bursts is not None and r.result.bursts.bursty
+    ]
+    if bursty:  # chunk gaps that describe delivery, not generation: not a basis for a verdict
+        why = (
+            "not gated: tokens reached the client in bursts in "
+            + ", ".join(bursty[:3])
+            + (f" and {len(bursty) - 3} more" if len(bursty) > 3 else "")
+            + " (the repeats' warnings say where)"
+        )
+        run.comparison = [
+            replace(row, verdict=judge.INVALID, reason=why) if row.metric in ITL_METRICS else row
+            for row in run.comparison
+        ]
 
 
 def _gpu_blocks(run: CompareRun) -> tuple[list[str], list[str]] | None:
