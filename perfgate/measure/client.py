@@ -66,11 +66,9 @@ def build_payload(
     return body
 
 
-@dataclass
-class _Event:
-    t_ns: int
-    completion_tokens: int | None
-    has_text: bool
+# A chunk as parsed: (arrival ns, cumulative completion tokens or None, carried text). A tuple:
+# one is made per streamed chunk, between two reads.
+_Event = tuple[int, int | None, bool]
 
 
 @dataclass
@@ -134,15 +132,18 @@ class StreamParser:
             self._usage = usage
             ct = usage.get("completion_tokens")
             completion_tokens = ct if isinstance(ct, int) else None
-        choices = obj.get("choices") or []
+        choices = obj.get("choices")
         if choices:
-            self._events.append(_Event(t_ns, completion_tokens, bool(_chunk_text(choices[0]))))
+            choice = choices[0]
+            text = choice.get("text")  # completions; chat puts it in a delta
+            has_text = bool(text) if text is not None else bool(_chunk_text(choice))
+            self._events.append((t_ns, completion_tokens, has_text))
         elif completion_tokens is not None and self._events:
             # A usage-only chunk (the final one) that reports tokens no choice chunk announced:
             # they arrived with the last chunk we saw.
-            last = self._events[-1]
-            if last.completion_tokens is not None and completion_tokens > last.completion_tokens:
-                self._events.append(_Event(t_ns, completion_tokens, False))
+            last = self._events[-1][1]
+            if last is not None and completion_tokens > last:
+                self._events.append((t_ns, completion_tokens, False))
 
     def fail(self, message: str) -> None:
         self._error = message
@@ -150,20 +151,20 @@ class StreamParser:
     def finish(self, end_ns: int) -> StreamResult:
         result = StreamResult(end_ns=end_ns)
         events = self._events
-        per_chunk_usage = bool(events) and all(e.completion_tokens is not None for e in events)
+        per_chunk_usage = bool(events) and all(ct is not None for _, ct, _ in events)
         if per_chunk_usage:
             tokens: list[int] = []
             previous = 0
-            for e in events:
-                assert e.completion_tokens is not None  # per_chunk_usage guarantees it
-                grew = e.completion_tokens - previous
+            for t_ns, ct, _ in events:
+                assert ct is not None  # per_chunk_usage guarantees it
+                grew = ct - previous
                 if grew > 0:
-                    result.chunk_ns.append(e.t_ns)
+                    result.chunk_ns.append(t_ns)
                     tokens.append(grew)
-                previous = max(previous, e.completion_tokens)
+                previous = max(previous, ct)
             result.chunk_tokens = tokens
         else:
-            result.chunk_ns = [e.t_ns for e in events if e.has_text]
+            result.chunk_ns = [t_ns for t_ns, _, has_text in events if has_text]
         if self._usage is not None:
             pt = self._usage.get("prompt_tokens")
             ct = self._usage.get("completion_tokens")
