@@ -26,7 +26,8 @@ stalled. Where it happened, from three witnesses:
    response) or the connection.
 
 A bursty run's chunk-based ITL describes delivery, not generation: the report says so, and a
-comparison refuses to gate on ITL for it (``ITL_METRICS`` become ``invalid`` for the run).
+comparison refuses to gate on ITL for it (``ITL_METRICS`` are reported as inconclusive and
+secondary, with the reason: they neither pass nor fail the run).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ interrupted), so nothing measured is lost when a later phase fails.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -521,8 +522,12 @@ def compare_repeats(run: CompareRun) -> None:
             + (f" and {len(bursty) - 3} more" if len(bursty) > 3 else "")
             + " (the repeats' warnings say where)"
         )
+        # reported, but neither passing nor failing the run: secondary, undecided, and out of
+        # the family's multiplicity (the other metrics are judged as usual)
         run.comparison = [
-            replace(row, verdict=judge.INVALID, reason=why) if row.metric in ITL_METRICS else row
+            replace(row, verdict=judge.INCONCLUSIVE, primary=False, p_regress=math.nan, reason=why)
+            if row.metric in ITL_METRICS
+            else row
             for row in run.comparison
         ]
 
