@@ -109,19 +109,26 @@ def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
     # within the default budget (at most 3 starts per arm), each arm's starts sampled
     assert 2 <= len(doc["arms"]["candidate"]["servers"]) <= 3
     rows = {r["metric"]: r for r in doc["comparison"]}
-    # requests queue for a slot: TTFT grows tenfold, far beyond any noise of this machine
-    assert rows["median_ttft_ms"]["verdict"] == "regressed"
-    assert rows["median_ttft_ms"]["low"] > 0.5
-    # throughput halves; starts on a shared two-core box differ by ~25%, so two or three
-    # starts may leave its interval wide
-    assert rows["output_throughput"]["estimate"] < -0.3
-    assert rows["output_throughput"]["verdict"] in ("regressed", "inconclusive")
+    # requests queue for a slot: TTFT grows tenfold; throughput halves
+    ttft, throughput = rows["median_ttft_ms"], rows["output_throughput"]
+    assert ttft["estimate"] > 3 and throughput["estimate"] < -0.3
+    # The run stops at the first look where a regression survives Holm. Which of the two gets
+    # there first depends on this shared box's start-to-start noise (at the look after two
+    # starts per arm a tenfold TTFT once missed Holm's adjusted alpha, p = 0.022 >= 0.01, while
+    # throughput crossed): one of them is the regression, and neither may look like a gain.
+    regressed = [r for r in (ttft, throughput) if r["verdict"] == "regressed"]
+    assert regressed, (ttft, throughput)
+    for r in regressed:  # worse beyond the tolerance over the whole interval, not noise
+        worse_low = -r["high"] if r["higher_is_better"] else r["low"]
+        assert worse_low > r["tolerance"], r
+    assert {ttft["verdict"], throughput["verdict"]} <= {"regressed", "inconclusive"}
     report = (run_dir / "report.md").read_text()
     assert "❌ **regressed**" in report
+    labels = {"median_ttft_ms": "| Median TTFT", "output_throughput": "| Output token throughput"}
     assert [
         line
         for line in report.splitlines()
-        if line.startswith("| Median TTFT") and "regressed" in line
+        if any(line.startswith(labels[r["metric"]]) for r in regressed) and "regressed" in line
     ]
     assert "--max-num-seqs=2" in report  # the candidate's launch line
 
