@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from perfgate.environment import cpu_model
 from perfgate.measure.client import build_payload, send_request
 from perfgate.measure.loadgen import measured_window, new_session, run_async
 
@@ -395,7 +396,7 @@ def ceiling_of(rows: list[dict], reader: str, limit_ms: float = 1.0) -> float:
 def render(table: list[dict], ceiling: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"({_cpu_model()}), Python {platform.python_version()}, "
+        f"({cpu_model()}), Python {platform.python_version()}, "
         f"emitter on CPU 0, readers on CPU 1 ({args.loop} event loop); one event every "
         f"{args.interval_ms:g} ms per stream"
         + (f" (+-{args.jitter_ms:g} ms)" if args.jitter_ms else "")
@@ -427,16 +428,6 @@ def render(table: list[dict], ceiling: list[dict], args: argparse.Namespace) -> 
         c = ceiling_of(ceiling, reader)
         lines.append(f"| {reader} | {c:.0f} | {c / top:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> None:

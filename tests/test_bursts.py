@@ -15,9 +15,9 @@ from perfgate.measure.bursts import (
     LoopMonitor,
     analyze,
     bucket_quantile,
-    histogram_buckets,
 )
 from perfgate.measure.records import RequestRecord
+from perfgate.measure.server_metrics import histogram_buckets
 from perfgate.registry import Threshold
 from perfgate.run import runner
 from perfgate.scenario import load

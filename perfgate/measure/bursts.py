@@ -37,13 +37,13 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from perfgate.measure.records import RequestRecord
+from perfgate.measure.server_metrics import histogram_buckets
 
 NEAR_ZERO_MS = 0.1
 NEAR_ZERO_SHARE = 0.25
@@ -59,13 +59,13 @@ ITL_METRICS = tuple(
 
 class LoopMonitor:
     """perfgate's own event-loop stalls while it reads streams: a task sleeps ``period_ms`` at
-    a time and records every wake-up later than ``CLIENT_STALL_MS``, as (when, how late) in
-    ns. Use as ``async with LoopMonitor() as monitor:`` around the requests."""
+    a time and keeps the latest of its wake-ups later than ``CLIENT_STALL_MS`` (``longest_ms``,
+    0 when none was). Use as ``async with LoopMonitor() as monitor:`` around the requests."""
 
     period_ms = 2.0
 
     def __init__(self) -> None:
-        self.stalls: list[tuple[int, int]] = []
+        self._longest_ns = 0
         self._task: asyncio.Task[None] | None = None
 
     async def _watch(self) -> None:
@@ -76,7 +76,7 @@ class LoopMonitor:
             await asyncio.sleep(period)
             late = time.perf_counter_ns() - before - int(period * 1e9)
             if late > limit:
-                self.stalls.append((before, late))
+                self._longest_ns = max(self._longest_ns, late)
 
     async def __aenter__(self) -> LoopMonitor:
         self._task = asyncio.create_task(self._watch())
@@ -90,23 +90,7 @@ class LoopMonitor:
 
     @property
     def longest_ms(self) -> float:
-        return max((late for _, late in self.stalls), default=0) / 1e6
-
-
-def histogram_buckets(text: str | None, name: str) -> dict[float, float]:
-    """A histogram's cumulative bucket counts by upper bound (``le``), summed over label sets."""
-    out: dict[float, float] = {}
-    if not text:
-        return out
-    try:
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == f"{name}_bucket":
-                    le = float(s.labels["le"])
-                    out[le] = out.get(le, 0.0) + float(s.value)
-    except ValueError:
-        pass
-    return out
+        return self._longest_ns / 1e6
 
 
 def bucket_quantile(q: float, buckets: dict[float, float]) -> tuple[float, float]:
@@ -143,19 +127,7 @@ class Bursts:
     explanation: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "near_zero_fraction": self.near_zero_fraction,
-            "longest_stall_ms": self.longest_stall_ms,
-            "stall_threshold_ms": self.stall_threshold_ms,
-            "stalled_requests": self.stalled_requests,
-            "worst": self.worst,
-            "client_stall_ms": self.client_stall_ms,
-            "server_itl_ms": self.server_itl_ms,
-            "client_itl_ms": self.client_itl_ms,
-            "bursty": self.bursty,
-            "where": self.where,
-            "explanation": self.explanation,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Bursts:

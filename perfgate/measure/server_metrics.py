@@ -24,6 +24,7 @@ mean other traffic reached the server during the run, or the client miscounted.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,18 +42,35 @@ TOLERANCES = {  # check name -> (relative, absolute ms)
 }
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Sum every sample of a metric name over its label sets (``_bucket`` series are skipped).
-    Parsed by ``prometheus_client``; text it cannot parse gives what was read before it."""
-    totals: dict[str, float] = {}
+def _samples(text: str | None) -> Iterator[Any]:
+    """Every sample of a /metrics page, parsed by ``prometheus_client``; text it cannot parse
+    ends the samples there (the figures read so far stand, the rest count as missing)."""
+    if not text:
+        return
     try:
         for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if not sample.name.endswith("_bucket"):
-                    totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+            yield from family.samples
     except ValueError:
-        pass  # a malformed line: the figures read so far stand, the rest count as missing
+        return
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Sum every sample of a metric name over its label sets (``_bucket`` series are skipped)."""
+    totals: dict[str, float] = {}
+    for sample in _samples(text):
+        if not sample.name.endswith("_bucket"):
+            totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
     return totals
+
+
+def histogram_buckets(text: str | None, name: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts by upper bound (``le``), summed over label sets."""
+    out: dict[float, float] = {}
+    for sample in _samples(text):
+        if sample.name == f"{name}_bucket":
+            le = float(sample.labels["le"])
+            out[le] = out.get(le, 0.0) + float(sample.value)
+    return out
 
 
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
