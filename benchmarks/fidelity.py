@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing as mp
@@ -49,9 +50,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from perfgate.environment import cpu_model
 from perfgate.measure.client import build_payload, send_request
 from perfgate.measure.loadgen import measured_window, new_session, run_async
+from perfgate.measure.workers import StreamWorkers
 
 MODEL = "fidelity"
-READERS = ("perfgate", "vllm", "floor")
+
+
+def readers_of(args: argparse.Namespace) -> list[str]:
+    """perfgate in one process, perfgate with ``--client-processes`` workers (when asked),
+    vLLM's request function (where vLLM is installed) and the floor."""
+    out = ["perfgate"] + [f"perfgate x{n}" for n in args.client_processes if n > 1]
+    try:
+        import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401  (before any timing)
+    except ImportError:
+        print("vllm is not installed: its reader is left out", file=sys.stderr)
+    else:
+        out.append("vllm")
+    return [*out, "floor"]
 
 
 # ----------------------------------------------------------------------------- the emitter
@@ -227,9 +241,12 @@ async def read_floor(base: str, payload: dict[str, Any]) -> list[int]:
     return times
 
 
-def perfgate_reader(session: Any) -> Reader:
+def perfgate_reader(session: Any, workers: StreamWorkers | None = None) -> Reader:
     async def read(base: str, payload: dict[str, Any]) -> list[int]:
-        _, result = await send_request(session, base, "completions", payload)
+        if workers is None:
+            _, result = await send_request(session, base, "completions", payload)
+        else:
+            _, result = await workers.send(base, "completions", payload)
         if result.error:
             raise RuntimeError(f"perfgate: {result.error}")
         return list(result.chunk_ns)
@@ -288,9 +305,17 @@ class GcPauses:
 
 
 async def one_run(
-    reader: str, base: str, concurrency: int, events: int, spec: dict[str, Any], run_id: str
+    reader: str,
+    base: str,
+    concurrency: int,
+    events: int,
+    spec: dict[str, Any],
+    run_id: str,
+    workers: dict[str, StreamWorkers],
 ) -> dict[str, Any]:
-    """``concurrency`` streams at once through ``reader``; errors against the emitter's record."""
+    """``concurrency`` streams at once through ``reader``; errors against the emitter's record.
+    ``perfgate xN`` reads through N client processes (``workers``, started before any timing;
+    their garbage collection is off, so the GC column is this process's)."""
     import aiohttp
 
     payloads = []
@@ -301,11 +326,12 @@ async def one_run(
     gc_pauses = GcPauses()
     gc.callbacks.append(gc_pauses)
     try:
-        if reader == "perfgate":
+        if reader.startswith("perfgate"):
+            pool = workers.get(reader)
             async with new_session(concurrency) as session:
                 with measured_window():
                     got = await asyncio.gather(
-                        *(perfgate_reader(session)(base, p) for p in payloads)
+                        *(perfgate_reader(session, pool)(base, p) for p in payloads)
                     )
         elif reader == "vllm":
             # as vllm bench serve opens its session
@@ -364,27 +390,36 @@ def summarize(rows: list[dict[str, Any]], floor: list[dict[str, Any]]) -> dict[s
 
 
 async def campaign(base: str, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
-    import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401  (imported before any timing)
-
+    readers = args.readers
     spec = {"interval_ms": args.interval_ms, "jitter_ms": args.jitter_ms}
-    table: list[dict] = []
-    run_no = 0
-    for c in args.concurrency:
-        events = max(20, args.events // c)
-        runs: dict[str, list[dict]] = {r: [] for r in READERS}
-        for k in range(args.rounds):
-            for reader in READERS[k % 3 :] + READERS[: k % 3]:  # rotate the order
+    async with contextlib.AsyncExitStack() as stack:
+        pools: dict[str, StreamWorkers] = {}
+        for n in args.client_processes:
+            if n > 1:
+                pools[f"perfgate x{n}"] = await stack.enter_async_context(
+                    StreamWorkers(n, None, None)
+                )
+        table: list[dict] = []
+        run_no = 0
+        for c in args.concurrency:
+            events = max(20, args.events // c)
+            runs: dict[str, list[dict]] = {r: [] for r in readers}
+            for k in range(args.rounds):
+                shift = k % len(readers)
+                for reader in readers[shift:] + readers[:shift]:  # rotate the order
+                    run_no += 1
+                    runs[reader].append(
+                        await one_run(reader, base, c, events, spec, f"r{run_no}", pools)
+                    )
+            for reader in readers:
+                table.append(summarize(runs[reader], runs["floor"]))
+            print(f"concurrency {c} done", file=sys.stderr, flush=True)
+        ceiling: list[dict] = []
+        for c in args.ceiling_concurrency:
+            for reader in readers:
                 run_no += 1
-                runs[reader].append(await one_run(reader, base, c, events, spec, f"r{run_no}"))
-        for reader in READERS:
-            table.append(summarize(runs[reader], runs["floor"]))
-        print(f"concurrency {c} done", file=sys.stderr, flush=True)
-    ceiling: list[dict] = []
-    for c in args.ceiling_concurrency:
-        for reader in READERS:
-            run_no += 1
-            row = await one_run(reader, base, c, max(20, args.events // c), spec, f"r{run_no}")
-            ceiling.append(row)
+                events = max(20, args.events // c)
+                ceiling.append(await one_run(reader, base, c, events, spec, f"r{run_no}", pools))
     return table, ceiling
 
 
@@ -397,7 +432,8 @@ def render(table: list[dict], ceiling: list[dict], args: argparse.Namespace) -> 
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
         f"({cpu_model()}), Python {platform.python_version()}, "
-        f"emitter on CPU 0, readers on CPU 1 ({args.loop} event loop); one event every "
+        f"emitter on one CPU, readers on the other {len(os.sched_getaffinity(0))} "
+        f"({args.loop} event loop); one event every "
         f"{args.interval_ms:g} ms per stream"
         + (f" (+-{args.jitter_ms:g} ms)" if args.jitter_ms else "")
         + f", {args.rounds} rounds per concurrency, readers in rotating order.",
@@ -424,7 +460,7 @@ def render(table: list[dict], ceiling: list[dict], args: argparse.Namespace) -> 
         "|---|---:|---:|",
     ]
     top = ceiling_of(ceiling, "floor")
-    for reader in READERS:
+    for reader in args.readers:
         c = ceiling_of(ceiling, reader)
         lines.append(f"| {reader} | {c:.0f} | {c / top:.2f} |")
     return "\n".join(lines) + "\n"
@@ -444,8 +480,17 @@ def main() -> None:
         default="uvloop",
         help="the readers' event loop: uvloop, as perfgate runs (where installed), or asyncio's",
     )
+    ap.add_argument(
+        "--client-processes",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also read through perfgate with N client processes (--client-processes N)",
+    )
     ap.add_argument("--markdown", type=Path, help="also write the tables here")
     args = ap.parse_args()
+    args.readers = readers_of(args)
     cpus = sorted(os.sched_getaffinity(0))
     two = len(cpus) >= 2
     ctx = mp.get_context("spawn")

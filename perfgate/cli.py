@@ -315,6 +315,15 @@ def main() -> None:
     "two) fails.",
 )
 @click.option(
+    "--client-processes",
+    type=int,
+    default=WORKLOAD.client_processes,
+    show_default=True,
+    metavar="N",
+    help="Processes that read the streams: 1 reads all in perfgate's own; at many streams "
+    "(64 or more) on a machine with cores to spare, more keep the timestamps exact.",
+)
+@click.option(
     "--out",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -338,6 +347,7 @@ def bench(
     temperature: float,
     metric_percentiles: str,
     stall_timeout: float,
+    client_processes: int,
     out_path: Path | None,
 ) -> None:
     """Benchmark one running server with exact-length streaming requests.
@@ -386,6 +396,7 @@ def bench(
         temperature=temperature,
         percentiles=_parse_percentiles(metric_percentiles),
         stall_timeout_s=stall_timeout,
+        client_processes=client_processes,
     )
     try:
         validate_config(cfg)  # every flag before any server starts

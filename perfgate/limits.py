@@ -13,6 +13,7 @@ MAX_CONCURRENCY = 100_000
 MAX_SEED = 2**32 - 1
 MAX_REPEATS = 1_000
 MAX_STARTS = 200  # server starts per arm: each costs minutes
+MAX_CLIENT_PROCESSES = 256  # processes reading the streams: one per core at most is useful
 # most starts per arm for a budget given as wall time alone (the spending of alpha over looks
 # needs a most)
 BUDGET_STARTS = 20

@@ -104,6 +104,22 @@ BAD_INPUT = [
         "--serve: ./no/such/model does not exist",
     ),
     Case(
+        "bench-client-processes-zero",
+        "4",
+        "`bench --client-processes 0`",
+        lambda t: ["bench", "--url", "http://127.0.0.1:9", "--client-processes", "0"],
+        2,
+        "--client-processes must be between 1 and 256, got 0",
+    ),
+    Case(
+        "scenario-client-processes-zero",
+        "4",
+        "a scenario's `workload.client_processes = 0`",
+        lambda t: compare(t, with_("output_len = 16\n", "output_len = 16\nclient_processes = 0\n")),
+        2,
+        "workload.client_processes must be an integer >= 1 (at most 256), got 0",
+    ),
+    Case(
         "gpqa-header-only",
         "4",
         "a GPQA file with only its header row",

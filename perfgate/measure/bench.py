@@ -9,11 +9,14 @@ and the caller renders the ``BenchResult``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+import aiohttp
 
 from perfgate import environment, limits, redact
 from perfgate.measure.bursts import Bursts, LoopMonitor, analyze
@@ -22,7 +25,8 @@ from perfgate.measure.metrics import DEFAULT_PERCENTILES, compute_metrics
 from perfgate.measure.records import RequestRecord
 from perfgate.measure.server_metrics import CrossCheck, cross_check
 from perfgate.measure.validity import Problem, check_records
-from perfgate.measure.workload import Workload, WorkloadError, build_prompts
+from perfgate.measure.workers import StreamWorkers, WorkerError
+from perfgate.measure.workload import Prompt, Workload, WorkloadError, build_prompts
 from perfgate.results import BENCH_SCHEMA, need
 from perfgate.serve.server import ServerSpec, VllmServer, model_problem
 from perfgate.serve.server_api import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
@@ -146,6 +150,7 @@ _NAMES = {
     "request_rate": ("--request-rate", "workload.request_rate"),
     "burstiness": ("--burstiness", "workload.burstiness"),
     "stall_timeout_s": ("--stall-timeout", "workload.stall_timeout_s"),
+    "client_processes": ("--client-processes", "workload.client_processes"),
 }
 
 
@@ -179,6 +184,13 @@ def validate_config(cfg: BenchConfig) -> None:
         raise BenchError(
             f"{name(cfg, 'stall_timeout_s')} must be above 0 and at most 86400 s, got "
             f"{cfg.stall_timeout_s:g}"
+        )
+    if not 1 <= cfg.client_processes <= limits.MAX_CLIENT_PROCESSES:
+        raise BenchError(
+            f"{name(cfg, 'client_processes')} must be between 1 and "
+            f"{limits.MAX_CLIENT_PROCESSES}, got {cfg.client_processes} (1 reads every stream "
+            "in perfgate's own process; more share the streams out, for many streams on a "
+            "machine with cores to spare)"
         )
     rate = name(cfg, "request_rate")
     if problem := limits.send_span_problem(cfg.num_prompts, cfg.request_rate, rate):
@@ -307,46 +319,23 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
             ) from exc
 
         target = Target(info.base_url, info.model)
-        with measured_window():  # warmups, the timed requests, the scrapes
-            t0 = time.perf_counter_ns()
-            records: list[RequestRecord] = []
-            if warmup_prompts:
-                done = 0
-
-                def warm_done(_: RequestRecord) -> None:
-                    nonlocal done
-                    done += 1
-                    report("warmup", done, len(warmup_prompts))
-
-                records += await run_load(
-                    session,
-                    target,
-                    replace(cfg, request_rate=math.inf),
-                    warmup_prompts,
-                    t0_ns=t0,
-                    warmup=True,
-                    first_index=-len(warmup_prompts),
-                    on_done=warm_done,
-                )
-
-            before = await scrape_metrics(session, info.base_url)
-            finished = 0
-
-            def measured_done(_: RequestRecord) -> None:
-                nonlocal finished
-                finished += 1
-                report("benchmark", finished, len(prompts))
-
-            report("benchmark", 0, len(prompts))
-            async with LoopMonitor() as monitor:
-                records += await run_load(
-                    session, target, cfg, prompts, t0_ns=t0, on_done=measured_done
-                )
-            after = await scrape_metrics(session, info.base_url)
+        async with contextlib.AsyncExitStack() as stack:
+            workers = None
+            if cfg.client_processes > 1:  # the streams are read in processes of their own
+                workers = StreamWorkers(cfg.client_processes, cfg.max_concurrency, cfg.api_key)
+                try:
+                    await stack.enter_async_context(workers)
+                except WorkerError as exc:
+                    raise BenchError(str(exc)) from exc
+            records, before, after, client_stall_ms = await _send_all(
+                cfg, session, info, target, prompts, warmup_prompts, workers, report
+            )
+        if workers is not None:  # stopped now: each told its longest stall
+            client_stall_ms = max(client_stall_ms, workers.longest_stall_ms)
 
     metrics = compute_metrics(records, cfg.percentiles)
     checks = cross_check(before, after, metrics)
-    bursts = analyze(records, before, after, monitor.longest_ms)
+    bursts = analyze(records, before, after, client_stall_ms)
     return BenchResult(
         config=cfg,
         server=info,
@@ -359,6 +348,60 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
         started_at=started_at,
         bursts=bursts,
     )
+
+
+async def _send_all(
+    cfg: BenchConfig,
+    session: aiohttp.ClientSession,
+    info: ServerInfo,
+    target: Target,
+    prompts: list[Prompt],
+    warmup_prompts: list[Prompt],
+    workers: StreamWorkers | None,
+    report: ProgressFn,
+) -> tuple[list[RequestRecord], str | None, str | None, float]:
+    """The warmups, the timed requests and the /metrics scrapes around them: the records, both
+    scrapes, and the longest stall of perfgate's own event loop while the timed ones streamed."""
+    with measured_window():
+        t0 = time.perf_counter_ns()
+        records: list[RequestRecord] = []
+        if warmup_prompts:
+            done = 0
+
+            def warm_done(_: RequestRecord) -> None:
+                nonlocal done
+                done += 1
+                report("warmup", done, len(warmup_prompts))
+
+            records += await run_load(
+                session,
+                target,
+                replace(cfg, request_rate=math.inf),
+                warmup_prompts,
+                t0_ns=t0,
+                warmup=True,
+                first_index=-len(warmup_prompts),
+                on_done=warm_done,
+                workers=workers,
+            )
+
+        before = await scrape_metrics(session, info.base_url)
+        finished = 0
+
+        def measured_done(_: RequestRecord) -> None:
+            nonlocal finished
+            finished += 1
+            report("benchmark", finished, len(prompts))
+
+        report("benchmark", 0, len(prompts))
+        if workers is not None:
+            workers.reset_monitors()
+        async with LoopMonitor() as monitor:
+            records += await run_load(
+                session, target, cfg, prompts, t0_ns=t0, on_done=measured_done, workers=workers
+            )
+        after = await scrape_metrics(session, info.base_url)
+    return records, before, after, monitor.longest_ms
 
 
 def run_bench(cfg: BenchConfig, progress: ProgressFn | None = None) -> BenchResult:

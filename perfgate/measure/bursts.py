@@ -88,6 +88,9 @@ class LoopMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def reset(self) -> None:
+        self._longest_ns = 0
+
     @property
     def longest_ms(self) -> float:
         return self._longest_ns / 1e6

@@ -23,6 +23,7 @@ import numpy as np
 
 from perfgate.measure.client import Clock, build_payload, send_request, stamp_arrivals
 from perfgate.measure.records import RequestRecord
+from perfgate.measure.workers import StreamWorkers
 from perfgate.measure.workload import Prompt, Workload
 
 REQUEST_TIMEOUT_S = 6 * 3600
@@ -103,8 +104,11 @@ async def run_load(
     first_index: int = 0,
     on_done: Callable[[RequestRecord], None] | None = None,
     clock: Clock = time.perf_counter_ns,
+    workers: StreamWorkers | None = None,
 ) -> list[RequestRecord]:
-    """Send every prompt once; records come back in prompt order, times relative to ``t0_ns``."""
+    """Send every prompt once; records come back in prompt order, times relative to ``t0_ns``.
+    With ``workers`` the streams are read in client processes of their own (their clock is
+    ``time.perf_counter_ns``, whatever ``clock`` is)."""
     w = workload
     slots = asyncio.Semaphore(w.max_concurrency) if w.max_concurrency else None
     gaps = arrival_gaps_s(len(prompts), w.request_rate, w.burstiness, w.seed)
@@ -113,14 +117,14 @@ async def run_load(
         payload = build_payload(
             w.endpoint, target.model, prompt.text, prompt.output_tokens, temperature=w.temperature
         )
-        if slots is None:
-            send_ns, result = await send_request(
-                session, target.base_url, w.endpoint, payload, clock, w.stall_timeout_s
-            )
-        else:
-            async with slots:
+        async with slots or contextlib.nullcontext():
+            if workers is None:
                 send_ns, result = await send_request(
                     session, target.base_url, w.endpoint, payload, clock, w.stall_timeout_s
+                )
+            else:
+                send_ns, result = await workers.send(
+                    target.base_url, w.endpoint, payload, w.stall_timeout_s
                 )
         record = RequestRecord(
             index=first_index + i,

@@ -56,6 +56,8 @@ class Workload:
     seed: int = 0
     temperature: float = 0.0
     stall_timeout_s: float = 600.0  # a stream silent this long fails its request
+    # processes that read the streams (perfgate.measure.workers); 1: this process alone
+    client_processes: int = 1
 
 
 @dataclass(frozen=True)
