@@ -42,6 +42,7 @@ from perfgate.report.markdown import (
     render_kernel_table,
     render_steps,
 )
+from perfgate.report.plots import request_timeline
 from perfgate.results import (
     BENCH_SCHEMA,
     COMPARE_SCHEMA,
@@ -158,6 +159,22 @@ class _ConcurrencyType(click.ParamType):
                 ctx,
             )
         return n
+
+
+def _client_processes(value: str) -> int:
+    """``--client-processes``: a count, or "auto" (0)."""
+    if value.strip().lower() == "auto":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise click.BadParameter(
+            f'{value!r}: give "auto" or a number of processes, 1 or more',
+            param_hint="--client-processes",
+        )
+    return n
 
 
 def _parse_percentiles(value: str) -> tuple[float, ...]:
@@ -316,12 +333,12 @@ def main() -> None:
 )
 @click.option(
     "--client-processes",
-    type=int,
-    default=WORKLOAD.client_processes,
+    default="auto",
     show_default=True,
-    metavar="N",
-    help="Processes that read the streams: 1 reads all in perfgate's own; at many streams "
-    "(64 or more) on a machine with cores to spare, more keep the timestamps exact.",
+    metavar="N|auto",
+    help="Processes that read the streams: 1 reads all in perfgate's own; auto takes one per "
+    "16 concurrent streams, within the cores perfgate may use (one process saturates near 64 "
+    "streams and its timestamps lag: docs/fidelity.md).",
 )
 @click.option(
     "--out",
@@ -329,6 +346,15 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the versioned JSON result (with every request's record) here.",
+)
+@click.option(
+    "--timeline",
+    "timeline_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.png",
+    help="Draw the measured requests here (per request: send, first token, a tick per "
+    "chunk), so bursts and stalls show.",
 )
 def bench(
     url: str | None,
@@ -347,8 +373,9 @@ def bench(
     temperature: float,
     metric_percentiles: str,
     stall_timeout: float,
-    client_processes: int,
+    client_processes: str,
     out_path: Path | None,
+    timeline_path: Path | None,
 ) -> None:
     """Benchmark one running server with exact-length streaming requests.
 
@@ -365,11 +392,12 @@ def bench(
         fail("--url and --serve exclude each other: benchmark a running server, or start one")
     if serve_args and serve_model is None:
         fail("--serve-arg needs --serve MODEL")
-    if out_path is not None:
-        try:
-            check_output_file(out_path, "--out")
-        except ResultError as exc:
-            fail(str(exc))
+    for path, flag in ((out_path, "--out"), (timeline_path, "--timeline")):
+        if path is not None:
+            try:
+                check_output_file(path, flag)
+            except ResultError as exc:
+                fail(str(exc))
     if url:
         redact.register(redact.url_secret(url))
     redact.register_args(serve_args)
@@ -396,7 +424,7 @@ def bench(
         temperature=temperature,
         percentiles=_parse_percentiles(metric_percentiles),
         stall_timeout_s=stall_timeout,
-        client_processes=client_processes,
+        client_processes=_client_processes(client_processes),
     )
     try:
         validate_config(cfg)  # every flag before any server starts
@@ -423,6 +451,16 @@ def bench(
         err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
     if written is not None:
         err_console.print(f"result written to {written}")
+    if timeline_path is not None:
+        measured = [r for r in result.records if not r.warmup]
+        try:
+            request_timeline([("measured requests", "#1f77b4", measured)], timeline_path)
+        except (OSError, ValueError) as exc:  # the measurement is written; the picture is not
+            err_console.print(
+                Text.assemble(("warning:", "bold yellow"), f" --timeline {timeline_path}: {exc}")
+            )
+        else:
+            err_console.print(f"timeline drawn in {timeline_path}")
     sys.exit(EXIT_PASS if result.valid else EXIT_INVALID)
 
 

@@ -25,7 +25,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     num_warmups = 8
     request_rate = "inf"                  # or requests per second, with burstiness (gamma)
     stall_timeout_s = 600
-    client_processes = 1                  # processes reading the streams (many streams: more)
+    client_processes = "auto"             # processes reading the streams: one per 16 at once
 
     [compare]
     starts = 3                            # server starts per arm, in rounds of one per arm
@@ -524,9 +524,9 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         seed=_int(wl, "seed", d.seed, 0, limits.MAX_SEED),
         temperature=wl.number("temperature", d.temperature, low=0.0, high=10.0),
         stall_timeout_s=wl.number("stall_timeout_s", d.stall_timeout_s, low=0.1, high=86400.0),
-        client_processes=_int(
-            wl, "client_processes", d.client_processes, 1, limits.MAX_CLIENT_PROCESSES
-        ),
+        client_processes=0
+        if wl.table.get("client_processes", "auto") == "auto"
+        else _int(wl, "client_processes", d.client_processes, 1, limits.MAX_CLIENT_PROCESSES),
     )
     if (
         problem := limits.send_span_problem(

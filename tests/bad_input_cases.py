@@ -109,7 +109,7 @@ BAD_INPUT = [
         "`bench --client-processes 0`",
         lambda t: ["bench", "--url", "http://127.0.0.1:9", "--client-processes", "0"],
         2,
-        "--client-processes must be between 1 and 256, got 0",
+        "'0': give \"auto\" or a number of processes, 1 or more",
     ),
     Case(
         "scenario-client-processes-zero",

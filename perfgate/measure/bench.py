@@ -26,7 +26,13 @@ from perfgate.measure.records import RequestRecord
 from perfgate.measure.server_metrics import CrossCheck, cross_check
 from perfgate.measure.validity import Problem, check_records
 from perfgate.measure.workers import StreamWorkers, WorkerError
-from perfgate.measure.workload import Prompt, Workload, WorkloadError, build_prompts
+from perfgate.measure.workload import (
+    Prompt,
+    Workload,
+    WorkloadError,
+    build_prompts,
+    client_processes,
+)
 from perfgate.results import BENCH_SCHEMA, need
 from perfgate.serve.server import ServerSpec, VllmServer, model_problem
 from perfgate.serve.server_api import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
@@ -185,9 +191,9 @@ def validate_config(cfg: BenchConfig) -> None:
             f"{name(cfg, 'stall_timeout_s')} must be above 0 and at most 86400 s, got "
             f"{cfg.stall_timeout_s:g}"
         )
-    if not 1 <= cfg.client_processes <= limits.MAX_CLIENT_PROCESSES:
+    if not 0 <= cfg.client_processes <= limits.MAX_CLIENT_PROCESSES:
         raise BenchError(
-            f"{name(cfg, 'client_processes')} must be between 1 and "
+            f'{name(cfg, "client_processes")} must be "auto" or between 1 and '
             f"{limits.MAX_CLIENT_PROCESSES}, got {cfg.client_processes} (1 reads every stream "
             "in perfgate's own process; more share the streams out, for many streams on a "
             "machine with cores to spare)"
@@ -281,6 +287,7 @@ ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
 async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) -> BenchResult:
     validate_config(cfg)
+    cfg = replace(cfg, client_processes=client_processes(cfg))  # "auto" as resolved here
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     env = environment.capture()
 

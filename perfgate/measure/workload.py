@@ -10,6 +10,7 @@ The same seed, length and server tokenizer give the same prompts.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -56,8 +57,30 @@ class Workload:
     seed: int = 0
     temperature: float = 0.0
     stall_timeout_s: float = 600.0  # a stream silent this long fails its request
-    # processes that read the streams (perfgate.measure.workers); 1: this process alone
-    client_processes: int = 1
+    # processes that read the streams (perfgate.measure.workers); 0 is "auto"
+    client_processes: int = 0
+
+
+# Streams one client process reads in "auto": one process keeps its timestamps within a few
+# tens of microseconds of a bare socket reader up to 8-16 streams of a token every 2 ms and
+# saturates near 64 (~32k events/s); four processes reading 64 streams matched the reader
+# (docs/fidelity.md). "auto" takes no more than the most that was measured.
+STREAMS_PER_CLIENT_PROCESS = 16
+MAX_AUTO_CLIENT_PROCESSES = 8
+
+
+def client_processes(w: Workload, usable_cpus: int | None = None) -> int:
+    """How many processes read the streams: the setting, or for "auto" (0) one per
+    ``STREAMS_PER_CLIENT_PROCESS`` streams that may be open at once, at most
+    ``MAX_AUTO_CLIENT_PROCESSES`` and the cores perfgate may run on less one (the scheduling
+    process), at least one."""
+    if w.client_processes > 0:
+        return w.client_processes
+    if usable_cpus is None:
+        usable_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    streams = w.num_prompts if w.max_concurrency is None else w.max_concurrency
+    wanted = -(-streams // STREAMS_PER_CLIENT_PROCESS)
+    return max(1, min(wanted, MAX_AUTO_CLIENT_PROCESSES, usable_cpus - 1))
 
 
 @dataclass(frozen=True)

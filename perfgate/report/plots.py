@@ -70,36 +70,45 @@ def latency_cdfs(doc: dict[str, Any], out_dir: Path) -> str | None:
 
 
 def timeline(doc: dict[str, Any], out_dir: Path, most: int = 64) -> str | None:
-    """Each arm's first repeat (its measured requests), request by request: a line from send
-    to end, a dot at the first token, a tick at every chunk, so waves, bursts and stalls show."""
+    """Each arm's first repeat (its measured requests) in a compare run: ``timeline.png``."""
     firsts = {a: _records(doc["arms"][a])[:1] for a in ("baseline", "candidate")}
     arms = {a: [r for r in reps[0] if not r.warmup][:most] for a, reps in firsts.items() if reps}
-    arms = {a: reqs for a, reqs in arms.items() if reqs}
-    if not arms:
+    panels = [(f"{arm}: first repeat", COLORS[arm], reqs) for arm, reqs in arms.items() if reqs]
+    if not panels:
         return None
+    name = "timeline.png"
+    request_timeline(panels, out_dir / name, most)
+    return name
+
+
+def request_timeline(
+    panels: Sequence[tuple[str, str, Sequence[RequestRecord]]], path: Path, most: int = 64
+) -> None:
+    """One panel per (title, color, requests), request by request: a line from send to end, a
+    dot at the first token, a tick at every chunk, so waves, bursts and stalls show. At most
+    ``most`` requests a panel (the first sent)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(arms), 1, figsize=(10, 2.2 + 0.09 * most * len(arms)),
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 + 0.09 * most * len(panels)),
                              squeeze=False)  # fmt: skip
-    for ax, (arm, reqs) in zip(axes[:, 0], arms.items(), strict=True):
+    for ax, (title, color, all_reqs) in zip(axes[:, 0], panels, strict=True):
+        reqs = sorted(all_reqs, key=lambda r: r.send_ns)[:most]
         t0 = min(r.send_ns for r in reqs)
         for i, r in enumerate(reqs):
             end = r.end_ns or (r.chunk_ns[-1] if r.chunk_ns else r.send_ns)
             ax.plot([(r.send_ns - t0) / 1e9, (end - t0) / 1e9], [i, i], color="0.75", lw=1)
             chunks = [(c - t0) / 1e9 for c in r.chunk_ns]
             if chunks:
-                ax.plot(chunks, [i] * len(chunks), "|", color=COLORS[arm], ms=4)
+                ax.plot(chunks, [i] * len(chunks), "|", color=color, ms=4)
                 ax.plot(chunks[0], i, "o", color="black", ms=2.5)
-        ax.set_title(f"{arm}: first repeat, {len(reqs)} requests (dot: first token, tick: chunk)",
+        ax.set_title(f"{title}, {len(reqs)} requests (dot: first token, tick: chunk)",
                      fontsize=9)  # fmt: skip
         ax.set_ylabel("request")
         ax.invert_yaxis()
         ax.grid(alpha=0.3, axis="x")
     axes[-1, 0].set_xlabel("seconds from the first send")
     fig.tight_layout()
-    name = "timeline.png"
-    fig.savefig(out_dir / name, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return name
 
 
 def trend(

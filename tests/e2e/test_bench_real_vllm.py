@@ -20,7 +20,9 @@ from tests.e2e.conftest import (
 IN, OUT, N, CONC = 96, 48, 12, 4
 
 
-def test_bench_measures_every_request_exactly(vllm_server, tmp_path):
+@pytest.mark.parametrize("processes", ["auto", "2"])
+def test_bench_measures_every_request_exactly(vllm_server, tmp_path, processes):
+    """Read in perfgate's own process ("auto" on a small box) and in two client processes."""
     out = tmp_path / "bench.json"
     proc = perfgate(
         "bench",
@@ -38,6 +40,8 @@ def test_bench_measures_every_request_exactly(vllm_server, tmp_path):
         "2",
         "--seed",
         "7",
+        "--client-processes",
+        processes,
         "--out",
         str(out),
     )
@@ -46,6 +50,10 @@ def test_bench_measures_every_request_exactly(vllm_server, tmp_path):
 
     doc = json.loads(out.read_text())
     assert doc["schema"] == "perfgate.bench/1" and doc["valid"] is True
+    if processes == "2":
+        assert doc["config"]["client_processes"] == 2
+    else:  # "auto", resolved for the cores perfgate may use
+        assert doc["config"]["client_processes"] >= 1
     assert doc["server"]["model"] == "tiny" and doc["server"]["version"]
     assert doc["environment"]["perfgate_version"]
     m = doc["metrics"]

@@ -37,6 +37,8 @@ def test_a_paused_api_server_is_flagged_as_bursty_and_attributed(vllm_server, tm
             "600",
             "--out",
             str(out),
+            "--timeline",
+            str(tmp_path / "timeline.png"),
         ],
         cwd=ROOT,
         env={**os.environ, **cpu_server_env()},
@@ -71,3 +73,5 @@ def test_a_paused_api_server_is_flagged_as_bursty_and_attributed(vllm_server, tm
     (warning,) = [w for w in doc["warnings"] if w["code"] == "bursty_stream"]
     assert "between the engine and the socket" in warning["message"]
     assert "Tokens reached the client in bursts" in output  # the terminal report says so
+    picture = (tmp_path / "timeline.png").read_bytes()  # the stalls, drawn for a user to see
+    assert picture.startswith(b"\x89PNG") and "timeline drawn in" in output
