@@ -302,6 +302,42 @@ def task_config(spec: AccuracySpec, name: str = "perfgate_gpqa") -> dict[str, An
 # ---------------------------------------------------------------- running lm-eval
 
 
+def question_seed(seed: int, prompt: Any) -> int:
+    """The sampling seed of one request: the evaluation's seed mixed with the prompt (token ids,
+    text or chat messages), so every question gets its own random numbers, the same in both
+    arms and on every rerun."""
+    digest = hashlib.sha256(f"{seed}\0{json.dumps(prompt, sort_keys=True)}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class _SeedPerQuestion:
+    """Mixed into lm-eval's local API models: lm-eval sends one ``seed`` with every request of
+    an evaluation, and vLLM seeds each request's sampler with it, so every reply draws the same
+    random numbers at the same position. Replies to different questions were then not
+    independent draws: a model that gave every question the same answer distribution answered
+    all of them alike within a seed (right on every question whose answer was A, wrong on every
+    other), which the paired test, treating questions as independent, cannot know. Each request
+    gets ``question_seed`` of the evaluation's seed and its own prompt instead."""
+
+    def _create_payload(self, messages: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = super()._create_payload(messages, *args, **kwargs)  # type: ignore[misc]
+        if payload.get("seed") is not None:
+            payload["seed"] = question_seed(int(payload["seed"]), messages)
+        return payload
+
+
+def lm_eval_model(chat: bool, model_args: dict[str, Any]) -> Any:
+    """lm-eval's ``local-completions`` (or ``local-chat-completions``) model with a seed per
+    question (``_SeedPerQuestion``)."""
+    from lm_eval.api.registry import get_model
+
+    base = get_model("local-chat-completions" if chat else "local-completions")
+    seeded: Any = type(f"SeedPerQuestion{base.__name__}", (_SeedPerQuestion, base), {})
+    return seeded.create_from_arg_obj(
+        model_args, {"batch_size": None, "max_batch_size": None, "device": None}
+    )
+
+
 @dataclass
 class ArmAccuracy:
     """One arm's per-question, per-repeat correctness (1/0), and what produced it."""
@@ -411,6 +447,8 @@ def run_accuracy(
     if tokenizer and not chat:
         model_args["tokenizer"] = tokenizer
         model_args["tokenizer_backend"] = "huggingface"
+    with output_to(log):
+        lm = lm_eval_model(chat, model_args)
     result = ArmAccuracy(source=source, task="perfgate_gpqa", k=spec.k)
     rows: dict[str, list[int]] = {}
     for repeat in range(spec.k):
@@ -419,8 +457,7 @@ def run_accuracy(
             gen_kwargs["reasoning_effort"] = spec.reasoning_effort
         with output_to(log):
             out = simple_evaluate(
-                model="local-chat-completions" if chat else "local-completions",
-                model_args=model_args,
+                model=lm,
                 tasks=[task_config(spec)],
                 task_manager=TaskManager(include_defaults=False),
                 limit=spec.limit,

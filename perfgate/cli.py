@@ -498,6 +498,13 @@ def _arm_options(fn: Any) -> Any:
             "(`PYTHON -m vllm.entrypoints.openai.api_server`).",
         )(fn)
         fn = click.option(
+            f"--{arm}-model",
+            default=None,
+            metavar="MODEL",
+            help=f"Weights of the {arm}'s own (a model directory or hub name) in place of the "
+            "scenario's model.",
+        )(fn)
+        fn = click.option(
             f"--{arm}-env",
             multiple=True,
             metavar="KEY=VALUE",
@@ -723,6 +730,7 @@ def _load_scenario(path: str | None, builtin: str | None, flags: dict[str, Any])
             "python": flags[f"{arm}_python"],
             "env": parse_env_pairs(flags[f"{arm}_env"], f"--{arm}-env"),
             "args": tuple(flags[f"{arm}_arg"]),
+            "model": flags[f"{arm}_model"],
         }
     return with_overrides(scenario, arm_overrides=overrides)
 

@@ -60,6 +60,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     [arms.candidate]
     args = ["--max-num-seqs", "2"]
     env = { SOME_FLAG = "1" }
+    model = "/ckpt/requantized"           # weights of its own (default: the scenario's model)
 """
 
 from __future__ import annotations
@@ -180,6 +181,9 @@ class ArmSpec:
     # a url arm with [profile]: the folder its server writes traces to (torch_profiler_dir)
     trace_dir: str | None = None
     pin_cpus: str | None = None  # overrides [server] pin_cpus for this arm's servers
+    # weights of its own (a model directory or hub name) in place of the scenario's model:
+    # a re-quantized or patched checkpoint is the change under test
+    model: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As written to results.json: secrets masked."""
@@ -193,6 +197,7 @@ class ArmSpec:
             "env": redact.env(self.env),
             "args": redact.args(self.args),
             "gpus": self.gpus,
+            "model": self.model,
         }
 
     def register_secrets(self) -> None:
@@ -413,7 +418,7 @@ class _Fields:
 
 
 def _arm(f: _Fields, name: str) -> ArmSpec:
-    f.check_keys({"url", "vllm", "python", "env", "args", "gpus", "trace_dir", "pin_cpus"})
+    f.check_keys({"url", "vllm", "python", "env", "args", "gpus", "trace_dir", "pin_cpus", "model"})
     arm = ArmSpec(
         name=name,
         url=f.text("url"),
@@ -424,6 +429,7 @@ def _arm(f: _Fields, name: str) -> ArmSpec:
         gpus=f.text("gpus"),
         trace_dir=f.text("trace_dir"),
         pin_cpus=_pin_cpus(f) if "pin_cpus" in f.table else None,
+        model=f.text("model"),
     )
     validate_arm(arm, f.source)
     return arm
@@ -443,6 +449,11 @@ def validate_arm(arm: ArmSpec, source: str) -> None:
         raise ScenarioError(
             f"{where} sets {' and '.join(launchers)}; give one: url (a running server), "
             "vllm (an executable) or python (an interpreter with vLLM installed)"
+        )
+    if arm.url and arm.model:
+        raise ScenarioError(
+            f"{where} sets url and model: a running server serves the model it was started "
+            "with; give model only to an arm perfgate starts"
         )
     if arm.url and not arm.url.startswith(("http://", "https://")):
         raise ScenarioError(f"{where}.url must start with http:// or https://, got {arm.url!r}")
@@ -952,6 +963,8 @@ def with_overrides(
         launcher = {k: ov[k] for k in ("url", "vllm", "python") if ov.get(k)}
         if launcher:
             arm = replace(arm, **{"url": None, "vllm": None, "python": None, **launcher})
+        if ov.get("model"):
+            arm = replace(arm, model=ov["model"])
         if ov.get("env"):
             arm = replace(arm, env={**arm.env, **ov["env"]})
         if ov.get("args"):

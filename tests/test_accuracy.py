@@ -8,9 +8,11 @@ from perfgate.accuracy import (
     REQUIRED_COLUMNS,
     AccuracyError,
     AccuracySpec,
+    _SeedPerQuestion,
     extract_answer,
     extract_filter,
     preflight,
+    question_seed,
     shuffled_choices,
     task_config,
 )
@@ -105,3 +107,21 @@ def test_credentials_in_the_url_become_a_header_lm_eval_can_send():
         {"Authorization": "Basic dTpwQHNz"},  # base64("u:p@ss")
     )
     assert auth_header("http://u:p@h:1", "sk-1") == ("http://h:1", {"Authorization": "Bearer sk-1"})
+
+
+def test_every_question_gets_a_seed_of_its_own_the_same_in_both_arms_and_reruns():
+    class LmEvalModel:  # what lm-eval's local API models build: one seed for every request
+        def _create_payload(self, messages, generate=False, gen_kwargs=None, seed=1234):
+            return {"prompt": messages, "seed": 3, "max_tokens": 16}
+
+    class Seeded(_SeedPerQuestion, LmEvalModel):
+        pass
+
+    model = Seeded()
+    q1, q2 = [101, 7, 55], [101, 7, 56]  # token ids of two prompts
+    s1, s2 = model._create_payload(q1, True)["seed"], model._create_payload(q2, True)["seed"]
+    assert s1 != s2 and s1 == question_seed(3, q1) == Seeded()._create_payload(q1)["seed"]
+    assert question_seed(4, q1) != s1  # the next evaluation (k) draws anew
+    assert 0 <= s1 < 2**31 and model._create_payload(q1)["prompt"] == q1
+    chat = [{"role": "user", "content": "Q?"}]
+    assert question_seed(3, chat) == question_seed(3, [{"content": "Q?", "role": "user"}])

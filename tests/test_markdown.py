@@ -185,3 +185,34 @@ def test_user_and_server_text_cannot_inject_markup_or_break_the_report():
     ]
     assert "````\nperfgate compare ``` --x\n````" in md
     assert "Host ``host`name|x``," in md
+
+
+def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply():
+    from dataclasses import asdict
+
+    from perfgate.accuracy import ArmAccuracy
+    from perfgate.decide.stats import paired_accuracy
+    from perfgate.report.markdown import render_accuracy_section
+
+    letters = {"baseline": [["A", "A"], ["B", "C"], ["D", "D"]],
+               "candidate": [["C", None], ["B", "C"], ["D", "D"]]}  # fmt: skip
+    targets = ["A", "B", "D"]
+    arms = {}
+    for arm, replies in letters.items():
+        samples = [
+            {"question": f"q{i}", "repeat": r, "target": f"({targets[i]})",
+             "answer": f"({x})" if x else "[no answer]", "correct": int(x == targets[i])}
+            for i, row in enumerate(replies) for r, x in enumerate(row)
+        ]  # fmt: skip
+        correct = [[int(x == targets[i]) for x in row] for i, row in enumerate(replies)]
+        arms[arm] = ArmAccuracy("bundled", "perfgate_gpqa", 2, ["q0", "q1", "q2"], correct,
+                                samples=samples)  # fmt: skip
+    c = paired_accuracy(arms["baseline"].correct, arms["candidate"].correct, max_drop=0.01)
+    md = "\n".join(
+        render_accuracy_section(
+            {"arms": {n: a.to_json() for n, a in arms.items()}, "comparison": asdict(c)}
+        )
+    )
+    assert "the candidate did worse on 1, better on 0 and the same on 2 of 3 questions" in md
+    assert "| q0 | A | 2/2 | 0/2 | -100.0 pp | A A | C - |" in md
+    assert "| q1 |" not in md  # unchanged questions stay out of the table

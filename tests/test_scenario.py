@@ -91,6 +91,10 @@ def test_minimal_scenario_gets_the_default_gate():
             {"arms": {"baseline": {"env": {"A": 1}}, "candidate": {}}},
             "arms.baseline.env.A must be a string",
         ),
+        (
+            {"arms": {"baseline": {}, "candidate": {"url": "http://a", "model": "/ckpt"}}},
+            "arms.candidate sets url and model: a running server serves the model it was started",
+        ),
     ],
 )
 def test_every_bad_field_names_file_field_and_fix(changes, message):
@@ -202,3 +206,18 @@ def test_a_byte_order_mark_is_not_a_toml_error(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + b'model = "m"\n[arms.baseline]\n[arms.candidate]\n')
     assert load(path).model == "m"
+
+
+def test_an_arm_with_weights_of_its_own_serves_them_and_records_them(tmp_path):
+    from perfgate.run.servers import server_spec
+
+    d = doc(arms={"baseline": {}, "candidate": {"model": "/ckpt/requantized"}})
+    sc = parse(d, "x.toml")
+    assert sc.arms["candidate"].model == "/ckpt/requantized" and sc.arms["baseline"].model is None
+    specs = {a: server_spec(sc, sc.arms[a], "/ckpt/main", tmp_path / f"{a}.log") for a in sc.arms}
+    assert specs["baseline"].model == "/ckpt/main"
+    assert specs["candidate"].model == "/ckpt/requantized"
+    assert "/ckpt/requantized" in specs["candidate"].argv(8000)
+    assert sc.to_json()["arms"]["candidate"]["model"] == "/ckpt/requantized"
+    again = with_overrides(sc, arm_overrides={"baseline": {"model": "/ckpt/other"}})
+    assert again.arms["baseline"].model == "/ckpt/other"

@@ -354,7 +354,60 @@ def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
         + ".",
         "",
     ]
-    return lines
+    return lines + _per_question(arms)
+
+
+def _answers(arm: dict[str, Any]) -> dict[str, list[str]]:
+    """question -> the extracted letter of each repeat, in order ("-": none), from its samples."""
+    out: dict[str, dict[int, str]] = {}
+    for s in arm.get("samples") or []:
+        letter = str(s.get("answer") or "").strip("()")
+        out.setdefault(str(s["question"]), {})[int(s["repeat"])] = (
+            letter if len(letter) == 1 else "-"
+        )
+    return {q: [byrep[r] for r in sorted(byrep)] for q, byrep in out.items()}
+
+
+def _per_question(arms: dict[str, Any], most: int = 10) -> list[str]:
+    """The paired comparison question by question: how many questions the candidate answered
+    better, worse or the same (share of its k replies right), and the most changed ones with
+    every reply's extracted letter."""
+    b, c = arms.get("baseline"), arms.get("candidate")
+    if not b or not c or b.get("questions") != c.get("questions") or not b.get("questions"):
+        return []
+    rows = []
+    for q, rb, rc in zip(b["questions"], b["correct"], c["correct"], strict=True):
+        if rb and rc:
+            rows.append((sum(rc) / len(rc) - sum(rb) / len(rb), q, rb, rc))
+    worse = sum(r[0] < 0 for r in rows)
+    better = sum(r[0] > 0 for r in rows)
+    lines = [
+        f"Per question (paired): the candidate did worse on {worse}, better on {better} and "
+        f"the same on {len(rows) - worse - better} of {len(rows)} questions.",
+        "",
+    ]
+    changed = sorted((r for r in rows if r[0] != 0), key=lambda r: (r[0], r[1]))[:most]
+    if not changed:
+        return lines
+    answers = {"baseline": _answers(b), "candidate": _answers(c)}
+    targets = {
+        str(s["question"]): str(s.get("target") or "").strip("()") for s in b.get("samples") or []
+    }
+    lines += [
+        f"Most changed ({len(changed)} of {worse + better}; letters: each reply's extracted "
+        "answer, - none):",
+        "",
+        "| question | correct | baseline right | candidate right | change | baseline answers "
+        "| candidate answers |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for diff, q, rb, rc in changed:
+        lines.append(
+            f"| {md_text(q)} | {md_text(targets.get(q, '?'))} | {sum(rb)}/{len(rb)} "
+            f"| {sum(rc)}/{len(rc)} | {_pp(diff)} | {' '.join(answers['baseline'].get(q, []))} "
+            f"| {' '.join(answers['candidate'].get(q, []))} |"
+        )
+    return [*lines, ""]
 
 
 def render_steps(trace: str, source: str, groups: list[Any]) -> list[str]:

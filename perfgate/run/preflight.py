@@ -57,10 +57,13 @@ def preflight(scenario: Scenario) -> None:
                     "traces to (the torch_profiler_dir of its --profiler-config), or run "
                     "without --profile"
                 )
-    if needs_server and scenario.model != BUILTIN_TINY:
+    if any(not a.model for a in needs_server) and scenario.model != BUILTIN_TINY:
         problem = model_problem(scenario.model)
         if problem is not None:
             raise ScenarioError(f"{scenario.source}: model: {problem}")
+    for arm in needs_server:
+        if arm.model and (problem := model_problem(arm.model)) is not None:
+            raise ScenarioError(f"{scenario.source}: arms.{arm.name}.model: {problem}")
 
 
 def resolve_model(scenario: Scenario) -> str:

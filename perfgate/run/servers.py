@@ -30,7 +30,7 @@ def server_spec(scenario: Scenario, arm: ArmSpec, model: str, log_path: Path) ->
         kwargs["python"] = arm.python
     return ServerSpec(
         name=arm.name,
-        model=model,
+        model=arm.model or model,
         log_path=log_path,
         served_model_name=scenario.served_model_name,
         vllm_executable=arm.vllm,
