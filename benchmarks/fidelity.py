@@ -423,9 +423,13 @@ async def campaign(base: str, args: argparse.Namespace) -> tuple[list[dict], lis
     return table, ceiling
 
 
-def ceiling_of(rows: list[dict], reader: str, limit_ms: float = 1.0) -> float:
-    ok = [r["rate"] for r in rows if r["reader"] == reader and r["gap_p99_ms"] < limit_ms]
-    return max(ok, default=float("nan"))
+def ceiling_of(rows: list[dict], reader: str, limit_ms: float = 1.0) -> dict | None:
+    """The run at the most streams that ``reader`` read with p99 gap error under ``limit_ms``.
+    Its offered rate (streams x events per stream per second) is the ceiling; the rate the
+    emitter achieved in that run is shown beside it (near the top the emitter, one core, falls
+    short of the offer, by a different amount in each run)."""
+    ok = [r for r in rows if r["reader"] == reader and r["gap_p99_ms"] < limit_ms]
+    return max(ok, key=lambda r: r["concurrency"], default=None)
 
 
 def render(table: list[dict], ceiling: list[dict], args: argparse.Namespace) -> str:
@@ -452,24 +456,36 @@ def render(table: list[dict], ceiling: list[dict], args: argparse.Namespace) -> 
         )
     lines += [
         "",
-        "Ceiling: the highest event rate (concurrency "
+        "Ceiling: the most streams (of "
         + ", ".join(str(c) for c in args.ceiling_concurrency)
-        + f" at {args.interval_ms:g} ms) with p99 gap error under 1 ms:",
+        + f", one event every {args.interval_ms:g} ms each) read with p99 gap error under 1 ms; "
+        "offered = streams x events per stream per second, achieved = what the emitter wrote "
+        "in that run:",
         "",
-        "| reader | events/s | vs floor |",
-        "|---|---:|---:|",
+        "| reader | streams | offered events/s | vs floor | achieved events/s |",
+        "|---|---:|---:|---:|---:|",
     ]
+    per_s = 1000 / args.interval_ms
     top = ceiling_of(ceiling, "floor")
     for reader in args.readers:
         c = ceiling_of(ceiling, reader)
-        lines.append(f"| {reader} | {c:.0f} | {c / top:.2f} |")
+        if c is None:
+            lines.append(f"| {reader} | none | | | |")
+            continue
+        ratio = f"{c['concurrency'] / top['concurrency']:.2f}" if top else "n/a"
+        lines.append(
+            f"| {reader} | {c['concurrency']} | {c['concurrency'] * per_s:.0f} | {ratio} "
+            f"| {c['rate']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
-    ap.add_argument("--ceiling-concurrency", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    ap.add_argument(
+        "--ceiling-concurrency", type=int, nargs="+", default=[16, 32, 64, 128, 192, 256, 384, 512]
+    )
     ap.add_argument("--events", type=int, default=4000, help="events per run, over its streams")
     ap.add_argument("--interval-ms", type=float, default=2.0)
     ap.add_argument("--jitter-ms", type=float, default=0.0)
