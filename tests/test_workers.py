@@ -78,3 +78,29 @@ def test_a_worker_that_dies_fails_its_requests_with_a_message_and_the_rest_compl
     for r in records:
         if r.error is None:
             assert r.output_tokens == 6
+
+
+def test_many_large_requests_at_once_pass_through_the_pipes_without_blocking():
+    # 48 prompts of ~200 KB handed out at once: far more than a pipe holds (64 KiB), in both
+    # directions at once; a blocking write on a pipe the event loop polls failed here
+    # (BlockingIOError) at 384 streams in the fidelity benchmark
+    big = [
+        Prompt(text=f"p{i} " + "word " * 40_000, prompt_tokens=40_002, output_tokens=6)
+        for i in range(48)
+    ]
+
+    async def go(url: str) -> list:
+        async with StreamWorkers(2, 48, None) as workers, aiohttp.ClientSession() as session:
+            return await run_load(
+                session,
+                Target(url, "fake"),
+                Workload(max_concurrency=48),
+                big,
+                t0_ns=0,
+                workers=workers,
+            )
+
+    with FakeServer("ok") as url:
+        records = run_async(go(url))
+    assert [r.error for r in records] == [None] * 48
+    assert all(r.output_tokens == 6 for r in records)

@@ -14,10 +14,13 @@ A request goes to the worker with the fewest in flight; what comes back is the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import multiprocessing as mp
+import os
+import pickle
+import struct
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -25,20 +28,75 @@ from perfgate.measure.client import EndpointKind, StreamResult, send_request
 
 START_TIMEOUT_S = 120.0  # a worker imports aiohttp and perfgate's client: seconds, not minutes
 STOP_TIMEOUT_S = 10.0
+_LENGTH = struct.Struct("!I")
 
 
 class WorkerError(Exception):
     """A client process did not start, or died while streams were read."""
 
 
-def _worker_main(conn: Connection, max_concurrency: int | None, api_key: str | None) -> None:
+class _Frames(asyncio.Protocol):
+    """Reads length-prefixed pickled messages from a pipe; ``on_message`` gets each, ``on_end``
+    is called once when the other end closes. The pipes between the processes are read and
+    written by the event loop (non-blocking, buffered): a blocking write on a pipe the loop also
+    polls fails when the pipe is full, and two processes each blocked writing to the other would
+    wait forever."""
+
+    def __init__(self, on_message: Callable[[Any], None], on_end: Callable[[], None]) -> None:
+        self._buf = bytearray()
+        self._on_message = on_message
+        self._on_end = on_end
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        while len(self._buf) >= _LENGTH.size:
+            (n,) = _LENGTH.unpack_from(self._buf)
+            if len(self._buf) < _LENGTH.size + n:
+                return
+            message = pickle.loads(self._buf[_LENGTH.size : _LENGTH.size + n])
+            del self._buf[: _LENGTH.size + n]
+            self._on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_end()
+
+
+def _frame(message: Any) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+async def _pipe_ends(
+    reader: Connection,
+    writer: Connection,
+    on_message: Callable[[Any], None],
+    on_end: Callable[[], None],
+) -> tuple[asyncio.ReadTransport, asyncio.WriteTransport]:
+    """The event loop's transports over two one-way pipes (on file descriptors of their own:
+    the connections are closed)."""
+    loop = asyncio.get_running_loop()
+    rfd, wfd = os.dup(reader.fileno()), os.dup(writer.fileno())
+    reader.close()
+    writer.close()
+    rt, _ = await loop.connect_read_pipe(
+        lambda: _Frames(on_message, on_end), os.fdopen(rfd, "rb", 0)
+    )
+    wt, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(wfd, "wb", 0))
+    return rt, wt
+
+
+def _worker_main(
+    jobs: Connection, results: Connection, max_concurrency: int | None, api_key: str | None
+) -> None:
     from perfgate.measure.loadgen import run_async
 
     gc.disable()  # as measured_window does in one process: no collection pass between reads
-    run_async(_serve(conn, max_concurrency, api_key))
+    run_async(_serve(jobs, results, max_concurrency, api_key))
 
 
-async def _serve(conn: Connection, max_concurrency: int | None, api_key: str | None) -> None:
+async def _serve(
+    jobs: Connection, results: Connection, max_concurrency: int | None, api_key: str | None
+) -> None:
     from perfgate.measure.bursts import LoopMonitor
     from perfgate.measure.loadgen import new_session
 
@@ -51,32 +109,29 @@ async def _serve(conn: Connection, max_concurrency: int | None, api_key: str | N
             send_ns, result = await send_request(
                 session, url, endpoint, payload, stall_timeout_s=stall
             )
-            conn.send((job, send_ns, result))
+            out.write(_frame((job, send_ns, result)))
 
-        def on_message() -> None:
-            while conn.poll():
-                try:
-                    msg = conn.recv()
-                except EOFError:  # the scheduling process went away: stop reading
-                    msg = None
-                if msg is None:
-                    loop.remove_reader(conn.fileno())
-                    stop.set()
-                    return
-                if msg == "reset":  # the measured requests begin: forget the warmups' stalls
-                    monitor.reset()
-                    continue
+        def on_message(msg: Any) -> None:
+            if msg is None:
+                stop.set()
+            elif msg == "reset":  # the measured requests begin: forget the warmups' stalls
+                monitor.reset()
+            else:
                 task = loop.create_task(one(*msg))
                 running.add(task)
                 task.add_done_callback(running.discard)
 
-        loop.add_reader(conn.fileno(), on_message)
-        conn.send("ready")
+        # the scheduling process went away (its end of the pipe closed): stop reading
+        _, out = await _pipe_ends(jobs, results, on_message, stop.set)
+        out.write(_frame("ready"))
         await stop.wait()
         for task in list(running):  # stopped early (an error upstream): abandon the streams
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-    conn.send(("stopped", monitor.longest_ms))
+    out.write(_frame(("stopped", monitor.longest_ms)))
+    while out.get_write_buffer_size() and not out.is_closing():
+        await asyncio.sleep(0.001)
+    out.close()
 
 
 class StreamWorkers:
@@ -89,7 +144,10 @@ class StreamWorkers:
         self._max_concurrency = max_concurrency
         self._api_key = api_key
         self._procs: list[Any] = []
-        self._conns: list[Connection] = []
+        self._writers: list[asyncio.WriteTransport] = []
+        self._readers: list[asyncio.ReadTransport] = []
+        self._ready: list[asyncio.Future[None]] = []
+        self._ended: list[bool] = []
         self._in_flight: list[int] = []
         self.sent: list[int] = []  # requests handed to each worker
         self._waiting: dict[int, tuple[int, asyncio.Future[tuple[int, StreamResult]]]] = {}
@@ -101,58 +159,72 @@ class StreamWorkers:
         self._loop = asyncio.get_running_loop()
         ctx = mp.get_context("spawn")  # no fork of a process with a running event loop
         try:
-            for _ in range(self.processes):
-                ours, theirs = ctx.Pipe()
+            for i in range(self.processes):
+                job_r, job_w = ctx.Pipe(duplex=False)
+                res_r, res_w = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
                     target=_worker_main,
-                    args=(theirs, self._max_concurrency, self._api_key),
+                    args=(job_r, res_w, self._max_concurrency, self._api_key),
                     name="perfgate-client",
                     daemon=True,
                 )
                 proc.start()
-                theirs.close()
+                job_r.close()
+                res_w.close()
                 self._procs.append(proc)
-                self._conns.append(ours)
+                self._ready.append(self._loop.create_future())
+                self._ended.append(False)
                 self._in_flight.append(0)
                 self.sent.append(0)
-            for i, conn in enumerate(self._conns):
-                if not await self._loop.run_in_executor(None, conn.poll, START_TIMEOUT_S):
+                reader, writer = await _pipe_ends(
+                    res_r,
+                    job_w,
+                    lambda msg, i=i: self._on_message(i, msg),  # type: ignore[misc]
+                    lambda i=i: self._on_end(i),  # type: ignore[misc]
+                )
+                self._readers.append(reader)
+                self._writers.append(writer)
+            for i, ready in enumerate(self._ready):
+                try:
+                    await asyncio.wait_for(asyncio.shield(ready), START_TIMEOUT_S)
+                except TimeoutError:
                     raise WorkerError(
                         f"client process {i + 1} of {self.processes} did not start within "
                         f"{START_TIMEOUT_S:.0f} s (--client-processes)"
-                    )
-                if conn.recv() != "ready":
-                    raise WorkerError(f"client process {i + 1} answered out of turn")
-                self._loop.add_reader(conn.fileno(), self._on_result, i)
+                    ) from None
         except BaseException:
             self._kill()
             raise
         return self
 
-    def _on_result(self, worker: int) -> None:
-        conn = self._conns[worker]
-        try:
-            while conn.poll():
-                msg = conn.recv()
-                if isinstance(msg, tuple) and msg[0] == "stopped":
-                    self._stalls.append(msg[1])
-                    continue
-                job, send_ns, result = msg
-                _, future = self._waiting.pop(job)
-                self._in_flight[worker] -= 1
+    def _on_message(self, worker: int, msg: Any) -> None:
+        if msg == "ready":
+            if not self._ready[worker].done():
+                self._ready[worker].set_result(None)
+        elif isinstance(msg, tuple) and msg[0] == "stopped":
+            self._stalls.append(msg[1])
+        else:
+            job, send_ns, result = msg
+            _, future = self._waiting.pop(job)
+            self._in_flight[worker] -= 1
+            if not future.done():
+                future.set_result((send_ns, result))
+
+    def _on_end(self, worker: int) -> None:
+        """The worker's end of its results pipe closed: it stopped, or died."""
+        self._ended[worker] = True
+        code = self._procs[worker].exitcode
+        error = WorkerError(
+            f"client process {worker + 1} died"
+            + (f" (exit code {code})" if code is not None else "")
+        )
+        if not self._ready[worker].done():
+            self._ready[worker].set_exception(error)
+        for job, (w, future) in list(self._waiting.items()):
+            if w == worker:
+                del self._waiting[job]
                 if not future.done():
-                    future.set_result((send_ns, result))
-        except (EOFError, OSError):
-            assert self._loop is not None
-            self._loop.remove_reader(conn.fileno())
-            code = self._procs[worker].exitcode
-            for job, (w, future) in list(self._waiting.items()):
-                if w == worker:
-                    del self._waiting[job]
-                    if not future.done():
-                        future.set_exception(
-                            WorkerError(f"client process {worker + 1} died (exit code {code})")
-                        )
+                    future.set_exception(error)
 
     async def send(
         self,
@@ -164,7 +236,8 @@ class StreamWorkers:
         """As ``send_request``, in the worker with the fewest requests in flight. A worker that
         died fails the request (an error in its record), as a lost connection would."""
         assert self._loop is not None, "use StreamWorkers in `async with`"
-        worker = min(range(self.processes), key=self._in_flight.__getitem__)
+        alive = [w for w in range(self.processes) if not self._ended[w]] or [0]
+        worker = min(alive, key=self._in_flight.__getitem__)
         job = self._next_job
         self._next_job += 1
         future: asyncio.Future[tuple[int, StreamResult]] = self._loop.create_future()
@@ -173,22 +246,19 @@ class StreamWorkers:
         self.sent[worker] += 1
         handed_ns = time.perf_counter_ns()
         try:
-            self._conns[worker].send((job, base_url, endpoint, payload, stall_timeout_s))
+            if self._ended[worker] or self._writers[worker].is_closing():
+                raise WorkerError(f"client process {worker + 1} is gone")
+            self._writers[worker].write(_frame((job, base_url, endpoint, payload, stall_timeout_s)))
             return await future
-        except (WorkerError, OSError) as exc:
+        except WorkerError as exc:
             self._waiting.pop(job, None)
-            message = (
-                str(exc)
-                if isinstance(exc, WorkerError)
-                else (f"client process {worker + 1} is gone ({type(exc).__name__}: {exc})")
-            )
-            return handed_ns, StreamResult(end_ns=time.perf_counter_ns(), error=message)
+            return handed_ns, StreamResult(end_ns=time.perf_counter_ns(), error=str(exc))
 
     def reset_monitors(self) -> None:
         """The measured requests begin: the workers' loop stalls count from here."""
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send("reset")
+        for writer in self._writers:
+            if not writer.is_closing():
+                writer.write(_frame("reset"))
 
     @property
     def longest_stall_ms(self) -> float:
@@ -197,24 +267,18 @@ class StreamWorkers:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._loop is not None
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(None)
+        for writer in self._writers:
+            if not writer.is_closing():
+                writer.write(_frame(None))
         deadline = self._loop.time() + STOP_TIMEOUT_S
-        while len(self._stalls) < self.processes and any(p.is_alive() for p in self._procs):
-            if self._loop.time() > deadline:
-                break
+        while not all(self._ended) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
         self._kill()
 
     def _kill(self) -> None:
-        for i, conn in enumerate(self._conns):
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(conn.fileno())
-            with contextlib.suppress(OSError):
-                conn.close()
-            proc = self._procs[i]
+        for transport in (*self._writers, *self._readers):
+            transport.close()
+        for proc in self._procs:
             proc.join(timeout=1.0)
             if proc.is_alive():
                 proc.kill()
