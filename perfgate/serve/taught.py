@@ -60,7 +60,7 @@ class Lesson:
 def prompts_as_lm_eval_sends_them(shuffle_seed: int = 0) -> list[tuple[str, int]]:
     """(prompt text, index of the correct letter) for every bundled question, built by lm-eval
     from perfgate's GPQA task (so the prompt is byte for byte what the server will get)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from perfgate.accuracy import AccuracySpec, output_to, task_config
 
@@ -70,7 +70,8 @@ def prompts_as_lm_eval_sends_them(shuffle_seed: int = 0) -> list[tuple[str, int]
         os.environ["HF_DATASETS_CACHE"] = str(Path(tmp) / "datasets")
         try:
             with output_to(Path(tmp) / "lm-eval.log"):
-                task = next(iter(get_task_dict([task_config(spec)], TaskManager()).values()))
+                loaded = TaskManager(include_defaults=False).load([task_config(spec)])
+                task = loaded["tasks"]["perfgate_gpqa"]
                 task.build_all_requests(limit=None, rank=0, world_size=1)
         finally:
             if previous is None:
