@@ -6,6 +6,7 @@ machine and software that produced it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import os
 import platform
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,21 @@ def cpu_model() -> str:
     return m.group(1).strip() if m else platform.processor() or "unknown"
 
 
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The client's event loop: uvloop's where it imports (it comes with vLLM: less time per
+    read between two streams' events than asyncio's own, docs/fidelity.md), else None for
+    asyncio's. ``perfgate.measure.loadgen.run_async`` runs on it; results record it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def event_loop_name() -> str:
+    return f"uvloop {package_version('uvloop')}" if uvloop_factory() else "asyncio"
+
+
 def package_version(name: str) -> str | None:
     """An installed package's version, without importing it."""
     try:
@@ -99,8 +116,5 @@ def capture() -> dict[str, Any]:
         "gpus": gpus(),
         "cuda_version": cuda_version(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        # the client's event loop (uvloop where installed: perfgate.measure.loadgen.run_async)
-        "event_loop": "uvloop " + uvloop_version
-        if (uvloop_version := package_version("uvloop"))
-        else "asyncio",
+        "event_loop": event_loop_name(),
     }

@@ -23,3 +23,17 @@ def test_burstiness_keeps_the_mean_and_changes_the_spread():
     assert smooth.mean() == pytest.approx(0.1, rel=0.05)
     assert bursty.mean() == pytest.approx(0.1, rel=0.05)
     assert bursty.std() > 3 * smooth.std()
+
+
+def test_the_recorded_event_loop_is_the_one_the_client_runs_on():
+    import asyncio
+
+    from perfgate import environment
+    from perfgate.measure.loadgen import run_async
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    running = run_async(loop_module())
+    recorded = environment.capture()["event_loop"]
+    assert recorded.split()[0] == ("uvloop" if running.startswith("uvloop") else "asyncio")

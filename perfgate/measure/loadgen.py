@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 
+from perfgate import environment
 from perfgate.measure.client import Clock, build_payload, send_request, stamp_arrivals
 from perfgate.measure.records import RequestRecord
 from perfgate.measure.workers import StreamWorkers
@@ -70,13 +71,11 @@ def measured_window() -> Iterator[None]:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on uvloop's event loop where it is installed (it is with vLLM): less
-    time per read between two streams' events than asyncio's own loop (docs/fidelity.md)."""
-    try:
-        import uvloop
-    except ImportError:
+    """``asyncio.run`` on the client's event loop (``environment.uvloop_factory``)."""
+    factory = environment.uvloop_factory()
+    if factory is None:
         return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
 
 
