@@ -6,6 +6,7 @@ Exit codes: 0 = pass (a valid run), 1 = regression found, 2 = the run failed or 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -696,6 +697,18 @@ def _ci_outputs(
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    """Raise KeyboardInterrupt, or with an event loop running, have the loop raise it from a
+    callback of its own: raised here it would land in whatever callback was running, and
+    uvloop turns an exception in a connection's callback into a broken connection (Ctrl-C in a
+    profiled window once ended a run as "cannot reach /tokenize" instead of "interrupted")."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise KeyboardInterrupt from None
+    loop.call_soon_threadsafe(_raise_interrupt)
+
+
+def _raise_interrupt() -> None:
     raise KeyboardInterrupt
 
 

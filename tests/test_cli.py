@@ -128,3 +128,49 @@ def test_report_recompute_renders_a_stored_compare_result_again(tmp_path):
     write_json(bench, {"schema": "perfgate.bench/1"})
     refused = run("report", str(bench), "--recompute")
     assert refused.exit_code == 2 and "--recompute needs a compare result" in refused.output
+
+
+def test_ctrl_c_inside_a_connection_callback_interrupts_the_run_not_the_connection():
+    # The signal lands while the event loop runs a connection's data_received (as it did in a
+    # profiled window): uvloop turned a KeyboardInterrupt raised there into a broken connection
+    # and the run ended "failed"; perfgate's handler has the loop raise it instead.
+    import asyncio
+    import os
+    import signal
+
+    import pytest
+
+    from perfgate.cli import _sigterm_as_interrupt
+    from perfgate.measure.loadgen import run_async
+
+    class Interrupted(asyncio.Protocol):
+        def __init__(self, lost: asyncio.Future) -> None:
+            self.lost = lost
+
+        def data_received(self, data: bytes) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, inside the callback
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self.lost.done():
+                self.lost.set_result(exc)
+
+    async def main() -> str:
+        async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"data: x\n\n")
+            await writer.drain()
+            await asyncio.sleep(5)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        lost = loop.create_future()
+        await loop.create_connection(lambda: Interrupted(lost), "127.0.0.1", port)
+        exc = await asyncio.wait_for(lost, 3)
+        return f"the connection broke instead: {exc!r}"
+
+    previous = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            print(run_async(main()))
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -18,6 +18,7 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import struct
 import time
 from collections.abc import Callable
@@ -90,6 +91,9 @@ def _worker_main(
 ) -> None:
     from perfgate.measure.loadgen import run_async
 
+    # Ctrl-C reaches the whole process group: perfgate's own process stops the workers (and
+    # their streams) as it stops everything else, so a worker does not die on it by itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.disable()  # as measured_window does in one process: no collection pass between reads
     run_async(_serve(jobs, results, max_concurrency, api_key))
 
