@@ -159,10 +159,10 @@ num_warmups = 2
 [compare]
 starts = 1
 [accuracy]
-k = {K}
+k = 4
 temperature = 1.0
 max_tokens = 16
-max_drop = {MAX_DROP}
+max_drop = 0.10
 [arms.baseline]
 [arms.candidate]
 model = "{bad}"
@@ -176,8 +176,8 @@ model = "{bad}"
     assert doc["scenario"]["arms"]["candidate"]["model"] == str(bad)
     argv = doc["arms"]["candidate"]["servers"][0]["argv"]
     assert str(bad) in argv and str(good) not in argv  # served in place of the scenario's
-    c = doc["accuracy"]["comparison"]
-    assert c["verdict"] == "regressed" and c["diff"] < -MAX_DROP
+    c = doc["accuracy"]["comparison"]  # half the seeds of the eval tests (CI's time)
+    assert c["verdict"] == "regressed" and c["diff"] < -0.10 and c["k_candidate"] == 4
     report = (run_dir / "report.md").read_text()
     assert "| accuracy |" in report and "Per question (paired): the candidate did worse" in report
     assert "| question | correct | baseline right | candidate right |" in report
