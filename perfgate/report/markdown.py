@@ -309,9 +309,11 @@ def _acc(v: Any) -> str:
 
 def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
     """The accuracy table: each arm's score and CI, the paired difference, p, verdict."""
-    arms = acc.get("arms") or {}
-    if not arms:
+    given = acc.get("arms") or {}
+    if not given:
         return []
+    # baseline first, whichever arm's accuracy ran first
+    arms = {n: given[n] for n in sorted(given, key=lambda n: (n != "baseline", n))}
     c = acc.get("comparison")
     first = next(iter(arms.values()))
     lines = ["**Accuracy** (GPQA via lm-eval, " + md_text(first.get("source")) + ")", ""]

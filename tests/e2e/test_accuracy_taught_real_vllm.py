@@ -159,7 +159,7 @@ num_warmups = 2
 [compare]
 starts = 1
 [accuracy]
-k = 4
+k = {K}
 temperature = 1.0
 max_tokens = 16
 max_drop = 0.10
@@ -176,8 +176,10 @@ model = "{bad}"
     assert doc["scenario"]["arms"]["candidate"]["model"] == str(bad)
     argv = doc["arms"]["candidate"]["servers"][0]["argv"]
     assert str(bad) in argv and str(good) not in argv  # served in place of the scenario's
-    c = doc["accuracy"]["comparison"]  # half the seeds of the eval tests (CI's time)
-    assert c["verdict"] == "regressed" and c["diff"] < -0.10 and c["k_candidate"] == 4
+    # accuracy shares Holm's family with the 5 gated speed metrics: at k = 4 its p_margin of
+    # 0.008 came out 0.045 after adjustment, too near 0.05; at k = 8 it is ~1e-4
+    c = doc["accuracy"]["comparison"]
+    assert c["verdict"] == "regressed" and c["diff"] < -0.10 and c["p_adjusted"] < 0.01
     report = (run_dir / "report.md").read_text()
     assert "| accuracy |" in report and "Per question (paired): the candidate did worse" in report
     assert "| question | correct | baseline right | candidate right |" in report
