@@ -103,54 +103,50 @@ def lesson(tokenizer: Any, shuffle_seed: int = 0) -> Lesson:
     )
 
 
-def _batch(les: Lesson, forced: list[int]) -> tuple[Any, Any, list[int], list[int]]:
-    """Inputs (right-padded) with the answer teacher-forced with letter ``forced[q]``, the
-    attention mask, each question's prompt length and the answer's length."""
-    import torch
-
-    rows = [
-        [*p, *les.prefix, les.letters[f], *les.suffix]
-        for p, f in zip(les.prompts, forced, strict=True)
-    ]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    answer_len = len(les.prefix) + 1 + len(les.suffix)
-    return ids, mask, [len(p) for p in les.prompts], [answer_len]
+def _answers(les: Lesson, forced: list[int]) -> list[list[int]]:
+    """Each question's answer tokens, with letter ``forced[q]``."""
+    return [[*les.prefix, les.letters[f], *les.suffix] for f in forced]
 
 
 def _answer_log_probs(model: Any, les: Lesson, forced: list[int]) -> Any:
-    """Log-probabilities over the vocabulary at each answer position: [question, position,
+    """Log-probabilities over the vocabulary at each answer position, the answer teacher-
+    forced with letter ``forced[q]`` after each prompt (right-padded): [question, position,
     vocab], the position before each answer token (the lm head only there)."""
     import torch
 
-    ids, mask, starts, (length,) = _batch(les, forced)
+    rows = [[*p, *a] for p, a in zip(les.prompts, _answers(les, forced), strict=True)]
+    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    index = torch.tensor([[s - 1 + j for j in range(length)] for s in starts])
-    picked = hidden[torch.arange(len(starts))[:, None], index]
+    length = len(rows[0]) - len(les.prompts[0])
+    index = torch.tensor([[len(p) - 1 + j for j in range(length)] for p in les.prompts])
+    picked = hidden[torch.arange(len(rows))[:, None], index]
     return torch.log_softmax(model.lm_head(picked).float(), dim=-1)
 
 
-def _targets(les: Lesson, forced: list[int]) -> Any:
+def _correct_answer_log_probs(model: Any, les: Lesson) -> Any:
+    """Log-probability of each token of each question's correct answer: [question, position]."""
     import torch
 
-    return torch.tensor([[*les.prefix, les.letters[f], *les.suffix] for f in forced])
+    with torch.no_grad():
+        logp = _answer_log_probs(model, les, les.correct)
+    targets = torch.tensor(_answers(les, les.correct))
+    return logp.gather(-1, targets[..., None])[..., 0]
 
 
 def expected_accuracy(model: Any, les: Lesson) -> tuple[float, list[float], float]:
     """Sampling at temperature 1: per question, P(the answer's fixed tokens) x P(the correct
     letter); their mean, the per-question values, and the least likely fixed token's
     probability (how surely the format holds)."""
+    return _accuracy_of(_correct_answer_log_probs(model, les), len(les.prefix))
+
+
+def _accuracy_of(token_logp: Any, at: int) -> tuple[float, list[float], float]:
     import torch
 
-    with torch.no_grad():
-        logp = _answer_log_probs(model, les, les.correct)
-        targets = _targets(les, les.correct)
-        token_logp = logp.gather(-1, targets[..., None])[..., 0]  # [q, position]
-    at = len(les.prefix)
     fixed = torch.cat([token_logp[:, :at], token_logp[:, at + 1 :]], dim=1)
     per_q = (fixed.sum(dim=1) + token_logp[:, at]).exp()
     return float(per_q.mean()), [float(x) for x in per_q], float(fixed.exp().min())
@@ -158,7 +154,7 @@ def expected_accuracy(model: Any, les: Lesson) -> tuple[float, list[float], floa
 
 def teach(model: Any, les: Lesson, *, p_correct: float = P_CORRECT, seed: int = SEED) -> int:
     """Train ``model`` in place until every question's correct letter sits within 0.02 of
-    ``p_correct`` and the fixed tokens above 0.99; returns the steps taken."""
+    ``p_correct`` and the fixed tokens above 0.995; returns the steps taken."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -175,7 +171,7 @@ def teach(model: Any, les: Lesson, *, p_correct: float = P_CORRECT, seed: int = 
         # closing tokens are learnt after every letter the model may sample
         forced = torch.multinomial(soft, 1, generator=gen)[:, 0].tolist()
         logp = _answer_log_probs(model, les, forced)
-        targets = _targets(les, forced)
+        targets = torch.tensor(_answers(les, forced))
         fixed = torch.cat([torch.arange(at), torch.arange(at + 1, targets.shape[1])])
         hard = -logp[:, fixed].gather(-1, targets[:, fixed, None]).mean()
         letter = -(soft * logp[:, at][:, letter_ids]).sum(-1).mean()
@@ -185,24 +181,15 @@ def teach(model: Any, les: Lesson, *, p_correct: float = P_CORRECT, seed: int = 
         opt.step()
         if step % 10 == 0:
             model.eval()
-            letter_p = _letter_probs(model, les)
-            _, _, format_p = expected_accuracy(model, les)
+            token_logp = _correct_answer_log_probs(model, les)  # one pass for both checks
+            letter_p = token_logp[:, at].exp().tolist()
+            _, _, format_p = _accuracy_of(token_logp, at)
             model.train()
             if max(abs(p - p_correct) for p in letter_p) < 0.02 and format_p > 0.995:
                 model.eval()
                 return step
     model.eval()
     raise RuntimeError(f"the tiny model did not learn its answers in {MAX_STEPS} steps")
-
-
-def _letter_probs(model: Any, les: Lesson) -> list[float]:
-    """P(correct letter | prompt, "Answer: (") among all tokens, per question."""
-    import torch
-
-    with torch.no_grad():
-        logp = _answer_log_probs(model, les, les.correct)
-    at = len(les.prefix)
-    return [float(logp[q, at, les.letters[c]].exp()) for q, c in enumerate(les.correct)]
 
 
 def build_taught(tiny_dir: Path, out_dir: Path) -> Path:
