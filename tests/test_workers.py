@@ -19,21 +19,31 @@ from tests.fake_server import FakeServer
 PROMPTS = [Prompt(text=f"p{i} a b c", prompt_tokens=5, output_tokens=6) for i in range(6)]
 
 
-def test_two_workers_share_the_requests_and_return_complete_records():
+def through_two_workers(prompts: list[Prompt], concurrency: int) -> tuple[list, StreamWorkers]:
+    """``prompts`` sent to the scripted server at ``concurrency``, read by two workers; the
+    records and the (stopped) workers."""
+
     async def go(url: str) -> tuple[list, StreamWorkers]:
-        async with StreamWorkers(2, 4, None) as workers, aiohttp.ClientSession() as session:
+        async with (
+            StreamWorkers(2, concurrency, None) as workers,
+            aiohttp.ClientSession() as session,
+        ):
             records = await run_load(
                 session,
                 Target(url, "fake"),
-                Workload(max_concurrency=4),
-                PROMPTS,
+                Workload(max_concurrency=concurrency),
+                prompts,
                 t0_ns=0,
                 workers=workers,
             )
         return records, workers
 
     with FakeServer("ok") as url:
-        records, workers = run_async(go(url))
+        return run_async(go(url))
+
+
+def test_two_workers_share_the_requests_and_return_complete_records():
+    records, workers = through_two_workers(PROMPTS, 4)
     # the first four (the cap) split two and two; later ones go where fewer are in flight
     assert sum(workers.sent) == len(PROMPTS) and min(workers.sent) >= 2
     assert [r.index for r in records] == list(range(len(PROMPTS)))
@@ -89,18 +99,6 @@ def test_many_large_requests_at_once_pass_through_the_pipes_without_blocking():
         for i in range(48)
     ]
 
-    async def go(url: str) -> list:
-        async with StreamWorkers(2, 48, None) as workers, aiohttp.ClientSession() as session:
-            return await run_load(
-                session,
-                Target(url, "fake"),
-                Workload(max_concurrency=48),
-                big,
-                t0_ns=0,
-                workers=workers,
-            )
-
-    with FakeServer("ok") as url:
-        records = run_async(go(url))
+    records, _ = through_two_workers(big, 48)
     assert [r.error for r in records] == [None] * 48
     assert all(r.output_tokens == 6 for r in records)
