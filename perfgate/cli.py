@@ -65,7 +65,7 @@ from perfgate.scenario import (
     with_overrides,
 )
 from perfgate.scenario import load as load_scenario
-from perfgate.serve.server import ServerError, ServerSpec
+from perfgate.serve.server import ServerError, ServerSpec, load_format_args
 from perfgate.serve.server_api import EndpointError
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
@@ -438,7 +438,7 @@ def bench(
                     name="bench",
                     model=serve_model,
                     log_path=log_dir / "bench-server.log",
-                    serve_args=serve_args,
+                    serve_args=(*serve_args, *load_format_args(serve_model, serve_args)),
                 )
                 result = run_bench_serving(cfg, spec, err_console.print, progress)
     except (BenchError, ServerError) as exc:
@@ -477,7 +477,16 @@ def _ci_output_options(fn: Any) -> Any:
 
 
 def _arm_options(fn: Any) -> Any:
-    """--baseline-* / --candidate-* overrides, one set per arm."""
+    """--weights, and the --baseline-* / --candidate-* overrides, one set per arm."""
+    fn = click.option(
+        "--weights",
+        default=None,
+        metavar="PATH|HUB_ID",
+        help="Both arms' weights in place of the scenario's model: a checkpoint directory, a "
+        "hub id, or a folder with only config.json and a tokenizer (served with random "
+        "weights, --load-format dummy). --baseline-model / --candidate-model override it per "
+        "arm.",
+    )(fn)
     for arm in ("candidate", "baseline"):
         fn = click.option(
             f"--{arm}-url",
@@ -745,7 +754,7 @@ def _load_scenario(path: str | None, builtin: str | None, flags: dict[str, Any])
             "args": tuple(flags[f"{arm}_arg"]),
             "model": flags[f"{arm}_model"],
         }
-    return with_overrides(scenario, arm_overrides=overrides)
+    return with_overrides(scenario, arm_overrides=overrides, weights=flags["weights"])
 
 
 @main.command()

@@ -947,8 +947,13 @@ def with_overrides(
     skip_accuracy: bool = False,
     gpqa_path: str | None = None,
     profile: bool = False,
+    weights: str | None = None,
 ) -> Scenario:
     """Apply command-line overrides (``--candidate-vllm`` etc.) on top of the file."""
+    if weights is not None:
+        if not weights.strip():
+            raise ScenarioError("--weights is empty; give a checkpoint directory or a hub id")
+        scenario = replace(scenario, model=weights)
     if profile:
         scenario = replace(scenario, profile=replace(scenario.profile, enabled=True))
     accuracy = scenario.accuracy

@@ -182,6 +182,26 @@ def model_problem(model: str) -> str | None:
     )
 
 
+# Files that hold weights in a model folder vLLM loads.
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".gguf"})
+
+
+def shape_only(model: str) -> bool:
+    """True for a local folder with config.json and no weight files (a model's shape, as
+    examples/gpt-oss-120b-shape): vLLM can serve it with random weights only."""
+    folder = Path(model).expanduser()
+    if not (folder / "config.json").is_file():
+        return False
+    return not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir() if f.is_file())
+
+
+def load_format_args(model: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """``--load-format dummy`` for a shape-only folder, unless the arguments choose a load
+    format themselves; nothing otherwise."""
+    chosen = any(a == "--load-format" or a.startswith("--load-format=") for a in args)
+    return ("--load-format", "dummy") if shape_only(model) and not chosen else ()
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """How to launch one vLLM server."""

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Steps of a run of the reference case on a lent GPU machine with no internet, one device call
+# each (docs/gpu.md, "The reference case at gpt-oss-120b's shape"). Parts travel in the
+# repository's ignored .gpuwh/ folder, one call at a time (64 MiB a call):
+#   stash            copy what this call carried (.gpuwh/*) to /root/parts
+#   assemble         check SHA256SUMS, unpack vLLM's site to /root/site, FlashInfer (slimmed
+#                    wheel) and apache-tvm-ffi to /root/fisite
+#   check OUT        FlashInfer's tinygemm_bf16 against cuBLAS (check_tinygemm.py)
+#   start MODES...   the campaign in its own session (setsid), GPU memory and clocks logged
+#   poll SECONDS     wait up to SECONDS while the campaign runs; print its progress
+#   collect OUT      pack the run directories (no traces, no caches) into OUT
+set -u
+parts=/root/parts site=/root/site fisite=/root/fisite runs=/root/runs
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cmd=${1:?usage: gpu_lease.sh stash|assemble|check|start|poll|collect ...}
+shift
+case $cmd in
+stash)
+    mkdir -p "$parts" && find "$repo/.gpuwh" -type f -exec cp {} "$parts/" \; && ls -la "$parts" ;;
+assemble)
+    cd "$parts" || exit 2
+    cat site.tar.xz.part* >site.tar.xz && sha256sum -c --ignore-missing SHA256SUMS || exit 2
+    mkdir -p "$site" "$fisite"
+    tar -C "$site" -xJf site.tar.xz && tar -C "$fisite" -xJf flashinfer-slim.tar.xz || exit 2
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$fisite" \
+        apache_tvm_ffi-*.whl || exit 2
+    PYTHONPATH=$fisite:$site python3 -c 'import vllm, flashinfer, tvm_ffi
+print("vllm", vllm.__version__, "flashinfer", flashinfer.__version__, "tvm_ffi", tvm_ffi.__version__)' ;;
+check)
+    PYTHONPATH=$fisite:$site:$repo/examples/router_gemm_plugin \
+        python3 "$repo/examples/router_gemm_plugin/check_tinygemm.py" "${1:?OUT}" ;;
+start)
+    mkdir -p "$runs"
+    setsid nohup nvidia-smi --query-gpu=timestamp,memory.used,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
+        --format=csv -l 5 >"$runs/smi.csv" 2>&1 </dev/null &
+    setsid nohup "$repo/examples/gpt-oss-120b-shape/run_campaign.sh" "$site" "$fisite" "$runs" "$@" \
+        >"$runs/campaign.log" 2>&1 </dev/null &
+    echo started ;;
+poll)
+    end=$((SECONDS + ${1:?SECONDS}))
+    while [ $SECONDS -lt $end ] && pgrep -f run_campaign.sh >/dev/null; do sleep 10; done
+    cat "$runs/exits" 2>/dev/null
+    for log in "$runs"/*.log; do echo "== $log"; tail -n 12 "$log"; done
+    tail -n 2 "$runs/smi.csv"
+    pgrep -f run_campaign.sh >/dev/null && echo RUNNING || echo DONE ;;
+collect)
+    out=${1:?OUT}
+    tar -C "$runs" --exclude='*trace*' --exclude='*cache*' -czf "$out/runs.tgz" . && ls -la "$out" ;;
+*)
+    echo "unknown step $cmd" >&2; exit 2 ;;
+esac
