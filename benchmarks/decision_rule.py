@@ -241,9 +241,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1,000 runs per cell")
     ap.add_argument(
         "--part",
-        choices=("all", "designs", "rerun", "accuracy"),
+        choices=("all", "designs", "rerun", "accuracy", "guards"),
         default="all",
         help="one table only",
+    )
+    ap.add_argument(
+        "--e2e-noise",
+        type=float,
+        nargs="+",
+        default=[0.09],
+        help="guards table: the between-start CV(s) of end-to-end metrics the scenario has no "
+        "calibrated start_noise for (default: 0.09, the 2-layer toy on an H200)",
     )
     args = ap.parse_args()
     part = args.part
@@ -284,6 +292,8 @@ def main() -> None:
             rerun_table(pool, args.quick)
         if part in ("all", "accuracy"):
             accuracy_table(args.quick)
+        if part in ("all", "guards"):
+            guards_table(pool, args.quick, args.e2e_noise)
     print(f"\n({time.time() - began:.0f} s)")
 
 
@@ -352,6 +362,131 @@ def accuracy_table(quick: bool) -> None:
             flush=True,
         )
     print()
+
+
+# The kernel scenario as scenarios/gpt-oss-120b.toml states it: its primary and guards, their
+# tolerances, its budget and its calibrated start noise (GPU_STEP_NOISE and --e2e-noise stand in
+# for a metric it has no calibration for). A host-side change makes TPOT, p99 TPOT and ITL X%
+# worse and throughput 1/(1+X) lower; GPU time per step and TTFT stay.
+GPU_STEP_NOISE = 0.002  # GPU time per decode step between starts on an H200 (docs/gpu.md)
+HOST_SIGN = {"median_tpot_ms": 1, "p99_tpot_ms": 1, "median_itl_ms": 1, "output_throughput": -1}
+
+
+@dataclass(frozen=True)
+class Gated:
+    metric: str
+    tolerance: float
+    cv: float
+    primary: bool
+
+
+def kernel_scenario(e2e: float) -> tuple[list[Gated], int]:
+    from perfgate.scenario import load_builtin
+
+    sc = load_builtin("gpt-oss-120b")
+    cv = dict(sc.start_noise.cv) if sc.start_noise else {}
+    primary = set(sc.primary or [t.metric for t in sc.thresholds])
+    gated = [
+        Gated(
+            t.metric,
+            t.tolerance,
+            cv.get(t.metric, GPU_STEP_NOISE if t.metric == "device_time_per_step_us" else e2e),
+            t.metric in primary,
+        )
+        for t in sc.thresholds
+    ]
+    most = sc.budget.most_starts if sc.budget else sc.starts
+    return gated, most
+
+
+def guarded_run(gated: list[Gated], change: float, most: int, rng: np.random.Generator) -> tuple:
+    """One sequential run of the kernel scenario under both rules: (verdict and starts when
+    undecided guards hold a pass back, the same when they do not)."""
+
+    def draw(shift: float) -> np.ndarray:
+        shared = rng.standard_normal((most, 1))
+        own = rng.standard_normal((most, len(gated)))
+        out = np.empty((most, len(gated)))
+        for j, g in enumerate(gated):
+            sign = HOST_SIGN.get(g.metric, 0)
+            if g.metric == "device_time_per_step_us":
+                z = own[:, j]  # the GPU's own time: not moved by the host's start effect
+            else:
+                z = math.sqrt(0.8) * shared[:, 0] + math.sqrt(0.2) * own[:, j]
+                z = -z if sign < 0 else z
+            out[:, j] = np.exp(sign * math.log1p(shift) + g.cv * z)
+        return out
+
+    b, c = draw(0.0), draw(change)
+    results = []
+    for guards_count in (True, False):
+        for n in range(2, most + 1):
+            alpha = 0.05 * stats.look_share(n, 2, most)
+            rows = [
+                compare_values(
+                    Threshold(g.metric, g.tolerance),
+                    b[:n, j],
+                    c[:n, j],
+                    confidence=1 - alpha,
+                    primary=g.primary,
+                )
+                for j, g in enumerate(gated)
+            ]
+            rows, _ = family.apply(rows, None, alpha=alpha)
+            if guards_count:
+                v = family.overall(rows, None)
+            else:  # the earlier rule: an undecided secondary metric never held a run back
+                v = judge.overall(
+                    [r.verdict for r in rows if r.primary or r.verdict != judge.INCONCLUSIVE]
+                )
+            if v != judge.INCONCLUSIVE or n == most:
+                results.append((v, n))
+                break
+    return tuple(results)
+
+
+def _guard_batch(args: tuple[list[Gated], float, int, int, int]) -> list[tuple]:
+    gated, change, most, seed, count = args
+    rng = np.random.default_rng(seed)
+    return [guarded_run(gated, change, most, rng) for _ in range(count)]
+
+
+def guards_table(pool, quick: bool, noises: list[float]) -> None:
+    runs = 1000 if quick else 4000
+    for e2e in noises:
+        gated, most = kernel_scenario(e2e)
+        print(
+            "Guards, scenarios/gpt-oss-120b.toml (budget "
+            f"{most} starts per arm): "
+            + ", ".join(
+                f"{g.metric} {g.tolerance:.1%} ({'primary' if g.primary else 'guard'}, noise "
+                f"{g.cv:.1%})"
+                for g in gated
+            )
+            + ". A host-side change leaves GPU time alone. 'caught' = the run does not pass."
+            "\n\n| host-side change | runs | guards count: regressed | caught | "
+            "inconclusive | mean starts/arm | guards ignored: pass | mean starts/arm |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )
+        for i, change in enumerate((0.0, 0.05, 0.10, 0.20, 0.30)):
+            seed = 5000 + 100 * i + int(e2e * 1e4)
+            jobs = [(gated, change, most, seed + k, runs // 2) for k in (0, 1)]
+            res = [r for part in pool.map(_guard_batch, jobs) for r in part]
+            new = [r[0] for r in res]
+            old = [r[1] for r in res]
+            n = len(res)
+            label = "A/A" if change == 0 else f"+{change:.0%}"
+            print(
+                f"| {label} | {n} | "
+                f"{sum(v == 'regressed' for v, _ in new) / n:.1%} | "
+                f"{sum(v != 'pass' for v, _ in new) / n:.1%} | "
+                f"{sum(v == 'inconclusive' for v, _ in new) / n:.1%} | "
+                f"{np.mean([k for _, k in new]):.2f} | "
+                f"{sum(v == 'pass' for v, _ in old) / n:.1%} | "
+                f"{np.mean([k for _, k in old]):.2f} |",
+                flush=True,
+            )
+        print()
 
 
 if __name__ == "__main__":

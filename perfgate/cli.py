@@ -598,6 +598,12 @@ def _arm_options(fn: Any) -> Any:
     default=None,
     help="A local GPQA file (CSV/JSONL in the hub's schema) for the accuracy phase.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse, before any server starts, a design that cannot decide a gated metric at "
+    "the scenario's calibrated start_noise (without it: a warning).",
+)
 @_arm_options
 def compare(
     scenario_path: str | None,
@@ -613,6 +619,7 @@ def compare(
     profile: bool,
     junit: Path | None,
     no_plots: bool,
+    strict: bool,
     **arm_flags: Any,
 ) -> None:
     """Compare a baseline and a candidate vLLM and gate on the difference.
@@ -660,7 +667,13 @@ def compare(
     try:
         with _interruptible(), _Progress() as bar:
             run = run_compare(
-                scenario, run_dir, command, say, bar if bar.tty else None, plots=not no_plots
+                scenario,
+                run_dir,
+                command,
+                say,
+                bar if bar.tty else None,
+                plots=not no_plots,
+                strict=strict,
             )
     except ScenarioError as exc:
         fail(str(exc))

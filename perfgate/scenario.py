@@ -38,6 +38,7 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     primary = ["median_tpot_ms"]          # must be decided for a pass (default: every gated)
     start_noise = { median_tpot_ms = 0.09 }  # calibrated between-start CV (stored A/A runs)
     start_noise_df = 30                   # its degrees of freedom
+    start_noise_source = "H200, vLLM 0.26, 2026-12-07, docs/gpu/..."  # where it was measured
 
     [thresholds]                          # metric = tolerance (relative; 0.05 = 5%)
     median_tpot_ms = 0.05
@@ -556,6 +557,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
             "primary",
             "start_noise",
             "start_noise_df",
+            "start_noise_source",
             "parallel_gpus",
         }
     )
@@ -708,17 +710,16 @@ def _primary(cmp: _Fields, thresholds: tuple[Threshold, ...]) -> tuple[str, ...]
 
 def _start_noise(cmp: _Fields, thresholds: tuple[Threshold, ...]) -> StartNoise | None:
     if "start_noise" not in cmp.table:
-        if "start_noise_df" in cmp.table:
-            raise ScenarioError(
-                f"{cmp.where('start_noise_df')} is set without start_noise; give both"
-            )
+        for key in ("start_noise_df", "start_noise_source"):
+            if key in cmp.table:
+                raise ScenarioError(f"{cmp.where(key)} is set without start_noise; give both")
         return None
     table = cmp.sub("start_noise")
     gated = {t.metric for t in thresholds}
     table.check_keys(gated)
     cv = {m: table.number(m, 0.0, low=1e-6, high=2.0) for m in table.table}
     df = cmp.number("start_noise_df", 10.0, low=1.0, high=1e6)
-    return StartNoise(cv=cv, df=df)
+    return StartNoise(cv=cv, df=df, source=cmp.text("start_noise_source"))
 
 
 def _int(f: _Fields, key: str, default: int, minimum: int, maximum: int) -> int:

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def test_the_family_keeps_a_regression_only_where_holm_rejects():
     assert pending[0].p_adjusted == pytest.approx(min(1.0, 3 * row.p_regress))
 
 
-def test_secondary_metrics_fail_only_through_holm_and_never_hold_a_run_back():
+def test_guards_fail_only_through_holm_but_an_undecided_guard_holds_a_pass_back():
     tpot = compare_values(
         Threshold("median_tpot_ms", 0.05), [1.0, 1.01, 0.99], [1.0, 0.99, 1.01], confidence=0.95
     )
@@ -189,10 +190,54 @@ def test_secondary_metrics_fail_only_through_holm_and_never_hold_a_run_back():
         primary=False,
     )
     assert noisy.verdict == "inconclusive" and not noisy.primary
-    assert family.overall([tpot, noisy], None) == "pass"
-    assert family.overall([tpot, replace(noisy, primary=True)], None) == "inconclusive"
+    # its interval still reaches past the tolerance: no pass, and it is named as the reason
+    assert family.overall([tpot, noisy], None) == "inconclusive"
+    assert family.unverified_guards([tpot, noisy]) == [noisy]
     worse = replace(noisy, verdict="regressed")
     assert family.overall([tpot, worse], None) == "regressed"
+    # a guard decided within its tolerance lets the primary's verdict stand
+    quiet = compare_values(
+        Threshold("p99_tpot_ms", 0.10),
+        [1.0, 1.01, 0.99],
+        [1.0, 0.99, 1.01],
+        confidence=0.95,
+        primary=False,
+    )
+    assert quiet.verdict == "no change" and family.overall([tpot, quiet], None) == "pass"
+
+
+def test_a_guard_whose_estimate_is_beyond_its_tolerance_never_passes():
+    """Host-side +20% in TPOT while the primary (GPU time per step) is unchanged: the guard's
+    estimate is beyond its 5% tolerance but, at three starts of 10% noise, not significant."""
+    gpu = compare_values(
+        Threshold("device_time_per_step_us", 0.005),
+        [800.0, 801.0, 799.0],
+        [800.5, 800.0, 800.5],
+        confidence=0.95,
+    )
+    assert gpu.verdict == "no change"
+    tpot = compare_values(
+        Threshold("median_tpot_ms", 0.05),
+        [5.0, 5.5, 4.6],
+        [6.3, 5.4, 6.4],
+        confidence=0.95,
+        primary=False,
+    )
+    assert tpot.estimate > 0.05 and tpot.verdict == "inconclusive"
+    assert family.overall([gpu, tpot], None) == "inconclusive"
+
+
+def test_a_row_taken_out_of_the_gate_holds_nothing_back():
+    tpot = compare_values(
+        Threshold("median_tpot_ms", 0.05), [1.0, 1.01, 0.99], [1.0, 0.99, 1.01], confidence=0.95
+    )
+    itl = replace(
+        compare_values(Threshold("median_itl_ms", 0.01), [1.0, 1.3], [1.0, 1.2], confidence=0.95),
+        primary=False,
+        p_regress=math.nan,
+        reason="not gated: bursts",
+    )
+    assert family.overall([tpot, itl], None) == "pass" and not family.unverified_guards([itl])
 
 
 def test_an_inconclusive_row_carries_a_plan_with_its_range():

@@ -149,9 +149,13 @@ def test_the_split_k_plugin_is_improved_on_two_gpus_in_crossover():
     for arm in ("baseline", "candidate"):
         gpus = [s["gpus"] for s in doc["arms"][arm]["servers"]]
         assert sorted(gpus) == ["0"] * 4 + ["1"] * 4  # each arm on each GPU equally often
-    # the end-to-end guards: not regressed (their noise leaves them undecided)
+    # the end-to-end guards: not regressed, but their noise leaves them undecided. The run
+    # passed when it ran; undecided guards now hold a pass back: a +6% TPOT could hide more
     assert {rows[m]["verdict"] for m in ("median_tpot_ms", "output_throughput")} == {"inconclusive"}
-    assert again["verdict"] == doc["verdict"] == "pass"
+    assert doc["verdict"] == "pass" and again["verdict"] == "inconclusive"
+    head = render_compare_markdown(again).splitlines()[2]
+    assert "inconclusive: guards unverified" in head
+    assert "Median TPOT (ms), Output token throughput" in head
     kernels = {r["name"]: r for r in doc["profile"]["kernels"]["rows"]}
     router = kernels["gpt_oss_router_gemm_splitk_kernel"]
     cublas = next(r for n, r in kernels.items() if "splitK_bias" in n)

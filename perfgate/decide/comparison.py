@@ -78,6 +78,7 @@ class StartNoise:
 
     cv: Mapping[str, float] = field(default_factory=dict)
     df: float = 10.0
+    source: str | None = None  # where it was measured: machine, build, date, runs
 
 
 @dataclass(frozen=True)

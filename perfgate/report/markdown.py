@@ -108,6 +108,22 @@ def _verdict_cell(row: dict[str, Any]) -> str:
     return verdict
 
 
+def _unverified_guards(doc: dict[str, Any]) -> list[str]:
+    """The guards that made a complete run inconclusive while every primary metric and
+    accuracy was decided (perfgate.decide.family.holds_back, read from the stored rows)."""
+    rows = doc.get("comparison") or []
+    accuracy = (doc.get("accuracy_comparison") or {}).get("verdict")
+    if doc.get("verdict") != "inconclusive" or accuracy == "inconclusive":
+        return []
+    if any(r["verdict"] == "inconclusive" and r.get("primary", True) for r in rows):
+        return []
+    return [
+        md_text(r.get("label") or r["metric"])
+        for r in rows
+        if r["verdict"] == "inconclusive" and r.get("p_regress") is not None
+    ]
+
+
 def _interval_confidence(doc: dict[str, Any]) -> float:
     """The confidence of the timed metrics' intervals: the scenario's, or above it when the
     final look of a budget spent only part of alpha."""
@@ -165,6 +181,11 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     lines = [f"## perfgate: {md_text(sc['name'])}", ""]
     if status == "complete":
         head = VERDICT_LINE.get(doc["verdict"], str(doc["verdict"]))
+        if guards := _unverified_guards(doc):
+            head = (
+                "⚠️ **inconclusive: guards unverified**: the primary metrics are decided, but "
+                f"{', '.join(guards)} could still hide a regression beyond the tolerance"
+            )
     else:
         head = STATUS_LINE.get(status, status)
     lines.append(

@@ -38,10 +38,10 @@ from typing import Any
 
 from perfgate import __version__
 from perfgate import accuracy as acc
-from perfgate.decide import family, kernels
+from perfgate.decide import decidability, family, kernels
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
-from perfgate.decide.stats import AccuracyComparison, look_share
+from perfgate.decide.stats import INTERIM_SHARE, AccuracyComparison, look_share
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
@@ -51,7 +51,7 @@ from perfgate.run.profile_phase import profile_window, profiler_args
 from perfgate.run.schedule import ARMS, gpus_of, new_seed, repeat_order, round_order
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
 from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
-from perfgate.scenario import Scenario
+from perfgate.scenario import Scenario, ScenarioError
 from perfgate.serve.server import ServerSpec, VllmServer
 
 
@@ -62,12 +62,15 @@ def run_compare(
     progress: SayFn | None = None,
     bench_progress: ProgressFn | None = None,
     plots: bool = True,
+    strict: bool = False,
 ) -> CompareRun:
     """Run the whole comparison. Raises ``RunFailed`` (results written) when it cannot finish.
 
     ``progress`` gets one line per phase; ``bench_progress`` (optional) per-request progress
-    of each repeat, as ``(label, done, total)``; ``plots``: PNGs beside report.md."""
+    of each repeat, as ``(label, done, total)``; ``plots``: PNGs beside report.md; ``strict``:
+    refuse a design that cannot decide a gated metric at its calibrated noise."""
     say = progress or (lambda _msg: None)
+    check_design(scenario, say, strict=strict)
     preflight(scenario)
     run = CompareRun(
         scenario=scenario, run_dir=run_dir, command=command, bench_progress=bench_progress
@@ -430,6 +433,39 @@ def _run_accuracy(
         f"[{arm_name}] accuracy {result.accuracy:.3f} over {len(result.questions)} questions "
         f"x {result.k} ({result.no_answer} replies without an answer)"
     )
+
+
+def design_decidability(scenario: Scenario) -> list[decidability.Decidability]:
+    """Each gated metric's decidability under the scenario's design and calibrated noise."""
+    noise = scenario.start_noise
+    most = scenario.budget.most_starts if scenario.budget else scenario.starts
+    share = 1 - INTERIM_SHARE if scenario.budget and most > 2 else 1.0  # the final look's
+    return decidability.check(
+        scenario.thresholds,
+        noise.cv if noise else {},
+        starts_allowed=most,
+        alpha=(1 - scenario.confidence) / 2 * share,
+    )
+
+
+def check_design(scenario: Scenario, say: SayFn, *, strict: bool) -> None:
+    """Say, before anything runs, the smallest change the design can decide for each gated
+    metric with calibrated noise; warn where a tolerance is below it, refuse under strict."""
+    rows = design_decidability(scenario)
+    if not any(r.checked for r in rows):
+        return
+    source = scenario.start_noise.source if scenario.start_noise else None
+    say("decidability" + (f" (noise from {source})" if source else "") + ":")
+    for row in rows:
+        say(("  " if row.decidable or not row.checked else "  warning: ") + row.message())
+    undecidable = [r for r in rows if r.checked and not r.decidable]
+    if strict and undecidable:
+        raise ScenarioError(
+            f"{scenario.source}: --strict: the design cannot decide "
+            + "; ".join(r.message() for r in undecidable)
+            + ". Raise the tolerance (thresholds), the starts (budget or starts), or gate a "
+            "quieter metric"
+        )
 
 
 def design_warnings(scenario: Scenario) -> list[str]:
