@@ -679,8 +679,10 @@ def compare(
         fail(str(exc))
     except RunFailed as exc:
         where = exc.run.results_path if exc.run else run_dir / "results.json"
-        if exc.run is not None and exc.run.save_error:
-            say(f"warning: {exc.run.save_error}; results went to {where.parent} instead")
+        if exc.run is not None:
+            if exc.run.save_error:
+                say(f"warning: {exc.run.save_error}; results went to {where.parent} instead")
+            _ci_outputs(junit, None, exc.run.to_json(), scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where})")
     doc = run.to_json()
     out_console.print(Markdown(render_compare_markdown(doc)))
@@ -1043,6 +1045,8 @@ def gate(
         fail(str(exc))
     except RunFailed as exc:
         where = exc.run.results_path if exc.run else run_dir / "results.json"
+        if exc.run is not None:
+            _ci_outputs(junit, None, exc.run.to_json(), scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where}; nothing was appended to the history)")
     report = outcome.run.report_path
     out_console.print(Markdown(report.read_text()) if report.exists() else outcome.reason)

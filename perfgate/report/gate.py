@@ -5,7 +5,9 @@ and per kernel assertion), for CI systems that show test results."""
 from __future__ import annotations
 
 import math
+import socket
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,42 +101,138 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
 
 
 def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], name: str) -> None:
-    """One test case per gated metric (failed when it regressed: in the gate, by the
-    history's rule; in a compare, by the run's verdict) and per kernel assertion."""
-    suite = ET.Element("testsuite", name=f"perfgate {name}")
+    """JUnit XML for CI systems, for every way a run ends (exit 0, 1, 2 and 3): one test case
+    per gated metric, for accuracy, per kernel assertion, and one for the run itself.
+
+    A metric or accuracy that regressed is a ``failure`` (in a gate: by the history's rule; in
+    a compare: by the run's verdict); one that could not be measured, a kernel assertion that
+    failed (the kernel under test never ran) and a run that did not complete are ``error``s; an
+    undecided one is ``skipped`` with its reason (inconclusive, or in a gate a change tonight
+    still pending), so an inconclusive run is never all green (docs/nightly.md). Times are in
+    seconds: the run's case and the suite carry the run's wall time so far."""
     regressed = {c.metric: c for c in outcome.detection.regressed} if outcome else {}
-    cases = 0
-    failures = 0
+    suite_time = _elapsed(doc.get("started_at"))
+    suite = ET.Element("testsuite", name=f"perfgate {name}")
+    props = ET.SubElement(suite, "properties")
+    for key in ("status", "verdict", "exit_code", "command"):
+        ET.SubElement(props, "property", name=key, value=str(doc.get(key)))
+    cases: list[tuple[str, str, str | None, str, float]] = []
     for row in doc.get("comparison") or []:
-        case = ET.SubElement(suite, "testcase", classname="perfgate.metric", name=row["metric"])
-        cases += 1
         change = f"{_pct(row['estimate'])} ({_pct(row['low'])} to {_pct(row['high'])})"
-        if outcome is not None:
-            c = regressed.get(row["metric"])
-            if c is not None:
-                failures += 1
-                ET.SubElement(case, "failure", message=(
-                    f"{c.step:+.1%} from night {c.night + 1} ({c.first_date}), persisting "
-                    f"{c.nights_after} nights; bisect {c.commits[0]}..{c.commits[1]}"
-                ))  # fmt: skip
-            elif row["verdict"] in ("inconclusive", "regressed", "invalid"):
-                ET.SubElement(case, "system-out").text = f"tonight {row['verdict']}: {change}"
-        elif row["verdict"] in ("regressed", "invalid"):
-            failures += 1
-            ET.SubElement(case, "failure", message=f"{row['verdict']}: {change}")
-        elif row["verdict"] == "inconclusive":
-            ET.SubElement(case, "skipped", message=f"inconclusive: {change}")
+        cases.append(
+            (
+                "perfgate.metric",
+                row["metric"],
+                *_metric_outcome(row, change, regressed, outcome),
+                0.0,
+            )
+        )
+    acc = ((doc.get("accuracy") or {}).get("comparison")) or None
+    if acc is not None:
+        d, lo, hi = (acc[k] * 100 for k in ("diff", "diff_low", "diff_high"))
+        diff = f"{d:+.1f} pp ({lo:+.1f} to {hi:+.1f})"
+        kinds = {"regressed": "failure", "inconclusive": "skipped", "invalid": "error"}
+        cases.append(
+            (
+                "perfgate.accuracy",
+                "accuracy",
+                kinds.get(acc["verdict"]),
+                f"{acc['verdict']}: {diff}",
+                0.0,
+            )
+        )
     by: dict[str, list[dict[str, Any]]] = {}  # one case per assertion, over every window
     for check in (doc.get("profile") or {}).get("checks") or []:
         by.setdefault(f"{check['arm']} {check['kind']} {check['pattern']}", []).append(check)
     for label, checks in by.items():
-        case = ET.SubElement(suite, "testcase", classname="perfgate.kernel", name=label)
-        cases += 1
         failed = [c for c in checks if not c["ok"]]
-        if failed:
-            failures += 1
-            ET.SubElement(case, "failure", message=failed[0]["message"])
-    suite.set("tests", str(cases))
-    suite.set("failures", str(failures))
+        message = failed[0]["message"] if failed else f"held on {len(checks)} window(s)"
+        cases.append(("perfgate.kernel", label, "error" if failed else None, message, 0.0))
+    status = str(doc.get("status"))
+    run_message = f"{status}: {doc.get('error') or 'the run did not complete'}"
+    cases.append(("perfgate.run", "run", None if status == "complete" else "error",
+                  "complete" if status == "complete" else run_message, suite_time))  # fmt: skip
+    counts = {"failure": 0, "error": 0, "skipped": 0}
+    for classname, case_name, kind, message, seconds in cases:
+        case = ET.SubElement(
+            suite, "testcase", name=case_name, classname=classname, time=f"{seconds:.3f}"
+        )
+        if kind is None:
+            ET.SubElement(case, "system-out").text = message
+            continue
+        counts[kind] += 1
+        attrs = {"message": _one_line(message)}
+        if kind != "skipped":
+            attrs["type"] = _case_type(kind, message)
+        ET.SubElement(case, kind, attrs).text = message
+    ET.SubElement(suite, "system-out").text = str(doc.get("verdict") or status)
+    ET.SubElement(suite, "system-err").text = str(doc.get("error") or "")
+    totals = {
+        "tests": str(len(cases)),
+        "failures": str(counts["failure"]),
+        "errors": str(counts["error"]),
+        "skipped": str(counts["skipped"]),
+        "time": f"{suite_time:.3f}",
+    }
+    suite.attrib.update(totals)
+    suite.set("timestamp", _timestamp(doc.get("started_at")))
+    suite.set("hostname", socket.gethostname() or "localhost")
+    root = ET.Element("testsuites", {"name": f"perfgate {name}", **totals})
+    root.append(suite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _metric_outcome(
+    row: dict[str, Any],
+    change: str,
+    regressed: dict[str, Any],
+    outcome: GateOutcome | None,
+) -> tuple[str | None, str]:
+    """(failure | error | skipped | None for a pass, its message) for one metric's row."""
+    verdict = str(row["verdict"])
+    if verdict == "invalid":
+        return "error", f"invalid: {change}"
+    if outcome is not None:
+        c = regressed.get(row["metric"])
+        if c is not None:
+            return "failure", (
+                f"regressed: {c.step:+.1%} from night {c.night + 1} ({c.first_date}), "
+                f"persisting {c.nights_after} nights; bisect {c.commits[0]}..{c.commits[1]}"
+            )
+        if verdict in ("regressed", "inconclusive"):
+            return "skipped", f"pending: tonight {verdict}, {change}"
+        return None, f"tonight {verdict}: {change}"
+    if verdict == "regressed":
+        return "failure", f"regressed: {change}, tolerance {row['tolerance']:.1%}"
+    if verdict == "inconclusive":
+        why = "guard unverified" if row.get("primary") is False else "inconclusive"
+        plan = row.get("starts_to_decide")
+        return "skipped", f"{why}: {change}" + (f"; ~{plan} starts/arm to decide" if plan else "")
+    return None, f"{verdict}: {change}"
+
+
+def _case_type(kind: str, message: str) -> str:
+    return message.split(":", 1)[0] if ":" in message else kind
+
+
+def _one_line(text: str, cap: int = 500) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= cap else line[: cap - 3] + "..."
+
+
+def _elapsed(started_at: Any) -> float:
+    """Seconds since the run began (0 when its start time is not readable)."""
+    try:
+        began = datetime.strptime(str(started_at), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(began.tzinfo) - began).total_seconds())
+
+
+def _timestamp(started_at: Any) -> str:
+    """JUnit's timestamp: the run's start, date and time without the zone."""
+    text = str(started_at or "")
+    if len(text) >= 19 and text[10] == "T":
+        return text[:19]
+    return datetime.now().strftime("%Y-%m-%dT%H:%M:%S")

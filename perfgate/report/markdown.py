@@ -112,7 +112,7 @@ def _unverified_guards(doc: dict[str, Any]) -> list[str]:
     """The guards that made a complete run inconclusive while every primary metric and
     accuracy was decided (perfgate.decide.family.holds_back, read from the stored rows)."""
     rows = doc.get("comparison") or []
-    accuracy = (doc.get("accuracy_comparison") or {}).get("verdict")
+    accuracy = (((doc.get("accuracy") or {}).get("comparison")) or {}).get("verdict")
     if doc.get("verdict") != "inconclusive" or accuracy == "inconclusive":
         return []
     if any(r["verdict"] == "inconclusive" and r.get("primary", True) for r in rows):
