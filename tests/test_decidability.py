@@ -95,6 +95,6 @@ def test_start_noise_source_without_start_noise_is_refused():
         "[arms.baseline]\n[arms.candidate]\n"
     )
     with pytest.raises(
-        ScenarioError, match="compare.start_noise_source is set without start_noise"
+        ScenarioError, match=r"compare\.start_noise_source is set without start_noise"
     ):
         parse(doc, "x.toml")

@@ -91,3 +91,25 @@ def test_times_and_a_run_that_failed_before_any_metric(tmp_path):
     (run,) = root.iter("testcase")
     assert run.find("error").get("message") == "failed: cannot reach /tokenize"
     assert float(root.get("time")) > 0 and float(run.get("time")) == float(root.get("time"))
+
+
+GITHUB_COMMENT_LIMIT = 65_536
+
+
+def test_every_stored_report_fits_a_github_comment_and_draws_inline():
+    """The PR comment is report.md: under GitHub's comment limit for the largest stored result,
+    and (recomputed with this perfgate, so the per-start values are recorded) carrying the
+    per-start chart that GitHub renders in place of the PNGs beside report.md."""
+    from perfgate.report.markdown import render_compare_markdown
+    from perfgate.run.runner import recompute
+
+    sizes = {}
+    for path in sorted(RESULTS.glob("*.json.xz")):
+        doc = read_json(path)
+        sizes[path.name] = len(render_compare_markdown(doc))
+        if doc["status"] == "complete":
+            again = render_compare_markdown(recompute(doc))
+            sizes[path.name + " recomputed"] = len(again)
+            assert again.count("```mermaid") == len(doc["comparison"]), path.name
+    largest = max(sizes, key=sizes.get)
+    assert sizes[largest] < GITHUB_COMMENT_LIMIT, (largest, sizes[largest])

@@ -1,6 +1,8 @@
-"""The example GitHub workflows (.github/workflows): valid against GitHub's workflow schema,
-clean under zizmor's security audits (both from the package index, in the dev extra), and every
-perfgate command line in them parses with this perfgate's CLI."""
+"""The example GitHub workflows (.github/workflows) and the scripts they run (ci/*.sh): the
+workflows valid against GitHub's workflow schema and clean under zizmor's audits (pedantic
+persona), every step of their logic a call of a ci script step (which the e2e tests run on CPU
+vLLM), the scripts clean under shellcheck, and every perfgate command line in them parsing with
+this perfgate's CLI (all three linters from the package index, in the dev extra)."""
 
 import re
 import shlex
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 
 from perfgate.cli import main
 
@@ -44,31 +47,42 @@ def test_workflows_match_githubs_schema():
 
 def test_workflows_pass_zizmors_audits():
     proc = subprocess.run(
-        [tool("zizmor"), "--offline", "--no-progress", str(ROOT / ".github" / "workflows")],
+        [
+            tool("zizmor"),
+            "--offline",
+            "--no-progress",
+            "--persona",
+            "pedantic",
+            str(ROOT / ".github" / "workflows"),
+        ],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+SCRIPTS = sorted((ROOT / "ci").glob("*.sh"))
+
+
 def perfgate_lines(path: Path) -> list[list[str]]:
-    """Every `perfgate ...` command in the workflow's run blocks, continuation lines joined,
-    shell expansions replaced by a placeholder word."""
+    """Every `perfgate ...` (or `$PERFGATE ...`) command in a script, continuation lines
+    joined, shell expansions replaced by a placeholder word."""
     text = path.read_text().replace("\\\n", " ")
     commands = "|".join(main.list_commands(click.Context(main)))
     out = []
     for line in text.splitlines():
-        m = re.search(rf"(?:^|\s)(?:\S*/bin/)?perfgate ((?:{commands})\b.*)$", line)
+        m = re.search(rf"(?:^|\s)(?:\S*/bin/perfgate|\$PERFGATE) ((?:{commands})\b.*)$", line)
         if not m:
             continue
         words = re.sub(r"\$\([^)]*\)", "X", m.group(1))  # $(command)
-        words = re.sub(r"\$\{?\w+\}?", "X", words)  # $VAR, ${VAR}
+        words = re.sub(r'"\$\{\w+\[@\]\}"', "", words)  # "${array[@]}": its own check
+        words = re.sub(r"\$\{?\w+(:-)?\}?", "X", words)  # $VAR, ${VAR}, ${VAR:-}
         out.append(shlex.split(words))
     return out
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_every_perfgate_command_line_in_a_workflow_parses(path):
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_every_perfgate_command_line_in_a_ci_script_parses(path):
     lines = perfgate_lines(path)
     assert lines, f"{path.name} runs no perfgate command"
     for words in lines:
@@ -79,3 +93,81 @@ def test_every_perfgate_command_line_in_a_workflow_parses(path):
             cmd.make_context(name, rest)  # parses and validates every option, runs nothing
         except click.UsageError as exc:
             raise AssertionError(f"{path.name}: perfgate {' '.join(words)}: {exc}") from None
+
+
+def script_steps(path: Path) -> set[str]:
+    """The steps a ci script takes as its first argument (the labels of its last `case`)."""
+    text = path.read_text()
+    tail = text[text.rindex("case $step in") :]
+    return set(re.findall(r"^\s+([\w-]+)\)", tail, flags=re.M))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_each_step_of_a_workflow_calls_a_ci_script_step(path):
+    """The workflows hold no logic of their own: set-up apart, every run block is a call of a
+    step of ci/pr.sh or ci/nightly.sh, so what the e2e tests run is what the job runs."""
+    doc = yaml.safe_load(path.read_text())
+    calls = []
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            run = step.get("run")
+            if run is None or step.get("name", "").startswith("Install"):
+                continue
+            calls += re.findall(r"perfgate/ci/(\w+\.sh) ([\w-]+)", run)
+            assert "perfgate/ci/" in run, f"{path.name}: step {step.get('name')!r} is not a script"
+    assert calls
+    for script, step_name in calls:
+        assert step_name in script_steps(ROOT / "ci" / script), (script, step_name)
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_ci_scripts_pass_shellcheck(path):
+    proc = subprocess.run([tool("shellcheck"), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_change_to_compiled_code_asks_for_a_compiled_build(tmp_path):
+    """pr.sh needs-compile: a Python-only change reuses vLLM's precompiled kernels
+    (VLLM_USE_PRECOMPILED=1), a change under csrc/ or to a .cu file is built."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "a.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    base = git("rev-parse", "HEAD")
+    (tmp_path / "vllm" / "a.py").write_text("x = 2\n")
+    git("commit", "-qam", "python")
+    python_only = git("rev-parse", "HEAD")
+    (tmp_path / "csrc").mkdir()
+    (tmp_path / "csrc" / "k.cu").write_text("// kernel\n")
+    git("add", "-A")
+    git("commit", "-qm", "kernel")
+    kernel = git("rev-parse", "HEAD")
+
+    def needs(a: str, b: str) -> str:
+        proc = subprocess.run(
+            [str(ROOT / "ci" / "pr.sh"), "needs-compile", str(tmp_path), a, b],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert needs(base, python_only) == "no"
+    assert needs(base, kernel) == "yes"
+
+
+def test_a_script_called_wrongly_says_how_to_call_it():
+    for script in SCRIPTS:
+        proc = subprocess.run([str(script), "no-such-step"], capture_output=True, text=True)
+        assert proc.returncode == 2 and "step by step" in proc.stderr, script

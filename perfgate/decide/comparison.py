@@ -111,6 +111,8 @@ class MetricComparison:
     starts_to_decide: int | None = None  # inconclusive: the plan (stats.starts_plan)
     starts_to_decide_low: int | None = None
     starts_to_decide_high: int | None = None
+    values_baseline: tuple[float, ...] = ()  # the per-start values compared, in start order
+    values_candidate: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -241,6 +243,8 @@ def compare_values(
         starts_to_decide=plan.starts,
         starts_to_decide_low=plan.low,
         starts_to_decide_high=plan.high,
+        values_baseline=tuple(float(v) for v in b),
+        values_candidate=tuple(float(v) for v in c),
     )
 
 

@@ -108,6 +108,47 @@ def _verdict_cell(row: dict[str, Any]) -> str:
     return verdict
 
 
+def start_charts(rows: list[dict[str, Any]]) -> list[str]:
+    """What decided the verdict, drawn where GitHub draws it (a PR comment cannot show the PNGs
+    beside report.md): each gated metric's per-start values, baseline starts then candidate
+    starts, as a Mermaid bar chart, in a collapsed section. Rows of a stored run that did not
+    record their values draw nothing."""
+    charts = []
+    for r in rows:
+        b, c = r.get("values_baseline") or [], r.get("values_candidate") or []
+        values = [v for v in (*b, *c) if isinstance(v, int | float) and math.isfinite(v)]
+        if len(values) != len(b) + len(c) or not b or not c:
+            continue
+        low, high = min(values), max(values)
+        pad = (high - low) * 0.1 or abs(high) * 0.01 or 1.0
+        labels = [f"B{i}" for i in range(1, len(b) + 1)] + [f"C{i}" for i in range(1, len(c) + 1)]
+        title = f"{r['label']} per server start: B baseline, C candidate ({r['verdict']})"
+        charts += [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "{title.replace(chr(34), chr(39))}"',
+            f"    x-axis [{', '.join(labels)}]",
+            f"    y-axis {_g(low - pad)} --> {_g(high + pad)}",
+            f"    bar [{', '.join(_g(v) for v in values)}]",
+            "```",
+            "",
+        ]
+    if not charts:
+        return []
+    return [
+        "<details><summary>Per-start values of each gated metric (what the verdict is made "
+        "of)</summary>",
+        "",
+        *charts,
+        "</details>",
+        "",
+    ]
+
+
+def _g(v: float) -> str:
+    return f"{v:.6g}"
+
+
 def _unverified_guards(doc: dict[str, Any]) -> list[str]:
     """The guards that made a complete run inconclusive while every primary metric and
     accuracy was decided (perfgate.decide.family.holds_back, read from the stored rows)."""
@@ -244,6 +285,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         lines.append("")
         lines += _design_note(doc, rows)
 
+    lines += start_charts(rows)
     if doc.get("plots"):
         lines += [
             "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in doc["plots"]),
