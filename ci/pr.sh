@@ -85,6 +85,7 @@ compare() {
 comment() {
     local pr=$1 status=${2:-}
     local body=$OUT/comment.md repo id
+    mkdir -p "$OUT"
     {
         echo "$MARKER"
         if [ -f "$OUT/report.md" ]; then

@@ -98,3 +98,26 @@ def test_start_noise_source_without_start_noise_is_refused():
         ScenarioError, match=r"compare\.start_noise_source is set without start_noise"
     ):
         parse(doc, "x.toml")
+
+
+def test_the_cli_says_it_before_any_server_starts_and_strict_refuses(tmp_path):
+    """`perfgate compare` on the reference scenario with a 1% TPOT gate: the warning comes
+    before anything starts; under --strict the run is refused (exit 2), naming the metric."""
+    from click.testing import CliRunner
+
+    from perfgate.cli import main
+    from perfgate.scenario import BUILTIN_DIR
+
+    text = (BUILTIN_DIR / "gpt-oss-120b.toml").read_text()
+    text = text.replace("median_tpot_ms = 0.20", "median_tpot_ms = 0.01")
+    path = tmp_path / "tight.toml"
+    path.write_text(text)
+    runner = CliRunner()
+    args = ["compare", "--scenario", str(path), "--skip-accuracy", "--out-dir", str(tmp_path / "r")]
+    strict = runner.invoke(main, [*args, "--strict"])
+    assert strict.exit_code == 2
+    assert "--strict: the design cannot decide Median TPOT (ms) at 1% needs ~" in strict.output
+    assert not (tmp_path / "r").exists()
+    warned = runner.invoke(main, args)  # goes on, to the next check (no GPU here)
+    assert "warning: Median TPOT (ms) at 1% needs ~" in warned.output
+    assert "Device time per decode step (us) at 0.5%: decidable" in warned.output
