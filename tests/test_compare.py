@@ -177,18 +177,17 @@ def test_the_family_keeps_a_regression_only_where_holm_rejects():
     assert pending[0].p_adjusted == pytest.approx(min(1.0, 3 * row.p_regress))
 
 
+def guard(metric: str, tolerance: float, b: list[float], c: list[float]):
+    """A secondary (guard) metric's comparison at 95%."""
+    return compare_values(Threshold(metric, tolerance), b, c, confidence=0.95, primary=False)
+
+
 def test_guards_fail_only_through_holm_but_an_undecided_guard_holds_a_pass_back():
     tpot = compare_values(
         Threshold("median_tpot_ms", 0.05), [1.0, 1.01, 0.99], [1.0, 0.99, 1.01], confidence=0.95
     )
     assert tpot.verdict == "no change"
-    noisy = compare_values(
-        Threshold("p99_tpot_ms", 0.01),
-        [1.0, 1.3, 0.8],
-        [1.0, 1.2, 0.9],
-        confidence=0.95,
-        primary=False,
-    )
+    noisy = guard("p99_tpot_ms", 0.01, [1.0, 1.3, 0.8], [1.0, 1.2, 0.9])
     assert noisy.verdict == "inconclusive" and not noisy.primary
     # its interval still reaches past the tolerance: no pass, and it is named as the reason
     assert family.overall([tpot, noisy], None) == "inconclusive"
@@ -196,13 +195,7 @@ def test_guards_fail_only_through_holm_but_an_undecided_guard_holds_a_pass_back(
     worse = replace(noisy, verdict="regressed")
     assert family.overall([tpot, worse], None) == "regressed"
     # a guard decided within its tolerance lets the primary's verdict stand
-    quiet = compare_values(
-        Threshold("p99_tpot_ms", 0.10),
-        [1.0, 1.01, 0.99],
-        [1.0, 0.99, 1.01],
-        confidence=0.95,
-        primary=False,
-    )
+    quiet = guard("p99_tpot_ms", 0.10, [1.0, 1.01, 0.99], [1.0, 0.99, 1.01])
     assert quiet.verdict == "no change" and family.overall([tpot, quiet], None) == "pass"
 
 
@@ -216,13 +209,7 @@ def test_a_guard_whose_estimate_is_beyond_its_tolerance_never_passes():
         confidence=0.95,
     )
     assert gpu.verdict == "no change"
-    tpot = compare_values(
-        Threshold("median_tpot_ms", 0.05),
-        [5.0, 5.5, 4.6],
-        [6.3, 5.4, 6.4],
-        confidence=0.95,
-        primary=False,
-    )
+    tpot = guard("median_tpot_ms", 0.05, [5.0, 5.5, 4.6], [6.3, 5.4, 6.4])
     assert tpot.estimate > 0.05 and tpot.verdict == "inconclusive"
     assert family.overall([gpu, tpot], None) == "inconclusive"
 

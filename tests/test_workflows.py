@@ -4,6 +4,7 @@ persona), every step of their logic a call of a ci script step (which the e2e te
 vLLM), the scripts clean under shellcheck, and every perfgate command line in them parsing with
 this perfgate's CLI (all three linters from the package index, in the dev extra)."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -171,3 +172,53 @@ def test_a_script_called_wrongly_says_how_to_call_it():
     for script in SCRIPTS:
         proc = subprocess.run([str(script), "no-such-step"], capture_output=True, text=True)
         assert proc.returncode == 2 and "step by step" in proc.stderr, script
+
+
+def test_pr_build_caches_a_compiled_build_by_commit(tmp_path):
+    """pr.sh build, on a stand-in for vLLM's repository (a package named vllm): a precompiled
+    install for a Python-only change, and for a compiled one a wheel kept in the cache under
+    its commit, which the next build of that commit installs instead of building again."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    repo = tmp_path / "vllm-src"
+    (repo / "vllm").mkdir(parents=True)
+    (repo / "vllm" / "__init__.py").write_text('__version__ = "0.0.1+test"\n')
+    (repo / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "vllm"\nversion = "0.0.1"\n[tool.setuptools]\npackages = ["vllm"]\n'
+    )
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "stand-in")
+    sha = git("rev-parse", "HEAD")
+    cache = tmp_path / "wheels"
+    env = {**os.environ, "PERFGATE_WHEEL_CACHE": str(cache)}
+
+    def build(venv: str, mode: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "ci" / "pr.sh"), "build", str(repo), sha, str(tmp_path / venv), mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+
+    quick = build("venv-pre")
+    assert quick.returncode == 0, quick.stderr
+    assert quick.stdout.strip().endswith("0.0.1+test") and not cache.exists()
+    first = build("venv-a", "compiled")
+    assert first.returncode == 0, first.stderr
+    (wheel,) = (cache / sha).glob("*.whl")
+    stamp = wheel.stat().st_mtime_ns
+    again = build("venv-b", "compiled")  # a rerun: the cached wheel, not a new build
+    assert again.returncode == 0 and again.stdout.strip().endswith("0.0.1+test"), again.stderr
+    assert [p.stat().st_mtime_ns for p in (cache / sha).glob("*.whl")] == [stamp]
+    assert git("worktree", "list").count("\n") == 0  # the build's work trees are gone

@@ -143,6 +143,12 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
     )
     assert not unused.exists()
 
+    # an unchanged night: appended and pushed, no issue. (On this CPU a start's TPOT varies by
+    # ~28%, so one night alone may still read worse than the 25% tolerance: exit 3, pending.)
+    assert job.night("aa1", "--date", "2026-11-01") in (0, 3), job.last
+    assert git("show", "perfgate-history:nightly-cpu.jsonl", cwd=job.remote).count("\n") == 1
+    assert job.gh().get("issues", []) == []
+
     # six unchanged nights, then the first with --max-num-seqs=2 (real runs: the fixture)
     shutil.copy(FIXTURE, job.history / "nightly-cpu.jsonl")
     assert job.night("reg8", SLOW, "--date", "2026-11-08") == 3, job.last  # not yet persisting
