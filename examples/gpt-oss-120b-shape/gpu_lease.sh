@@ -6,6 +6,9 @@
 #   assemble         check SHA256SUMS, unpack vLLM's site to /root/site, FlashInfer (slimmed
 #                    wheel) and apache-tvm-ffi to /root/fisite
 #   check OUT        FlashInfer's tinygemm_bf16 against cuBLAS (check_tinygemm.py)
+#   probe            one stock vLLM server of this folder's model in its own session: whether
+#                    it serves, how long its start takes, how much GPU memory it holds
+#                    (runs/probe.log, runs/probe-healthy, runs/smi.csv)
 #   start MODES...   the campaign in its own session (setsid), GPU memory and clocks logged
 #   poll SECONDS     wait up to SECONDS while the campaign runs; print its progress
 #   collect OUT      pack the run directories (no traces, no caches) into OUT
@@ -29,6 +32,22 @@ print("vllm", vllm.__version__, "flashinfer", flashinfer.__version__, "tvm_ffi",
 check)
     PYTHONPATH=$fisite:$site:$repo/examples/router_gemm_plugin \
         python3 "$repo/examples/router_gemm_plugin/check_tinygemm.py" "${1:?OUT}" ;;
+probe)
+    mkdir -p "$runs"
+    setsid nohup nvidia-smi --query-gpu=timestamp,memory.used,clocks.sm,power.draw \
+        --format=csv -l 2 >"$runs/smi.csv" 2>&1 </dev/null &
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    setsid nohup bash -c 'began=$SECONDS
+        PYTHONPATH=$0:$1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 python3 -m vllm.entrypoints.cli.main \
+            serve "$2/examples/gpt-oss-120b-shape" --served-model-name probe --load-format dummy \
+            --max-model-len 32768 --cudagraph-capture-sizes 1 2 4 8 16 32 64 128 --port 8123 \
+            >"$3/probe.log" 2>&1 &
+        until curl -sf localhost:8123/health >/dev/null; do sleep 2; [ $((SECONDS - began)) -gt 900 ] && exit; done
+        echo "healthy after $((SECONDS - began)) s" >"$3/probe-healthy"
+        curl -s localhost:8123/v1/completions -H "Content-Type: application/json" \
+            -d "{\"model\": \"probe\", \"prompt\": \"hello\", \"max_tokens\": 64, \"ignore_eos\": true}" \
+            >>"$3/probe-healthy" 2>&1' "$fisite" "$site" "$repo" "$runs" </dev/null >/dev/null 2>&1 &
+    echo probing ;;
 start)
     mkdir -p "$runs"
     setsid nohup nvidia-smi --query-gpu=timestamp,memory.used,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
@@ -45,7 +64,9 @@ poll)
     pgrep -f run_campaign.sh >/dev/null && echo RUNNING || echo DONE ;;
 collect)
     out=${1:?OUT}
-    tar -C "$runs" --exclude='*trace*' --exclude='*cache*' -czf "$out/runs.tgz" . && ls -la "$out" ;;
+    tar -C "$runs" --exclude='*trace*' --exclude='*cache*' -czf "$out/runs.tgz" . && ls -la "$out"
+    [ -d /root/check ] && cp /root/check/*.json "$out/" 2>/dev/null
+    tail -n 30 "$runs"/probe.log "$runs"/probe-healthy 2>/dev/null; tail -n 3 "$runs/smi.csv" ;;
 *)
     echo "unknown step $cmd" >&2; exit 2 ;;
 esac
