@@ -1,3 +1,5 @@
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,7 +173,7 @@ def test_env_pairs_need_an_equals_sign():
 
 def test_shipped_scenario_files_parse():
     paths = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
-    assert [p.stem for p in paths] == builtin_names() and len(paths) >= 3
+    assert sorted(p.stem for p in paths) == builtin_names() and len(paths) >= 3
     for path in paths:
         assert load(path).name == path.stem
 
@@ -221,3 +223,52 @@ def test_an_arm_with_weights_of_its_own_serves_them_and_records_them(tmp_path):
     assert sc.to_json()["arms"]["candidate"]["model"] == "/ckpt/requantized"
     again = with_overrides(sc, arm_overrides={"baseline": {"model": "/ckpt/other"}})
     assert again.arms["baseline"].model == "/ckpt/other"
+
+
+def test_weights_replace_the_scenarios_model_and_a_shape_only_folder_gets_random_weights(
+    tmp_path,
+):
+    """--weights PATH: both arms serve PATH (an arm's own model still wins); a folder with a
+    config and no weight files is served with --load-format dummy, a checkpoint is not, and a
+    load format the arguments choose is kept."""
+    from perfgate.run.servers import server_spec
+    from perfgate.scenario import load_builtin
+
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    (shape / "config.json").write_text("{}")
+    (shape / "tokenizer.json").write_text("{}")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model-00001-of-00002.safetensors").write_bytes(b"")
+
+    sc = with_overrides(load_builtin("gpt-oss-120b"), arm_overrides={}, weights=str(shape))
+    assert sc.model == str(shape)
+    spec = server_spec(sc, sc.arms["baseline"], sc.model, tmp_path / "b.log")
+    argv = spec.argv(8000)
+    assert argv[argv.index("--load-format") + 1] == "dummy" and str(shape) in argv
+    real = server_spec(sc, sc.arms["baseline"], str(ckpt), tmp_path / "b.log").argv(8000)
+    assert "--load-format" not in real
+    chosen = replace(sc, server_args=(*sc.server_args, "--load-format=safetensors"))
+    argv = server_spec(chosen, chosen.arms["baseline"], str(shape), tmp_path / "b.log").argv(8000)
+    assert argv.count("--load-format=safetensors") == 1 and "dummy" not in argv
+    own = with_overrides(
+        load_builtin("gpt-oss-120b"),
+        arm_overrides={"candidate": {"model": str(ckpt)}},
+        weights=str(shape),
+    )
+    assert own.model == str(shape) and own.arms["candidate"].model == str(ckpt)
+    with pytest.raises(ScenarioError, match="--weights is empty"):
+        with_overrides(sc, arm_overrides={}, weights=" ")
+
+
+def test_the_shipped_shape_folder_is_served_with_random_weights():
+    from perfgate.serve.server import load_format_args
+
+    shape = str(Path(__file__).resolve().parents[1] / "examples" / "gpt-oss-120b-shape")
+    assert load_format_args(shape, ()) == ("--load-format", "dummy")
+    config = json.loads((Path(shape) / "config.json").read_text())
+    assert config["num_hidden_layers"] == 36 and config["num_local_experts"] == 128
+    assert config["quantization_config"]["quant_method"] == "mxfp4"
+    assert config["layer_types"] == ["sliding_attention", "full_attention"] * 18
