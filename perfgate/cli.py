@@ -65,7 +65,7 @@ from perfgate.scenario import (
     with_overrides,
 )
 from perfgate.scenario import load as load_scenario
-from perfgate.serve.server import ServerError, ServerSpec, load_format_args
+from perfgate.serve.server import ServerError, ServerSpec
 from perfgate.serve.server_api import EndpointError
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
@@ -438,7 +438,7 @@ def bench(
                     name="bench",
                     model=serve_model,
                     log_path=log_dir / "bench-server.log",
-                    serve_args=(*serve_args, *load_format_args(serve_model, serve_args)),
+                    serve_args=serve_args,
                 )
                 result = run_bench_serving(cfg, spec, err_console.print, progress)
     except (BenchError, ServerError) as exc:

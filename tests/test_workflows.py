@@ -127,18 +127,23 @@ def test_ci_scripts_pass_shellcheck(path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def git_in(repo: Path, *args: str) -> str:
+    """git in ``repo`` with a throwaway identity; its output, stripped."""
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def test_a_change_to_compiled_code_asks_for_a_compiled_build(tmp_path):
     """pr.sh needs-compile: a Python-only change reuses vLLM's precompiled kernels
     (VLLM_USE_PRECOMPILED=1), a change under csrc/ or to a .cu file is built."""
 
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        return git_in(tmp_path, *args)
 
     git("init", "-q")
     (tmp_path / "vllm").mkdir()
@@ -180,13 +185,7 @@ def test_pr_build_caches_a_compiled_build_by_commit(tmp_path):
     its commit, which the next build of that commit installs instead of building again."""
 
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=repo,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        return git_in(repo, *args)
 
     repo = tmp_path / "vllm-src"
     (repo / "vllm").mkdir(parents=True)

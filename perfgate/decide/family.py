@@ -63,7 +63,8 @@ def apply(
 def holds_back(row: MetricComparison) -> bool:
     """Whether an undecided row keeps the run from passing: a primary metric, or a guard that
     was tested (not one taken out of the gate)."""
-    return row.verdict == verdict.INCONCLUSIVE and (row.primary or not math.isnan(row.p_regress))
+    tested = row.p_regress is not None and not math.isnan(row.p_regress)  # stored NaN: None
+    return row.verdict == verdict.INCONCLUSIVE and (row.primary or tested)
 
 
 def unverified_guards(rows: Sequence[MetricComparison]) -> list[MetricComparison]:

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import registry
-from perfgate.decide.comparison import group_by_start
+from perfgate.decide import family
+from perfgate.decide.comparison import MetricComparison, group_by_start
 from perfgate.decide.stats import INTERIM_SHARE
 from perfgate.profiling import KernelTable, diff_tables, short_name
+from perfgate.results import from_fields
 from perfgate.scenario import Budget
 
 VERDICT_LINE = {
@@ -151,18 +153,14 @@ def _g(v: float) -> str:
 
 def _unverified_guards(doc: dict[str, Any]) -> list[str]:
     """The guards that made a complete run inconclusive while every primary metric and
-    accuracy was decided (perfgate.decide.family.holds_back, read from the stored rows)."""
-    rows = doc.get("comparison") or []
+    accuracy was decided (``family.unverified_guards`` over the stored rows)."""
+    rows = [from_fields(MetricComparison, r, "comparison") for r in doc.get("comparison") or []]
     accuracy = (((doc.get("accuracy") or {}).get("comparison")) or {}).get("verdict")
     if doc.get("verdict") != "inconclusive" or accuracy == "inconclusive":
         return []
-    if any(r["verdict"] == "inconclusive" and r.get("primary", True) for r in rows):
+    if any(r.primary and family.holds_back(r) for r in rows):
         return []
-    return [
-        md_text(r.get("label") or r["metric"])
-        for r in rows
-        if r["verdict"] == "inconclusive" and r.get("p_regress") is not None
-    ]
+    return [md_text(r.label or r.metric) for r in family.unverified_guards(rows)]
 
 
 def _interval_confidence(doc: dict[str, Any]) -> float:

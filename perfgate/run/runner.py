@@ -41,7 +41,7 @@ from perfgate import accuracy as acc
 from perfgate.decide import decidability, family, kernels
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
-from perfgate.decide.stats import INTERIM_SHARE, AccuracyComparison, look_share
+from perfgate.decide.stats import AccuracyComparison, look_share
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
@@ -439,7 +439,7 @@ def design_decidability(scenario: Scenario) -> list[decidability.Decidability]:
     """Each gated metric's decidability under the scenario's design and calibrated noise."""
     noise = scenario.start_noise
     most = scenario.budget.most_starts if scenario.budget else scenario.starts
-    share = 1 - INTERIM_SHARE if scenario.budget and most > 2 else 1.0  # the final look's
+    share = look_share(most, FIRST_LOOK, most, final=True) if scenario.budget else 1.0
     return decidability.check(
         scenario.thresholds,
         noise.cv if noise else {},

@@ -14,7 +14,7 @@ from perfgate.measure.bench import BenchConfig, ProgressFn
 from perfgate.run import placement
 from perfgate.run.state import CompareRun, RunFailed, SayFn
 from perfgate.scenario import ArmSpec, Scenario
-from perfgate.serve.server import ServerError, ServerSpec, VllmServer, load_format_args
+from perfgate.serve.server import ServerError, ServerSpec, VllmServer
 
 
 def server_spec(scenario: Scenario, arm: ArmSpec, model: str, log_path: Path) -> ServerSpec:
@@ -28,15 +28,13 @@ def server_spec(scenario: Scenario, arm: ArmSpec, model: str, log_path: Path) ->
     kwargs: dict[str, Any] = {}
     if arm.python:
         kwargs["python"] = arm.python
-    weights = arm.model or model
-    args = (*scenario.server_args, *arm.args)
     return ServerSpec(
         name=arm.name,
-        model=weights,
+        model=arm.model or model,
         log_path=log_path,
         served_model_name=scenario.served_model_name,
         vllm_executable=arm.vllm,
-        serve_args=(*args, *load_format_args(weights, args)),
+        serve_args=(*scenario.server_args, *arm.args),
         env=env,
         startup_timeout_s=scenario.startup_timeout_s,
         **kwargs,

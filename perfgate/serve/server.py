@@ -226,7 +226,7 @@ class ServerSpec:
         cmd += ["--host", self.host, "--port", str(port)]
         if self.served_model_name:
             cmd += ["--served-model-name", self.served_model_name]
-        return cmd + list(self.serve_args)
+        return [*cmd, *self.serve_args, *load_format_args(self.model, self.serve_args)]
 
 
 class VllmServer:
