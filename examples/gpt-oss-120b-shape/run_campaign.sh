@@ -12,7 +12,10 @@
 #   tinygemm         stock vs FlashInfer's tinygemm_bf16, dispatch inside the op (the change)
 #   tinygemm-broken  stock vs the same with the dispatch outside the op: must end invalid
 #   tiled | op       stock vs the plugin's Triton kernels (a known slower / faster one)
-# PERFGATE_STARTS=N replaces the scenario's budget by a fixed design of N starts per arm.
+# PERFGATE_STARTS=N replaces the scenario's budget by a fixed design of N starts per arm; a mode
+# written MODE:N (tinygemm:3) takes its own N.
+# PERFGATE_WEIGHTS (default: this folder) is both arms' --weights: a checkpoint, or a shape-only
+# folder such as the bf16 variant that bf16_variant.py writes.
 # PERFGATE_GPU (default 0) is both arms' GPU.
 #   examples/gpt-oss-120b-shape/run_campaign.sh /root/site /root/fisite /root/runs tinygemm
 set -u
@@ -28,11 +31,14 @@ plugin=$repo/examples/router_gemm_plugin
 cd "$repo" || exit 2
 mkdir -p "$out"
 export PYTHONPATH="$flashinfer:$site:$repo" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-for mode in "${modes[@]}"; do
+weights=${PERFGATE_WEIGHTS:-examples/gpt-oss-120b-shape}
+for spec in "${modes[@]}"; do
+    mode=${spec%%:*} starts=${PERFGATE_STARTS:-}
+    [ "$spec" != "$mode" ] && starts=${spec#*:}
     scenario=$out/$mode.toml
     sed "s/^gpus = \"0\"/gpus = \"$gpu\"/" scenarios/gpt-oss-120b.toml >"$scenario"
-    if [ -n "${PERFGATE_STARTS:-}" ]; then  # a fixed design of N starts per arm, one analysis
-        sed -i "s/^budget = .*/starts = $PERFGATE_STARTS/" "$scenario"
+    if [ -n "$starts" ]; then  # a fixed design of N starts per arm, one analysis
+        sed -i "s/^budget = .*/starts = $starts/" "$scenario"
     fi
     extra=()
     case $mode in
@@ -49,7 +55,7 @@ for mode in "${modes[@]}"; do
                --candidate-env "VLLM_PLUGINS=perfgate_router_gemm"
                --candidate-env "PERFGATE_ROUTER_GEMM=$mode")
     fi
-    python3 -m perfgate compare --scenario "$scenario" --weights examples/gpt-oss-120b-shape \
+    python3 -m perfgate compare --scenario "$scenario" --weights "$weights" \
         --skip-accuracy --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
     echo "$mode $?" >>"$out/exits"
 done
