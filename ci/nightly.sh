@@ -6,6 +6,8 @@
 #   PERFGATE_SCENARIO   a built-in scenario name or a scenario file          [gpt-oss-120b-nightly]
 #   PERFGATE_HISTORY    a checkout of the history branch (a git work tree)   [history]
 #   PERFGATE_ARGS       extra `perfgate gate` / `compare` arguments          []
+#   PERFGATE_ACCURACY   when tonight also answers GPQA: always, never, or the
+#                       UTC weekdays it does (Mon,Thu ...)                  [Sun]
 #   PERFGATE            the perfgate command                                 [perfgate]
 #   GH                  the GitHub CLI                                       [gh]
 #   GITHUB_STEP_SUMMARY, GITHUB_OUTPUT   written when set (GitHub Actions sets them)
@@ -13,8 +15,10 @@
 #   nightly.sh run PYTHON COMMIT  tonight's build (PYTHON has it) against the baseline kept in
 #                      the history checkout (SCENARIO.baseline.json); the first night, with no
 #                      baseline yet, measures the build against itself and records the baseline
-#                      from it (exit 0, said in the summary). Writes OUT/exit-code, and
-#                      exit=N to GITHUB_OUTPUT.
+#                      from it (exit 0, said in the summary), with its GPQA answers unless
+#                      PERFGATE_ACCURACY is never. On the accuracy schedule's nights the
+#                      gate also judges GPQA per question against those answers. Writes
+#                      OUT/exit-code, and exit=N to GITHUB_OUTPUT.
 #   nightly.sh push    commit the history (and a new baseline) and push it, rebasing and
 #                      retrying on a race; fails the job if it still cannot
 #   nightly.sh notify  exit 1: open or update the regression issue; exit 2: the "nightly broken"
@@ -33,12 +37,31 @@ REGRESSION_LABEL=perfgate-regression
 BROKEN_LABEL=perfgate-nightly-broken
 
 usage() {
-    sed -n '2,24p' "$0" >&2
+    sed -n '2,26p' "$0" >&2
     exit 2
 }
 
 scenario_args() {
     if [ -f "$SCENARIO" ]; then echo --scenario "$SCENARIO"; else echo --model "$SCENARIO"; fi
+}
+
+accuracy_tonight() {  # whether the schedule (PERFGATE_ACCURACY) includes tonight
+    local when=${PERFGATE_ACCURACY:-Sun} today
+    today=$(LC_ALL=C date -u +%a)
+    case $when in
+        always) return 0 ;;
+        never) return 1 ;;
+    esac
+    local day
+    for day in ${when//,/ }; do
+        case $day in
+            Mon | Tue | Wed | Thu | Fri | Sat | Sun) [ "$day" = "$today" ] && return 0 ;;
+            *)
+                echo "PERFGATE_ACCURACY=$when: give always, never, or weekdays (Mon,Thu)" >&2
+                exit 2 ;;
+        esac
+    done
+    return 1
 }
 
 summary() {  # a line for the job's summary page (and the log)
@@ -51,14 +74,18 @@ run() {
     local -a args extra
     read -r -a args <<<"$(scenario_args)"
     read -r -a extra <<<"${PERFGATE_ARGS:-}"
+    local -a answers=()
+    local tonight=yes
+    accuracy_tonight || tonight=no  # (a bad PERFGATE_ACCURACY ends the job here)
     mkdir -p "$OUT" "$HISTORY"
     set +e
     if [ ! -f "$BASELINE" ]; then
         summary "perfgate nightly: no baseline in $HISTORY yet; tonight's build ($commit) is" \
             "measured against itself and recorded as the baseline."
-        # the gate measures speed only: so does the baseline's run
+        # the baseline keeps GPQA answers for the accuracy nights, unless there are none
+        [ "${PERFGATE_ACCURACY:-Sun}" = never ] && answers=(--skip-accuracy)
         $PERFGATE compare "${args[@]}" --baseline-python "$python" --candidate-python "$python" \
-            --skip-accuracy --out-dir "$OUT" --junit "$OUT/junit.xml" "${extra[@]}"
+            "${answers[@]}" --out-dir "$OUT" --junit "$OUT/junit.xml" "${extra[@]}"
         code=$?
         if [ "$code" -ne 2 ]; then  # a complete run, whatever its A/A verdict
             $PERFGATE baseline record "$OUT/results.json" --out "$BASELINE" --arm baseline
@@ -66,8 +93,13 @@ run() {
             [ "$code" -eq 0 ] && summary "Baseline recorded: $BASELINE (first night, exit 0)."
         fi
     else
+        if [ "$tonight" = yes ]; then
+            answers=(--accuracy)
+            summary "Tonight is on the accuracy schedule (PERFGATE_ACCURACY=${PERFGATE_ACCURACY:-Sun}):" \
+                "GPQA is judged per question against the baseline's answers."
+        fi
         $PERFGATE gate "${args[@]}" --baseline "$BASELINE" --history "$NIGHTS" \
-            --commit "$commit" --candidate-python "$python" \
+            --commit "$commit" --candidate-python "$python" "${answers[@]}" \
             --out-dir "$OUT" --junit "$OUT/junit.xml" "${extra[@]}"
         code=$?
     fi

@@ -13,6 +13,10 @@ they show, and where they came from. The fingerprint has two parts:
 - ``software`` (recorded, never matched): the vLLM version the baseline was measured with,
   Python, perfgate. A nightly gate measures a newer vLLM against it on purpose.
 
+A baseline recorded from a run that measured accuracy also keeps that arm's GPQA answers per
+question (``accuracy``: the spec and the per-question correctness), so a later night's accuracy
+is judged question by question against it (``perfgate gate --accuracy``).
+
 ``perfgate baseline record RESULT --out baselines/NAME.json`` creates one from a compare (or
 gate) run's arm, or adds that run's starts to an existing one of the same fingerprint.
 """
@@ -30,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import registry
+from perfgate.accuracy import AccuracySpec, ArmAccuracy
 from perfgate.decide.comparison import start_values
 from perfgate.registry import Threshold
-from perfgate.results import ResultError, unpacked, write_json
+from perfgate.results import ResultError, from_fields, unpacked, write_json
 
 BASELINE_SCHEMA = "perfgate.baseline/1"
 MACHINE_FIELDS = ("gpu", "driver", "cuda", "cpu", "scenario_hash")
@@ -96,6 +101,8 @@ class Baseline:
     metrics: dict[str, BaselineMetric]
     sources: list[dict[str, Any]] = field(default_factory=list)
     night_noise: dict[str, float] = field(default_factory=dict)  # night-to-night SD of logs
+    # {"spec": AccuracySpec JSON, "arm": ArmAccuracy JSON}: the reference build's answers
+    accuracy: dict[str, Any] | None = None
     updated_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +117,7 @@ class Baseline:
                 for k, m in self.metrics.items()
             },
             "night_noise": self.night_noise,
+            "accuracy": self.accuracy,
             "sources": self.sources,
         }
 
@@ -136,10 +144,31 @@ class Baseline:
                 metrics=metrics,
                 sources=list(d.get("sources") or []),
                 night_noise={k: float(v) for k, v in (d.get("night_noise") or {}).items()},
+                accuracy=_accuracy_doc(d.get("accuracy"), where),
                 updated_at=d.get("updated_at", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultError(f"{where}: not a perfgate baseline ({exc})") from None
+
+
+def _accuracy_doc(doc: Any, where: str) -> dict[str, Any] | None:
+    """The stored accuracy part, checked to read back as a spec and an arm's answers."""
+    if doc is None:
+        return None
+    try:
+        reference_accuracy(doc)
+    except (KeyError, TypeError, ValueError, ResultError) as exc:
+        raise ResultError(f"{where}: accuracy is not a stored GPQA result ({exc})") from None
+    return dict(doc)
+
+
+def reference_accuracy(doc: dict[str, Any]) -> tuple[AccuracySpec, ArmAccuracy]:
+    """The stored accuracy part as the spec it ran with and the arm's per-question answers."""
+    spec = from_fields(AccuracySpec, doc["spec"], "accuracy.spec")
+    arm = from_fields(ArmAccuracy, doc["arm"], "accuracy.arm")
+    if len(arm.questions) != len(arm.correct):
+        raise ValueError("accuracy.arm: questions and correct differ in length")
+    return spec, arm
 
 
 def load(path: Path) -> Baseline:
@@ -195,11 +224,18 @@ def from_run(doc: dict[str, Any], arm: str, source: str) -> Baseline:
         metrics[t.metric] = BaselineMetric(
             values, t.tolerance, registry.get(t.metric).higher_is_better
         )
+    answers = run.accuracy.get(arm)
     return Baseline(
         scenario=run.scenario.name,
         machine=machine(doc.get("environment") or {}, doc["scenario"]),
         software=_software(doc, arm),
         metrics=metrics,
+        accuracy=None
+        if answers is None
+        else {  # the answers, not their texts (hours of reasoning per question at k = 8)
+            "spec": run.scenario.accuracy.to_json(),
+            "arm": {**answers.to_json(), "samples": []},
+        },
         sources=[
             {
                 "run": source,
@@ -231,6 +267,7 @@ def merge(old: Baseline, new: Baseline, where: str) -> Baseline:
         metrics=metrics,
         sources=[*old.sources, *new.sources],
         night_noise=old.night_noise,
+        accuracy=new.accuracy if new.accuracy is not None else old.accuracy,
     )
 
 

@@ -978,6 +978,16 @@ def eval_(
 )
 @click.option("--profile", "profile", is_flag=True, help="A profiled window on every start.")
 @click.option(
+    "--accuracy",
+    "with_accuracy",
+    is_flag=True,
+    help="Also run the scenario's [accuracy] on tonight's last start and judge it per "
+    "question against the answers stored in the baseline (default: speed only).",
+)
+@click.option(
+    "--gpqa-path", default=None, help="Local GPQA file for --accuracy (implies source local)."
+)
+@click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -995,6 +1005,8 @@ def gate(
     starts: int | None,
     paired: bool,
     profile: bool,
+    with_accuracy: bool,
+    gpqa_path: str | None,
     out_dir: Path | None,
     junit: Path | None,
     no_plots: bool,
@@ -1003,8 +1015,8 @@ def gate(
     """The nightly job: tonight's build (the scenario's candidate arm) against a stored
     baseline, appended to a history; fails on a change point that persists.
 
-    Exit codes: 0 pass, 1 a persisting regression, 2 invalid or failed, 3 tonight worse but
-    not yet persisting.
+    Exit codes: 0 pass, 1 a persisting regression or (--accuracy) an accuracy drop, 2 invalid
+    or failed, 3 tonight worse but not yet persisting.
 
     \b
     Examples:
@@ -1016,8 +1028,20 @@ def gate(
 
     try:
         scenario = _load_scenario(scenario_path, builtin, arm_flags)
+        if with_accuracy and not (scenario.accuracy.enabled or gpqa_path):
+            raise ScenarioError(
+                f"--accuracy: {scenario.source} has no [accuracy] section; add one (or give "
+                "--gpqa-path), or leave out --accuracy"
+            )
+        if gpqa_path is not None and not with_accuracy:
+            raise ScenarioError("--gpqa-path is for --accuracy; add --accuracy or leave it out")
         scenario = with_overrides(
-            scenario, arm_overrides={}, starts=starts, skip_accuracy=True, profile=profile
+            scenario,
+            arm_overrides={},
+            starts=starts,
+            skip_accuracy=not with_accuracy,
+            gpqa_path=gpqa_path,
+            profile=profile,
         )
     except ScenarioError as exc:
         fail(str(exc))

@@ -116,3 +116,87 @@ def test_junit_has_a_case_per_gated_metric_and_assertion_and_fails_the_regressed
     kernel_cases = [c for c in suite.iter("testcase") if c.get("classname") == "perfgate.kernel"]
     assert kernel_cases and all(c.find("failure") is None for c in kernel_cases)
     assert suite.get("failures") == "1" and int(suite.get("tests")) == len(cases)
+
+
+def with_answers(doc, correct_by_arm, **spec):
+    """A stored compare document given GPQA answers per arm (the CPU tests' stand-in for a run
+    that measured accuracy; the e2e nightly test measures them on CPU vLLM)."""
+    from perfgate.accuracy import AccuracySpec, ArmAccuracy
+
+    n = len(next(iter(correct_by_arm.values())))
+    arms = {
+        arm: ArmAccuracy("bundled", "perfgate_gpqa", len(rows[0]), [f"q{i}" for i in range(n)],
+                         rows, samples=[{"text": "long reasoning"}])  # fmt: skip
+        for arm, rows in correct_by_arm.items()
+    }
+    given = AccuracySpec(**spec)
+    return {
+        **doc,
+        "scenario": {**doc["scenario"], "accuracy": given.to_json()},
+        "accuracy": {"spec": given.to_json(), "arms": {a: x.to_json() for a, x in arms.items()},
+                     "comparison": None},  # fmt: skip
+    }
+
+
+def test_a_baseline_keeps_the_arms_answers_per_question_not_their_texts():
+    doc = with_answers(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"),
+                       {"baseline": [[1], [0], [1]], "candidate": [[0], [0], [1]]}, k=1)  # fmt: skip
+    b = bl.from_run(doc, "candidate", "aa.json")
+    spec, arm = bl.reference_accuracy(b.accuracy)
+    assert spec.k == 1 and arm.correct == [[0], [0], [1]] and arm.samples == []
+    again = bl.Baseline.from_json(json.loads(json.dumps(b.to_json())), "x")
+    assert again.accuracy == b.accuracy
+    # a later run without accuracy keeps the stored answers; one with accuracy replaces them
+    plain = bl.from_run(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"), "baseline", "x")
+    assert plain.accuracy is None
+    assert bl.merge(b, plain, "b.json").accuracy == b.accuracy
+    assert bl.reference_accuracy(bl.merge(plain, b, "b.json").accuracy)[1].correct[0] == [0]
+    broken = {**b.to_json(), "accuracy": {"spec": {"k": 1}, "arm": {"questions": ["q0"]}}}
+    with pytest.raises(ResultError, match="x: accuracy is not a stored GPQA result"):
+        bl.Baseline.from_json(broken, "x")
+
+
+def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anything_runs():
+    from dataclasses import replace
+
+    from perfgate.accuracy import AccuracySpec
+    from perfgate.run.gate import check_reference_accuracy
+    from perfgate.run.state import CompareRun
+    from perfgate.scenario import ScenarioError
+
+    doc = read_json(GPU_RUNS / "h200-aa-pinning.json.xz")
+    scenario = CompareRun.from_json(doc).scenario
+    tonight = replace(scenario, accuracy=AccuracySpec(k=1, temperature=0.0))
+    plain = bl.from_run(doc, "baseline", "x")
+    with pytest.raises(ScenarioError, match="b.json stores no accuracy answers"):
+        check_reference_accuracy(tonight, plain, Path("b.json"))
+    stored = bl.from_run(with_answers(doc, {"baseline": [[1]] * 4}, k=1), "baseline", "x")
+    check_reference_accuracy(tonight, stored, Path("b.json"))  # measured alike: no error
+    other = replace(tonight, accuracy=replace(tonight.accuracy, max_tokens=64))
+    with pytest.raises(ScenarioError, match=r"\[accuracy\] max_tokens = 1024, tonight's .* 64"):
+        check_reference_accuracy(other, stored, Path("b.json"))
+
+
+def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_holds_a_pass():
+    from perfgate.accuracy import AccuracySpec, ArmAccuracy, compare_arms
+    from perfgate.history import Detection
+    from perfgate.run.gate import _decide
+    from perfgate.run.state import CompareRun
+
+    spec = AccuracySpec(k=1, temperature=0.0, max_drop=0.02)
+
+    def answers(rows):
+        return ArmAccuracy("bundled", "t", 1, [f"q{i}" for i in range(len(rows))], rows)
+
+    calm = night(1, 1.0)
+    scenario = CompareRun.from_json(read_json(GPU_RUNS / "h200-aa-pinning.json.xz")).scenario
+    dropped = compare_arms(answers([[1]] * 60), answers([[1]] * 30 + [[0]] * 30), spec)
+    verdict, reason = _decide(calm, Detection(), scenario, dropped)
+    assert verdict == "regressed" and "50.0% against the baseline's 100.0%" in reason
+    assert "counts the night it is seen" in reason
+    few = compare_arms(answers([[1], [0], [1], [0]]), answers([[0], [1], [1], [0]]), spec)
+    assert few.verdict == "inconclusive"  # 4 questions cannot rule out a 2-point drop
+    assert _decide(calm, Detection(), scenario, few)[0] == "inconclusive"
+    assert _decide(calm, Detection(), scenario, None)[0] == "pass"
+    same = compare_arms(answers([[1]] * 60), answers([[1]] * 60), spec)
+    assert same.verdict == "no change" and _decide(calm, Detection(), scenario, same)[0] == "pass"

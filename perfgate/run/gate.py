@@ -17,6 +17,12 @@ direction; **inconclusive** (exit 3) when such a change has not persisted long e
 tonight alone is worse beyond the tolerance; **invalid** (exit 2) for a run that did not
 complete; else **pass** (exit 0). The machine must match the baseline's fingerprint
 (``perfgate.baseline``), checked before any server starts.
+
+With ``accuracy`` (``perfgate gate --accuracy``, on the nights the schedule picks), tonight's last
+start also answers GPQA, judged question by question against the answers stored in the baseline
+(the same paired test and margin as ``compare``, one more test in the Holm family). An accuracy
+drop is **regressed** that night: unlike a speed change it needs no nights to persist, since
+the paired test already holds every question's repeats and a wrong answer is not noise.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from perfgate import accuracy as acc
 from perfgate import baseline as bl
 from perfgate import environment
 from perfgate.decide import family
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import MetricComparison, compare_values, start_values
+from perfgate.decide.stats import AccuracyComparison
 from perfgate.history import Detection, Night, NightMetric, append_night, detect, read_history
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
@@ -73,6 +81,8 @@ def check_baseline(
             "(and the baseline's compare) must too: set colocate = false and remove "
             "parallel_gpus, or use --paired"
         )
+    if scenario.accuracy.enabled and not paired:
+        check_reference_accuracy(scenario, base, where)
     missing = [t.metric for t in scenario.thresholds if t.metric not in base.metrics]
     if missing:
         raise ScenarioError(
@@ -82,11 +92,40 @@ def check_baseline(
     return now
 
 
+# what defines an accuracy measurement: a stored answer sheet judges tonight's only if these match
+ACCURACY_FIELDS = (
+    "source", "path", "subset", "k", "limit", "endpoint", "temperature", "max_tokens",
+    "reasoning_effort", "shuffle_seed",
+)  # fmt: skip
+
+
+def check_reference_accuracy(scenario: Scenario, base: bl.Baseline, where: Path) -> None:
+    """ScenarioError unless the baseline stores answers measured as tonight's will be."""
+    if base.accuracy is None:
+        raise ScenarioError(
+            f"{where} stores no accuracy answers, so --accuracy has nothing to judge tonight "
+            "against: record the baseline from a run that measured accuracy (a compare without "
+            "--skip-accuracy), or leave out --accuracy"
+        )
+    stored, _ = bl.reference_accuracy(base.accuracy)
+    now = scenario.accuracy
+    for name in ACCURACY_FIELDS:
+        if getattr(stored, name) != getattr(now, name):
+            raise ScenarioError(
+                f"{where}: its accuracy answers were measured with [accuracy] {name} = "
+                f"{getattr(stored, name)!r}, tonight's scenario has {getattr(now, name)!r}; "
+                "answers are compared only when measured alike: record a new baseline"
+            )
+
+
 def _tonight(run: CompareRun, model: str, starts: int, say: SayFn) -> None:
-    """``starts`` server starts of tonight's build (the candidate arm), one after another."""
+    """``starts`` server starts of tonight's build (the candidate arm), one after another;
+    accuracy, when the scenario has it, on the last (after its timed repeats)."""
     for i in range(starts):
         say(f"night: start {i + 1} of {starts}")
-        runner._one_start(run, model, say, "candidate", with_accuracy=False)
+        last = i == starts - 1
+        with_accuracy = run.scenario.accuracy.enabled and last
+        runner._one_start(run, model, say, "candidate", with_accuracy=with_accuracy)
 
 
 def _against_baseline(run: CompareRun, base: bl.Baseline) -> None:
@@ -104,8 +143,15 @@ def _against_baseline(run: CompareRun, base: bl.Baseline) -> None:
                 primary=chosen is None or t.metric in chosen,
             )
         )
-    run.comparison, _ = family.apply(rows, None, alpha=run.alpha)
-    run.verdict = family.overall(run.comparison, None)
+    answers = None
+    if sc.accuracy.enabled and base.accuracy is not None:
+        _, reference = bl.reference_accuracy(base.accuracy)
+        run.accuracy["baseline"] = reference  # the stored answers stand in for a baseline arm
+        answers = acc.compare_arms(
+            reference, run.accuracy["candidate"], sc.accuracy, confidence=1 - run.alpha
+        )
+    run.comparison, run.accuracy_comparison = family.apply(rows, answers, alpha=run.alpha)
+    run.verdict = family.overall(run.comparison, run.accuracy_comparison)
 
 
 def run_gate(
@@ -167,7 +213,7 @@ def run_gate(
         detection.regressed += d.regressed
         detection.pending += d.pending
         detection.sigma.update(d.sigma)
-    verdict, reason = _decide(night, detection, scenario)
+    verdict, reason = _decide(night, detection, scenario, run.accuracy_comparison)
     outcome = GateOutcome(run, night, nights, detection, verdict, reason)
     if plots:
         with contextlib.suppress(Exception):  # a picture never costs the night
@@ -185,7 +231,15 @@ def run_gate(
     return outcome
 
 
-def _decide(night: Night, detection: Detection, scenario: Scenario) -> tuple[str, str]:
+def _decide(
+    night: Night, detection: Detection, scenario: Scenario, answers: AccuracyComparison | None
+) -> tuple[str, str]:
+    if answers is not None and answers.verdict == judge.REGRESSED:
+        return judge.REGRESSED, (
+            f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%} "
+            f"on the same {answers.n_questions} questions ({answers.diff:+.1%}): a drop beyond "
+            f"{answers.max_drop:.1%}, which counts the night it is seen"
+        )
     if detection.regressed:
         c = detection.regressed[0]
         return judge.REGRESSED, (
@@ -207,6 +261,12 @@ def _decide(night: Night, detection: Detection, scenario: Scenario) -> tuple[str
         )
     if night.verdict == judge.INVALID:
         return judge.INVALID, "tonight's comparison was invalid (a metric could not be measured)"
+    if answers is not None and answers.verdict in (judge.INCONCLUSIVE, judge.INVALID):
+        return answers.verdict, (
+            f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%}: "
+            f"{answers.verdict} (the answers cannot rule out a drop beyond "
+            f"{answers.max_drop:.1%})"
+        )
     return judge.PASS, "no change point beyond a tolerance persists"
 
 

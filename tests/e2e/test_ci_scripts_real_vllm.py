@@ -66,6 +66,7 @@ class Actions:
             "PERFGATE_OUT": str(tmp / "out"),
             "PERFGATE_SCENARIO": SCENARIO,
             "PERFGATE_PUSH_TRIES": "2",
+            "PERFGATE_ACCURACY": "never",  # the nights that answer GPQA say so
         }
 
     def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -78,10 +79,18 @@ class Actions:
             env={**self.env, **env},
         )
 
-    def night(self, commit: str, *extra: str) -> int:
-        """One night: run, push, notify; the gate's exit code."""
+    def night(self, commit: str, *extra: str, accuracy: str = "never") -> int:
+        """One night: run, push, notify; the gate's exit code. ``accuracy``: the schedule
+        (PERFGATE_ACCURACY)."""
         shutil.rmtree(self.tmp / "out", ignore_errors=True)
-        proc = self.run(NIGHTLY, "run", sys.executable, commit, PERFGATE_ARGS=" ".join(extra))
+        proc = self.run(
+            NIGHTLY,
+            "run",
+            sys.executable,
+            commit,
+            PERFGATE_ARGS=" ".join(extra),
+            PERFGATE_ACCURACY=accuracy,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
         self.last = proc.stdout + proc.stderr[-3000:]
         for step in ("push", "notify"):
@@ -120,13 +129,16 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
     job = Actions(tmp_path)
     baseline = job.history / "nightly-cpu.baseline.json"
 
-    # first night: no baseline yet, so the build is measured against itself and recorded
-    assert job.night("aa0") == 0, job.last
+    # first night: no baseline yet, so the build is measured against itself and recorded,
+    # with its GPQA answers for the accuracy nights
+    assert job.night("aa0", accuracy="Sun") == 0, job.last
     assert "no baseline in" in job.summary.read_text()
     assert "Baseline recorded" in job.summary.read_text()
     stored = json.loads(baseline.read_text())
     assert stored["schema"] == "perfgate.baseline/1"
     assert all(len(m["per_start"]) == 2 for m in stored["metrics"].values())
+    assert stored["accuracy"]["spec"]["limit"] == 12
+    assert len(stored["accuracy"]["arm"]["correct"]) == 12
     assert "nightly-cpu.baseline.json" in git("ls-tree", "-r", "--name-only", "perfgate-history",
                                               cwd=job.remote)  # fmt: skip
     assert job.output.read_text().splitlines()[-1] == "exit=0"
@@ -143,11 +155,19 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
     )
     assert not unused.exists()
 
-    # an unchanged night: appended and pushed, no issue. (On this CPU a start's TPOT varies by
-    # ~28%, so one night alone may still read worse than the 25% tolerance: exit 3, pending.)
-    assert job.night("aa1", "--date", "2026-11-01") in (0, 3), job.last
+    # an unchanged night on the accuracy schedule: appended and pushed, no issue, GPQA judged
+    # per question against the baseline's answers. (On this CPU a start's TPOT varies by ~28%,
+    # so one night alone may still read worse than the 25% tolerance: exit 3, pending.)
+    assert job.night("aa1", "--date", "2026-11-01", accuracy="always") in (0, 3), job.last
     assert git("show", "perfgate-history:nightly-cpu.jsonl", cwd=job.remote).count("\n") == 1
     assert job.gh().get("issues", []) == []
+    assert "Tonight is on the accuracy schedule" in job.summary.read_text()
+    judged = json.loads((tmp_path / "out" / "results.json").read_text())["accuracy"]
+    assert judged["comparison"]["n_questions"] == 12
+    assert judged["arms"]["baseline"] == stored["accuracy"]["arm"]  # the stored answers
+    assert "accuracy" in (tmp_path / "out" / "report.md").read_text().lower()
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    assert "accuracy" in [c.get("name") for c in suite.iter("testcase")]
 
     # six unchanged nights, then the first with --max-num-seqs=2 (real runs: the fixture)
     shutil.copy(FIXTURE, job.history / "nightly-cpu.jsonl")
