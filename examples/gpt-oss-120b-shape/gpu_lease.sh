@@ -50,6 +50,12 @@ probe)
     echo probing ;;
 start)
     mkdir -p "$runs"
+    # the bf16 fallback's depth: as many 6.4 GB layers as 90% of the GPU holds beside ~12 GB
+    # (embeddings, activations, a small KV cache): 16 on an H200, 9 on an H100
+    gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)
+    : "${PERFGATE_FALLBACK_LAYERS:=$(( (gib * 9 / 10 / 1024 - 12) * 10 / 64 ))}"
+    export PERFGATE_FALLBACK_LAYERS
+    echo "bf16 fallback: $PERFGATE_FALLBACK_LAYERS layers" >"$runs/fallback"
     setsid nohup nvidia-smi --query-gpu=timestamp,memory.used,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
         --format=csv -l 5 >"$runs/smi.csv" 2>&1 </dev/null &
     setsid nohup "$repo/examples/gpt-oss-120b-shape/run_campaign.sh" "$site" "$fisite" "$runs" "$@" \

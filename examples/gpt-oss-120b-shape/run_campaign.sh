@@ -16,6 +16,9 @@
 # written MODE:N (tinygemm:3) takes its own N.
 # PERFGATE_WEIGHTS (default: this folder) is both arms' --weights: a checkpoint, or a shape-only
 # folder such as the bf16 variant that bf16_variant.py writes.
+# PERFGATE_FALLBACK_LAYERS=N: when the first mode's first server ends before becoming healthy
+# and none became healthy (vLLM cannot serve the MXFP4 shape here), write the bf16 variant at N layers
+# (bf16_variant.py) to OUT/bf16-N and run every mode again on it; the first attempt's log stays.
 # PERFGATE_GPU (default 0) is both arms' GPU.
 #   examples/gpt-oss-120b-shape/run_campaign.sh /root/site /root/fisite /root/runs tinygemm
 set -u
@@ -32,7 +35,9 @@ cd "$repo" || exit 2
 mkdir -p "$out"
 export PYTHONPATH="$flashinfer:$site:$repo" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 weights=${PERFGATE_WEIGHTS:-examples/gpt-oss-120b-shape}
-for spec in "${modes[@]}"; do
+run_mode() {  # run_mode SPEC: one comparison; its exit code in OUT/exits
+    local spec=$1 mode starts scenario
+    local -a extra=()
     mode=${spec%%:*} starts=${PERFGATE_STARTS:-}
     [ "$spec" != "$mode" ] && starts=${spec#*:}
     scenario=$out/$mode.toml
@@ -40,7 +45,6 @@ for spec in "${modes[@]}"; do
     if [ -n "$starts" ]; then  # a fixed design of N starts per arm, one analysis
         sed -i "s/^budget = .*/starts = $starts/" "$scenario"
     fi
-    extra=()
     case $mode in
         aa)  # no plugin in either arm: both must run without TinyGEMM
             sed -i 's/^expect_kernels = .*/forbid_kernels = ["tinygemm"]/' "$scenario" ;;
@@ -57,5 +61,19 @@ for spec in "${modes[@]}"; do
     fi
     python3 -m perfgate compare --scenario "$scenario" --weights "$weights" \
         --skip-accuracy --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
-    echo "$mode $?" >>"$out/exits"
+    echo "$mode $? $weights" >>"$out/exits"
+}
+for spec in "${modes[@]}"; do
+    run_mode "$spec"
+    first=${modes[0]%%:*}
+    if [ "$spec" = "${modes[0]}" ] && [ -n "${PERFGATE_FALLBACK_LAYERS:-}" ] &&
+        grep -q "before becoming healthy" "$out/$first.log" && ! grep -q "healthy at" "$out/$first.log"; then
+        layers=$PERFGATE_FALLBACK_LAYERS
+        echo "MXFP4 shape not served; falling back to bf16 at $layers layers" >>"$out/exits"
+        mv "$out/$first.log" "$out/$first-mxfp4.log"
+        mv "$out/$first" "$out/$first-mxfp4"
+        weights=$out/bf16-$layers
+        python3 "$repo/examples/gpt-oss-120b-shape/bf16_variant.py" "$layers" "$weights"
+        run_mode "$spec"
+    fi
 done
