@@ -124,23 +124,26 @@ def with_answers(doc, correct_by_arm, **spec):
     from perfgate.accuracy import AccuracySpec, ArmAccuracy
 
     n = len(next(iter(correct_by_arm.values())))
+    questions = [f"q{i}" for i in range(n)]
     arms = {
-        arm: ArmAccuracy("bundled", "perfgate_gpqa", len(rows[0]), [f"q{i}" for i in range(n)],
-                         rows, samples=[{"text": "long reasoning"}])  # fmt: skip
+        arm: ArmAccuracy("bundled", "gpqa", 1, questions, rows, samples=[{"text": "reasoning"}])
         for arm, rows in correct_by_arm.items()
     }
     given = AccuracySpec(**spec)
     return {
         **doc,
         "scenario": {**doc["scenario"], "accuracy": given.to_json()},
-        "accuracy": {"spec": given.to_json(), "arms": {a: x.to_json() for a, x in arms.items()},
-                     "comparison": None},  # fmt: skip
+        "accuracy": {
+            "spec": given.to_json(),
+            "arms": {a: x.to_json() for a, x in arms.items()},
+            "comparison": None,
+        },
     }
 
 
 def test_a_baseline_keeps_the_arms_answers_per_question_not_their_texts():
-    doc = with_answers(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"),
-                       {"baseline": [[1], [0], [1]], "candidate": [[0], [0], [1]]}, k=1)  # fmt: skip
+    answers = {"baseline": [[1], [0], [1]], "candidate": [[0], [0], [1]]}
+    doc = with_answers(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"), answers, k=1)
     b = bl.from_run(doc, "candidate", "aa.json")
     spec, arm = bl.reference_accuracy(b.accuracy)
     assert spec.k == 1 and arm.correct == [[0], [0], [1]] and arm.samples == []
@@ -168,7 +171,7 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
     scenario = CompareRun.from_json(doc).scenario
     tonight = replace(scenario, accuracy=AccuracySpec(k=1, temperature=0.0))
     plain = bl.from_run(doc, "baseline", "x")
-    with pytest.raises(ScenarioError, match="b.json stores no accuracy answers"):
+    with pytest.raises(ScenarioError, match=r"b\.json stores no accuracy answers"):
         check_reference_accuracy(tonight, plain, Path("b.json"))
     stored = bl.from_run(with_answers(doc, {"baseline": [[1]] * 4}, k=1), "baseline", "x")
     check_reference_accuracy(tonight, stored, Path("b.json"))  # measured alike: no error

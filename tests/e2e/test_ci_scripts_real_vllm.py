@@ -158,7 +158,12 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
     # an unchanged night on the accuracy schedule: appended and pushed, no issue, GPQA judged
     # per question against the baseline's answers. (On this CPU a start's TPOT varies by ~28%,
     # so one night alone may still read worse than the 25% tolerance: exit 3, pending.)
-    assert job.night("aa1", "--date", "2026-11-01", accuracy="always") in (0, 3), job.last
+    code = job.night("aa1", "--date", "2026-11-01", accuracy="always")
+    assert code in (0, 3), job.last
+    if code == 3:  # only the one-night rule (nothing persists after one night), or answers
+        # that flipped on this CPU leaving 12 questions unable to rule out a drop
+        reasons = ("a change counts once it persists for 3 nights", "cannot rule out a drop")
+        assert any(r in job.last for r in reasons), job.last
     assert git("show", "perfgate-history:nightly-cpu.jsonl", cwd=job.remote).count("\n") == 1
     assert job.gh().get("issues", []) == []
     assert "Tonight is on the accuracy schedule" in job.summary.read_text()
