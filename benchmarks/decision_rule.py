@@ -39,6 +39,7 @@ import numpy as np
 from perfgate.decide import family, stats
 from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare_values
+from perfgate.documents.compare import INCONCLUSIVE, AccuracyComparison
 from perfgate.registry import Threshold
 
 METRICS = ("median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "output_throughput", "median_ttft_ms")
@@ -119,7 +120,7 @@ def draw_starts(rng: np.random.Generator, d: Design, n: int, change: float) -> n
     return out
 
 
-def draw_accuracy(rng: np.random.Generator, a: Accuracy) -> stats.AccuracyComparison:
+def draw_accuracy(rng: np.random.Generator, a: Accuracy) -> AccuracyComparison:
     p = rng.beta(2.6, 1.4, a.questions)  # mean difficulty ~65% correct
     q = np.clip(p - a.drop, 0, 1)
     base = (rng.random((a.questions, a.k)) < p[:, None]).astype(int)
@@ -162,7 +163,7 @@ def one_run(d: Design, change: float, rng: np.random.Generator) -> tuple[str, in
         alpha = base_alpha * stats.look_share(n, 2, most)
         rows = analyse(d, b[:n], c[:n], alpha)
         looked, _ = family.apply(rows, None, alpha=alpha, pending=1 if raw_acc else 0)
-        if family.overall(looked, None) != judge.INCONCLUSIVE or n == most:
+        if family.overall(looked, None) != INCONCLUSIVE or n == most:
             rows, acc = family.apply(rows, raw_acc, alpha=alpha)
             return family.overall(rows, acc), n, rows[0], family.overall(rows, None)
     raise AssertionError("unreachable")
@@ -215,7 +216,7 @@ def _rerun(args: tuple[Design, Design, int, int]) -> tuple[int, int, int, int]:
     undecided = point = high = planned = 0
     for _ in range(count):
         verdict, _, row, _ = one_run(first, 0.0, rng)
-        if verdict != judge.INCONCLUSIVE:
+        if verdict != INCONCLUSIVE:
             continue
         undecided += 1
         for n, key in ((row.starts_to_decide, "point"), (row.starts_to_decide_high, "high")):
@@ -224,7 +225,7 @@ def _rerun(args: tuple[Design, Design, int, int]) -> tuple[int, int, int, int]:
             if key == "point":
                 planned += 1
             v = one_run(replace_starts(again, n), 0.0, rng)[0]
-            decided = v != judge.INCONCLUSIVE
+            decided = v != INCONCLUSIVE
             point += decided and key == "point"
             high += decided and key == "high"
     return undecided, planned, point, high
@@ -437,9 +438,9 @@ def guarded_run(gated: list[Gated], change: float, most: int, rng: np.random.Gen
                 v = family.overall(rows, None)
             else:  # the earlier rule: an undecided secondary metric never held a run back
                 v = judge.overall(
-                    [r.verdict for r in rows if r.primary or r.verdict != judge.INCONCLUSIVE]
+                    [r.verdict for r in rows if r.primary or r.verdict != INCONCLUSIVE]
                 )
-            if v != judge.INCONCLUSIVE or n == most:
+            if v != INCONCLUSIVE or n == most:
                 results.append((v, n))
                 break
     return tuple(results)

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from perfgate.decide.stats import AccuracyComparison, paired_accuracy
+from perfgate.decide.stats import paired_accuracy
+from perfgate.documents.compare import AccuracyComparison
 from perfgate.results import EVAL_SCHEMA, from_fields, need
 
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"

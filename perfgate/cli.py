@@ -25,7 +25,8 @@ from rich.text import Text
 
 from perfgate import __version__, limits, profiling, redact, steps
 from perfgate.accuracy import AccuracyError, AccuracySpec, EvalRun, evaluate
-from perfgate.decide.verdict import EXIT_FOR, INVALID, PASS, overall
+from perfgate.decide.verdict import overall
+from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.measure.bench import (
     BenchConfig,
     BenchError,

@@ -76,7 +76,7 @@ from typing import Any
 
 from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
-from perfgate.decide.comparison import StartNoise
+from perfgate.documents.compare import StartNoise
 from perfgate.history import ChangeRule
 from perfgate.measure.workload import Workload
 from perfgate.profiling import KernelRule, ProfileError

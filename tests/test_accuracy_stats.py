@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from perfgate.decide.stats import mcnemar_one_sided, paired_accuracy
-from perfgate.decide.verdict import INCONCLUSIVE, NO_CHANGE, REGRESSED
+from perfgate.documents.compare import INCONCLUSIVE, NO_CHANGE, REGRESSED
 
 
 def simulate(rng, n, k, drop):

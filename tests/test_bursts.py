@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from perfgate.decide import verdict as judge
+from perfgate.documents.compare import INCONCLUSIVE, INVALID
 from perfgate.measure.bursts import (
     ITL_METRICS,
     LoopMonitor,
@@ -159,7 +159,7 @@ def test_a_bursty_repeat_takes_the_itl_rows_out_of_the_gate_and_leaves_tpot_alon
             data = tpot_repeat([base + 0.01 * start] * 8, start)
             run.repeats[arm].append(runner.Repeat(bench_result(data), 0, start))
     runner.compare_repeats(run)
-    assert {r.metric: r.verdict for r in run.comparison}["median_itl_ms"] != judge.INVALID
+    assert {r.metric: r.verdict for r in run.comparison}["median_itl_ms"] != INVALID
     bursty = analyze([record(0, [3.0] * 40 + [400.0])])
     assert bursty.bursty
     run.repeats["candidate"][1].result.bursts = bursty
@@ -167,7 +167,7 @@ def test_a_bursty_repeat_takes_the_itl_rows_out_of_the_gate_and_leaves_tpot_alon
     rows = {r.metric: r for r in run.comparison}
     itl = rows["median_itl_ms"]
     # not gated: undecided and secondary, so it neither passes nor fails the run
-    assert itl.verdict == judge.INCONCLUSIVE and not itl.primary and math.isnan(itl.p_regress)
+    assert itl.verdict == INCONCLUSIVE and not itl.primary and math.isnan(itl.p_regress)
     assert "not gated" in itl.reason and "candidate start 1 repeat 0" in itl.reason
     assert rows["median_tpot_ms"].primary and rows["median_tpot_ms"].reason is None
     from perfgate.decide import family

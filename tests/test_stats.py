@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from perfgate.decide import stats
-from perfgate.decide.stats import Interval, welch_log_ratio
-from perfgate.decide.verdict import IMPROVED, INCONCLUSIVE, INVALID, NO_CHANGE, REGRESSED, decide
+from perfgate.decide.stats import welch_log_ratio
+from perfgate.decide.verdict import decide
+from perfgate.documents.compare import (
+    IMPROVED,
+    INCONCLUSIVE,
+    INVALID,
+    NO_CHANGE,
+    REGRESSED,
+    Interval,
+)
 
 
 def test_welch_interval_covers_the_true_ratio_about_95_percent():

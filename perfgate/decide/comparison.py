@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from perfgate import registry
 from perfgate.decide import stats, verdict
+from perfgate.documents.compare import INCONCLUSIVE, MetricComparison, StartNoise
 from perfgate.measure.records import RequestRecord
 from perfgate.registry import PerRequest, Threshold
 
@@ -68,54 +69,6 @@ def request_values(docs: Sequence[Measured], fn: PerRequest) -> list[list[np.nda
 
 def _as_float(v: Any) -> float:
     return math.nan if v is None else float(v)
-
-
-@dataclass(frozen=True)
-class StartNoise:
-    """A calibrated between-start CV per metric (log-scale SD of one start's value, from
-    stored A/A runs) and the degrees of freedom it was estimated with: what stands in for
-    start-to-start variation when an arm has a single start (a running URL, a one-start run)."""
-
-    cv: Mapping[str, float] = field(default_factory=dict)
-    df: float = 10.0
-    source: str | None = None  # where it was measured: machine, build, date, runs
-
-
-@dataclass(frozen=True)
-class MetricComparison:
-    metric: str
-    label: str
-    higher_is_better: bool
-    tolerance: float
-    baseline: float  # geometric mean over the arm's starts of each start's value
-    candidate: float
-    estimate: float  # candidate / baseline - 1
-    low: float
-    high: float
-    p_value: float  # two-sided, against no change
-    method: str
-    verdict: str
-    unit: str = "server start"
-    n_baseline: int = 0  # starts per arm
-    n_candidate: int = 0
-    starts_sampled: bool = True  # False: an arm had one start and no calibrated noise
-    cv_between_units: float = math.nan  # spread of the per-start values (log scale ~ CV)
-    min_detectable: float = math.nan  # smallest relative change this run detects (80%)
-    se: float = math.nan  # standard error of the log ratio
-    df: float = math.nan
-    confidence: float = 0.95  # of this interval (below the scenario's at an interim look)
-    p_regress: float = math.nan  # one-sided, H0: worse by at most the tolerance
-    p_adjusted: float = math.nan  # Holm over the run's family (perfgate.decide.family)
-    primary: bool = True  # its inconclusive verdict makes the run inconclusive
-    reason: str | None = None  # why inconclusive / not regressed, when it is not obvious
-    starts_to_decide: int | None = None  # inconclusive: the plan (stats.starts_plan)
-    starts_to_decide_low: int | None = None
-    starts_to_decide_high: int | None = None
-    values_baseline: tuple[float, ...] = ()  # the per-start values compared, in start order
-    values_candidate: tuple[float, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def group_by_start(starts: Sequence[int | None]) -> list[list[int]]:
@@ -202,7 +155,7 @@ def compare_values(
     sd, sd_df = stats.pooled_log_sd(b, c)
     reason = None
     plan = stats.Plan(None, None, None)
-    if d == verdict.INCONCLUSIVE:
+    if d == INCONCLUSIVE:
         if not sampled and cv is None:
             reason = (
                 "start-to-start variation unsampled: an arm had one server start (give each "

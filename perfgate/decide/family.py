@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from perfgate.decide import stats, verdict
-from perfgate.decide.comparison import MetricComparison
-from perfgate.decide.stats import AccuracyComparison
+from perfgate.documents.compare import INCONCLUSIVE, REGRESSED, AccuracyComparison, MetricComparison
 
 
 def apply(
@@ -49,13 +48,13 @@ def apply(
     )
     out = []
     for row, adj in zip(rows, adjusted, strict=False):
-        if row.verdict == verdict.REGRESSED and not adj < alpha:
-            row = replace(row, verdict=verdict.INCONCLUSIVE, reason=why.format(adj))
+        if row.verdict == REGRESSED and not adj < alpha:
+            row = replace(row, verdict=INCONCLUSIVE, reason=why.format(adj))
         out.append(replace(row, p_adjusted=adj))
     if accuracy is not None:
         adj = adjusted[len(rows)]
-        if accuracy.verdict == verdict.REGRESSED and not adj < alpha:
-            accuracy = replace(accuracy, verdict=verdict.INCONCLUSIVE)
+        if accuracy.verdict == REGRESSED and not adj < alpha:
+            accuracy = replace(accuracy, verdict=INCONCLUSIVE)
         accuracy = replace(accuracy, p_adjusted=adj)
     return out, accuracy
 
@@ -64,7 +63,7 @@ def holds_back(row: MetricComparison) -> bool:
     """Whether an undecided row keeps the run from passing: a primary metric, or a guard that
     was tested (not one taken out of the gate)."""
     tested = row.p_regress is not None and not math.isnan(row.p_regress)  # stored NaN: None
-    return row.verdict == verdict.INCONCLUSIVE and (row.primary or tested)
+    return row.verdict == INCONCLUSIVE and (row.primary or tested)
 
 
 def unverified_guards(rows: Sequence[MetricComparison]) -> list[MetricComparison]:
@@ -76,11 +75,11 @@ def overall(rows: Sequence[MetricComparison], accuracy: AccuracyComparison | Non
     """The run's verdict: invalid if anything could not be measured, regressed if any test
     (primary or not) survived Holm, inconclusive if a primary metric, a guard or accuracy is
     undecided, else pass."""
-    counted = [r.verdict for r in rows if r.verdict != verdict.INCONCLUSIVE or holds_back(r)]
+    counted = [r.verdict for r in rows if r.verdict != INCONCLUSIVE or holds_back(r)]
     return verdict.overall(counted, accuracy.verdict if accuracy is not None else None)
 
 
 def decided(rows: Sequence[MetricComparison]) -> bool:
     """Whether a look may stop adding starts: the timed metrics' verdict is no longer
     inconclusive (a regression survived Holm, or every primary metric is decided)."""
-    return overall(rows, None) != verdict.INCONCLUSIVE
+    return overall(rows, None) != INCONCLUSIVE

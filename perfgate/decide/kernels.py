@@ -17,45 +17,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from perfgate.decide.stats import welch_difference
+from perfgate.documents.compare import KernelChange, KernelComparison
 from perfgate.steps import Window
-
-
-@dataclass(frozen=True)
-class KernelChange:
-    name: str
-    change: str  # appeared | disappeared | slower | faster
-    baseline_us_per_call: float  # mean over the arm's starts where it ran; NaN: never ran
-    candidate_us_per_call: float
-    baseline_calls_per_step: float
-    candidate_calls_per_step: float
-    baseline_us_per_step: float  # mean over the arm's starts (0 where it did not run)
-    candidate_us_per_step: float
-    diff_us_per_step: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class KernelComparison:
-    source: str  # kernel | cpu_op
-    batch: int
-    starts: tuple[int, int]
-    confidence: float
-    baseline_step_us: float  # mean time per decode step (the kernels' sum)
-    candidate_step_us: float
-    step_diff_us: float
-    step_low: float
-    step_high: float
-    listed_diff_us: float  # the listed kernels' summed change per step
-    rows: list[KernelChange] = field(default_factory=list)
-    problem: str | None = None  # why no table: different batches or sources
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _per_start(windows: Sequence[Window], name: str, attr: str) -> list[float]:

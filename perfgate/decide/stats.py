@@ -48,21 +48,8 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-
-@dataclass(frozen=True)
-class Interval:
-    estimate: float  # relative difference candidate vs baseline (0.02 = candidate 2% higher)
-    low: float
-    high: float
-    p_value: float  # two-sided, against no change
-    method: str
-    df: float = math.inf  # the t interval's degrees of freedom (inf: normal)
-    confidence: float = 0.95
-    se: float = math.nan  # standard error of the log ratio (inf: unbounded)
-
-    @property
-    def log_ratio(self) -> float:
-        return math.log1p(self.estimate) if self.estimate > -1 else math.nan
+from perfgate.decide import verdict as rule  # the rule lives there, the numbers here
+from perfgate.documents.compare import INCONCLUSIVE, INVALID, AccuracyComparison, Interval
 
 
 def statistic(kind: str) -> Callable[..., Any]:
@@ -381,35 +368,6 @@ Z_ALPHA_ONE_SIDED = float(sps.norm.ppf(0.95))  # 5% one-sided
 Z_POWER = float(sps.norm.ppf(0.80))  # 80% power
 
 
-@dataclass(frozen=True)
-class AccuracyComparison:
-    """Candidate vs baseline accuracy on the same questions, paired by question."""
-
-    n_questions: int
-    k_baseline: int
-    k_candidate: int
-    baseline: float
-    baseline_low: float
-    baseline_high: float
-    candidate: float
-    candidate_low: float
-    candidate_high: float
-    diff: float  # candidate - baseline (negative = accuracy dropped)
-    diff_low: float
-    diff_high: float
-    p_value: float  # one-sided: H1 = the candidate is less accurate
-    test: str
-    min_detectable_drop: float  # at 5% one-sided, 80% power, this n and k
-    max_drop: float
-    verdict: str
-    k_to_decide: int | None  # inconclusive, independent repeats: k that would likely decide
-    confidence: float = 0.95
-    # one-sided p-value against the margin: H0 drop <= max_drop, H1 drop > max_drop
-    p_margin: float = math.nan
-    questions_to_decide: int | None = None  # inconclusive: questions that would likely decide
-    p_adjusted: float = math.nan  # p_margin, Holm-adjusted over the run's family
-
-
 def _bootstrap_mean_ci(
     x: np.ndarray, confidence: float, rng: np.random.Generator, resamples: int
 ) -> tuple[float, float]:
@@ -456,7 +414,6 @@ def paired_accuracy(
     ``p_value`` is the test against no difference (exact McNemar at k = 1), for the report.
     ``independent_repeats`` is False at temperature 0, where the k evaluations of a question
     are replicas: more k cannot decide, only more questions."""
-    from perfgate.decide import verdict as rule  # the rule lives there, the numbers here
 
     if len(baseline) != len(candidate):
         raise ValueError("both arms must answer the same questions")
@@ -482,7 +439,7 @@ def paired_accuracy(
             "none",
             nan,
             max_drop,
-            rule.INVALID,
+            INVALID,
             None,
         )
     b = np.array([np.mean(r) for r in baseline])
@@ -518,7 +475,7 @@ def paired_accuracy(
         p_margin=p_margin, diff_low=d_lo, max_drop=max_drop, alpha=1 - confidence
     )
     k_to_decide = questions_to_decide = None
-    if verdict == rule.INCONCLUSIVE:
+    if verdict == INCONCLUSIVE:
         half, gap = (d_hi - d_lo) / 2, abs(drop - max_drop)
         if gap > 0 and half > 0:
             # the interval narrows as 1/sqrt(questions), or 1/sqrt(k) for independent repeats

@@ -27,21 +27,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from perfgate.decide import stats
-
-PASS = "pass"
-REGRESSED, IMPROVED, NO_CHANGE, INCONCLUSIVE, INVALID = (
-    "regressed",
-    "improved",
-    "no change",
-    "inconclusive",
-    "invalid",
+from perfgate.documents.compare import (
+    IMPROVED,
+    INCONCLUSIVE,
+    INVALID,
+    NO_CHANGE,
+    PASS,
+    REGRESSED,
+    Interval,
 )
-EXIT_FOR = {PASS: 0, REGRESSED: 1, INVALID: 2, INCONCLUSIVE: 3}
-COMPLETE = "complete"
 
 
-def decide(interval: stats.Interval, *, higher_is_better: bool, tolerance: float) -> str:
+def decide(interval: Interval, *, higher_is_better: bool, tolerance: float) -> str:
     """One metric's verdict from the interval of its relative change (before multiplicity)."""
     if higher_is_better:
         lo, hi = -interval.high, -interval.low
@@ -89,10 +86,3 @@ def worst(verdicts: Iterable[str]) -> str:
 def overall(metric_verdicts: Iterable[str], accuracy_verdict: str | None = None) -> str:
     """The run's verdict over its gated metrics and its accuracy comparison (if any)."""
     return worst([*metric_verdicts, *([accuracy_verdict] if accuracy_verdict else [])])
-
-
-def exit_code(status: str, verdict: str | None) -> int:
-    """0 pass, 1 regressed, 3 inconclusive; 2 for an invalid verdict or an incomplete run."""
-    if status != COMPLETE or verdict is None:
-        return EXIT_FOR[INVALID]
-    return EXIT_FOR[verdict]

@@ -16,8 +16,9 @@ from typing import Any
 
 from perfgate import registry
 from perfgate.decide import family
-from perfgate.decide.comparison import MetricComparison, group_by_start
+from perfgate.decide.comparison import group_by_start
 from perfgate.decide.stats import INTERIM_SHARE
+from perfgate.documents.compare import MetricComparison
 from perfgate.profiling import KernelTable, diff_tables, short_name
 from perfgate.results import from_fields
 from perfgate.scenario import Budget

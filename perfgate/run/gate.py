@@ -37,9 +37,17 @@ from perfgate import accuracy as acc
 from perfgate import baseline as bl
 from perfgate import environment
 from perfgate.decide import family
-from perfgate.decide import verdict as judge
-from perfgate.decide.comparison import MetricComparison, compare_values, start_values
-from perfgate.decide.stats import AccuracyComparison
+from perfgate.decide.comparison import compare_values, start_values
+from perfgate.documents.compare import (
+    COMPLETE,
+    INCONCLUSIVE,
+    INVALID,
+    PASS,
+    REGRESSED,
+    AccuracyComparison,
+    MetricComparison,
+    exit_code,
+)
 from perfgate.history import Detection, Night, NightMetric, append_night, detect, read_history
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
@@ -59,7 +67,7 @@ class GateOutcome:
 
     @property
     def exit_code(self) -> int:
-        return judge.exit_code(judge.COMPLETE, self.verdict)
+        return exit_code(COMPLETE, self.verdict)
 
 
 def check_baseline(
@@ -182,7 +190,7 @@ def run_gate(
         with runner.recording(run):
             _tonight(run, resolve_model(scenario), scenario.starts, say)
             _against_baseline(run, base)
-            run.status = judge.COMPLETE
+            run.status = COMPLETE
     night = Night(
         date=date or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         commit=commit,
@@ -234,40 +242,40 @@ def run_gate(
 def _decide(
     night: Night, detection: Detection, scenario: Scenario, answers: AccuracyComparison | None
 ) -> tuple[str, str]:
-    if answers is not None and answers.verdict == judge.REGRESSED:
-        return judge.REGRESSED, (
+    if answers is not None and answers.verdict == REGRESSED:
+        return REGRESSED, (
             f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%} "
             f"on the same {answers.n_questions} questions ({answers.diff:+.1%}): a drop beyond "
             f"{answers.max_drop:.1%}, which counts the night it is seen"
         )
     if detection.regressed:
         c = detection.regressed[0]
-        return judge.REGRESSED, (
+        return REGRESSED, (
             f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on, "
             f"for {c.nights_after} nights: beyond its tolerance, and it persists"
         )
     need = scenario.gate.min_nights
     if detection.pending:
         c = detection.pending[0]
-        return judge.INCONCLUSIVE, (
+        return INCONCLUSIVE, (
             f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on: "
             f"beyond its tolerance for {c.nights_after} of the {need} nights it must persist"
         )
-    worse = [m for m, x in night.metrics.items() if x.verdict == judge.REGRESSED]
+    worse = [m for m, x in night.metrics.items() if x.verdict == REGRESSED]
     if worse:
-        return judge.INCONCLUSIVE, (
+        return INCONCLUSIVE, (
             f"tonight {', '.join(worse)} regressed against the reference; a change counts once "
             f"it persists for {need} nights"
         )
-    if night.verdict == judge.INVALID:
-        return judge.INVALID, "tonight's comparison was invalid (a metric could not be measured)"
-    if answers is not None and answers.verdict in (judge.INCONCLUSIVE, judge.INVALID):
+    if night.verdict == INVALID:
+        return INVALID, "tonight's comparison was invalid (a metric could not be measured)"
+    if answers is not None and answers.verdict in (INCONCLUSIVE, INVALID):
         return answers.verdict, (
             f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%}: "
             f"{answers.verdict} (the answers cannot rule out a drop beyond "
             f"{answers.max_drop:.1%})"
         )
-    return judge.PASS, "no change point beyond a tolerance persists"
+    return PASS, "no change point beyond a tolerance persists"
 
 
 def write_gate_report(outcome: GateOutcome) -> None:

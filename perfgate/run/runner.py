@@ -39,9 +39,9 @@ from typing import Any
 from perfgate import __version__
 from perfgate import accuracy as acc
 from perfgate.decide import decidability, family, kernels
-from perfgate.decide import verdict as judge
 from perfgate.decide.comparison import compare
-from perfgate.decide.stats import AccuracyComparison, look_share
+from perfgate.decide.stats import look_share
+from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
@@ -146,9 +146,9 @@ def _run_rounds(run: CompareRun, model: str, say: SayFn) -> None:
         verdict = look(run, rounds, most, final=final)
         say(
             f"look after {rounds} starts per arm: {verdict}"
-            + ("" if verdict == judge.INCONCLUSIVE or final else ", stopping")
+            + ("" if verdict == INCONCLUSIVE or final else ", stopping")
         )
-        if final or verdict != judge.INCONCLUSIVE:
+        if final or verdict != INCONCLUSIVE:
             if out_of_time and rounds < most:
                 say(f"budget: {budget.seconds:g} s would be exceeded by another round")
             break
@@ -518,11 +518,11 @@ def recompute(doc: dict[str, Any]) -> dict[str, Any]:
     run = CompareRun.from_json(doc)
     was = {
         "perfgate_version": __version__,
-        "verdict": run.verdict if run.status == judge.COMPLETE else run.status,
+        "verdict": run.verdict if run.status == COMPLETE else run.status,
         "exit_code": run.exit_code,
     }
     judge_run(run, accuracy=all(arm in run.accuracy for arm in ARMS))
-    if run.status != judge.COMPLETE:  # a run that did not complete keeps its status
+    if run.status != COMPLETE:  # a run that did not complete keeps its status
         run.verdict = None
     return {**run.to_json(), "recomputed": was}
 
@@ -561,7 +561,7 @@ def compare_repeats(run: CompareRun) -> None:
         # reported, but neither passing nor failing the run: secondary, undecided, and out of
         # the family's multiplicity (the other metrics are judged as usual)
         run.comparison = [
-            replace(row, verdict=judge.INCONCLUSIVE, primary=False, p_regress=math.nan, reason=why)
+            replace(row, verdict=INCONCLUSIVE, primary=False, p_regress=math.nan, reason=why)
             if row.metric in ITL_METRICS
             else row
             for row in run.comparison

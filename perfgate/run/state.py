@@ -14,9 +14,7 @@ from typing import Any
 
 from perfgate import accuracy as acc
 from perfgate import environment, profiling, steps
-from perfgate.decide import verdict as judge
-from perfgate.decide.comparison import MetricComparison
-from perfgate.decide.stats import AccuracyComparison
+from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
 from perfgate.measure.bench import BenchResult, ProgressFn
 from perfgate.measure.records import RequestRecord
 from perfgate.report.markdown import render_compare_markdown
@@ -198,7 +196,7 @@ class CompareRun:
 
     @property
     def exit_code(self) -> int:
-        return judge.exit_code(self.status, self.verdict)
+        return exit_code(self.status, self.verdict)
 
     def to_json(self) -> dict[str, Any]:
         return {
