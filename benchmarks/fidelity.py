@@ -48,8 +48,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perfgate.environment import cpu_model
-from perfgate.measure.client import build_payload, send_request
-from perfgate.measure.loadgen import measured_window, new_session, run_async
+from perfgate.measure.client import build_payload, new_session, run_async, send_request
+from perfgate.measure.loadgen import measured_window
 from perfgate.measure.workers import StreamWorkers
 
 MODEL = "fidelity"

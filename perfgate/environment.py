@@ -83,7 +83,7 @@ def cpu_model() -> str:
 def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The client's event loop: uvloop's where it imports (it comes with vLLM: less time per
     read between two streams' events than asyncio's own, docs/fidelity.md), else None for
-    asyncio's. ``perfgate.measure.loadgen.run_async`` runs on it; results record it."""
+    asyncio's. ``perfgate.measure.client.run_async`` runs on it; results record it."""
     try:
         import uvloop
     except ImportError:

@@ -1,6 +1,6 @@
 from perfgate.measure.bench import BenchConfig, BenchResult, collect_warnings
-from perfgate.measure.metrics import compute_metrics
 from perfgate.measure.server_metrics import cross_check
+from perfgate.measure.summary import compute_metrics
 from perfgate.measure.validity import check_records
 from perfgate.report.bench_text import render_bench_text
 from perfgate.serve.server_api import ServerInfo

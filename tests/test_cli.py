@@ -141,7 +141,7 @@ def test_ctrl_c_inside_a_connection_callback_interrupts_the_run_not_the_connecti
     import pytest
 
     from perfgate.cli import _sigterm_as_interrupt
-    from perfgate.measure.loadgen import run_async
+    from perfgate.measure.client import run_async
 
     class Interrupted(asyncio.Protocol):
         def __init__(self, lost: asyncio.Future) -> None:

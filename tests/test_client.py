@@ -221,8 +221,7 @@ def test_a_session_stamps_arrivals_on_its_connections():
     silently falling back to the readers' clocks."""
     import aiohttp
 
-    from perfgate.measure.client import StampingHandler, stamp_arrivals
-    from perfgate.measure.loadgen import new_session
+    from perfgate.measure.client import StampingHandler, new_session, stamp_arrivals
 
     async def go():
         assert stamp_arrivals(aiohttp.TCPConnector())

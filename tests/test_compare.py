@@ -10,7 +10,7 @@ from perfgate import registry
 from perfgate.decide import family
 from perfgate.decide.comparison import RepeatData, compare, compare_values
 from perfgate.documents.compare import StartNoise
-from perfgate.measure.metrics import compute_metrics
+from perfgate.measure.summary import compute_metrics
 from perfgate.registry import Threshold
 from perfgate.run.schedule import round_order
 from tests.test_metrics import MS, rec

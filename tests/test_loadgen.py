@@ -29,7 +29,7 @@ def test_the_recorded_event_loop_is_the_one_the_client_runs_on():
     import asyncio
 
     from perfgate import environment
-    from perfgate.measure.loadgen import run_async
+    from perfgate.measure.client import run_async
 
     async def loop_module() -> str:
         return type(asyncio.get_running_loop()).__module__

@@ -5,7 +5,6 @@ import pytest
 
 from perfgate.measure.client import consume_stream
 from perfgate.measure.metrics import (
-    compute_metrics,
     describe,
     e2el_ms,
     itl_ms,
@@ -14,6 +13,7 @@ from perfgate.measure.metrics import (
     ttft_ms,
 )
 from perfgate.measure.records import RequestRecord
+from perfgate.measure.summary import compute_metrics
 from tests.sse import DONE, ScriptedClock, completion_chunk, lines, usage_chunk
 
 MS = 1_000_000

@@ -11,7 +11,8 @@ import signal
 
 import aiohttp
 
-from perfgate.measure.loadgen import Target, run_async, run_load
+from perfgate.measure.client import run_async
+from perfgate.measure.loadgen import Target, run_load
 from perfgate.measure.workers import StreamWorkers
 from perfgate.measure.workload import Prompt, Workload
 from tests.fake_server import FakeServer

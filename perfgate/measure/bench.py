@@ -20,10 +20,12 @@ import aiohttp
 
 from perfgate import environment, limits, redact
 from perfgate.measure.bursts import Bursts, LoopMonitor, analyze
-from perfgate.measure.loadgen import Target, measured_window, new_session, run_async, run_load
-from perfgate.measure.metrics import DEFAULT_PERCENTILES, compute_metrics
+from perfgate.measure.client import new_session, run_async
+from perfgate.measure.loadgen import Target, measured_window, run_load
+from perfgate.measure.metrics import DEFAULT_PERCENTILES
 from perfgate.measure.records import RequestRecord
 from perfgate.measure.server_metrics import CrossCheck, cross_check
+from perfgate.measure.summary import compute_metrics
 from perfgate.measure.validity import Problem, check_records
 from perfgate.measure.workers import StreamWorkers, WorkerError
 from perfgate.measure.workload import (

@@ -15,14 +15,17 @@ does, and leaves tokens-per-chunk unknown (``None``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+
+from perfgate import environment
 
 try:  # 3-5x faster than json on vLLM's chunks, and parsing runs between two reads
     from orjson import loads as _loads
@@ -354,3 +357,29 @@ async def send_request(
                 )
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return send_ns, StreamResult(end_ns=clock(), error=describe_failure(exc, stall_timeout_s))
+
+
+REQUEST_TIMEOUT_S = 6 * 3600
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on the client's event loop (``environment.uvloop_factory``)."""
+    factory = environment.uvloop_factory()
+    if factory is None:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def new_session(max_concurrency: int | None, api_key: str | None = None) -> aiohttp.ClientSession:
+    """One HTTP session for a run; ``api_key`` (a server started with ``--api-key``) goes on
+    every request as a bearer token, as OpenAI clients send it."""
+    connector = aiohttp.TCPConnector(limit=max_concurrency or 0, force_close=False)
+    stamp_arrivals(connector)  # times from the socket's reads, not from the readers' turns
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        read_bufsize=1 << 20,
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+    )

@@ -14,21 +14,16 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
 
-from perfgate import environment
-from perfgate.measure.client import Clock, build_payload, send_request, stamp_arrivals
+from perfgate.measure.client import Clock, build_payload, send_request
 from perfgate.measure.records import RequestRecord
 from perfgate.measure.workers import StreamWorkers
 from perfgate.measure.workload import Prompt, Workload
-
-REQUEST_TIMEOUT_S = 6 * 3600
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,28 +63,6 @@ def measured_window() -> Iterator[None]:
         if enabled:
             gc.enable()
         gc.collect()
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on the client's event loop (``environment.uvloop_factory``)."""
-    factory = environment.uvloop_factory()
-    if factory is None:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
-
-
-def new_session(max_concurrency: int | None, api_key: str | None = None) -> aiohttp.ClientSession:
-    """One HTTP session for a run; ``api_key`` (a server started with ``--api-key``) goes on
-    every request as a bearer token, as OpenAI clients send it."""
-    connector = aiohttp.TCPConnector(limit=max_concurrency or 0, force_close=False)
-    stamp_arrivals(connector)  # times from the socket's reads, not from the readers' turns
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-        read_bufsize=1 << 20,
-        headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-    )
 
 
 async def run_load(

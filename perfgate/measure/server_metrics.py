@@ -126,7 +126,7 @@ def _close(client: float, server: float, rel: float, abs_ms: float) -> bool:
 def cross_check(
     before_text: str | None, after_text: str | None, client: dict[str, Any]
 ) -> list[CrossCheck]:
-    """Compare the client's summary (``metrics.compute_metrics`` output) with the server's."""
+    """Compare the client's summary (``summary.compute_metrics`` output) with the server's."""
     if before_text is None or after_text is None:
         return []
     before, after = parse_prometheus(before_text), parse_prometheus(after_text)

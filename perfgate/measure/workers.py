@@ -25,7 +25,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from perfgate.measure.client import EndpointKind, StreamResult, send_request
+from perfgate.measure.bursts import LoopMonitor
+from perfgate.measure.client import EndpointKind, StreamResult, new_session, run_async, send_request
 
 START_TIMEOUT_S = 120.0  # a worker imports aiohttp and perfgate's client: seconds, not minutes
 STOP_TIMEOUT_S = 10.0
@@ -89,8 +90,6 @@ async def _pipe_ends(
 def _worker_main(
     jobs: Connection, results: Connection, max_concurrency: int | None, api_key: str | None
 ) -> None:
-    from perfgate.measure.loadgen import run_async
-
     # Ctrl-C reaches the whole process group: perfgate's own process stops the workers (and
     # their streams) as it stops everything else, so a worker does not die on it by itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -101,9 +100,6 @@ def _worker_main(
 async def _serve(
     jobs: Connection, results: Connection, max_concurrency: int | None, api_key: str | None
 ) -> None:
-    from perfgate.measure.bursts import LoopMonitor
-    from perfgate.measure.loadgen import new_session
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
