@@ -8,16 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from perfgate import registry
+from perfgate.history import Detection, Night
 from perfgate.measure import metrics
 from perfgate.measure.records import RequestRecord
-
-if TYPE_CHECKING:
-    from perfgate.history import Detection, Night
 
 COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
 

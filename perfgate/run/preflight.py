@@ -8,8 +8,8 @@ from pathlib import Path
 from perfgate import accuracy as acc
 from perfgate import environment, registry
 from perfgate.scenario import BUILTIN_TINY, Scenario, ScenarioError
-from perfgate.serve import tinymodel
 from perfgate.serve.server import model_problem
+from perfgate.testmodels import tinymodel
 
 
 def tiny_model_dir() -> Path:

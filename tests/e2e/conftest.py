@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from perfgate.serve import tinymodel
 from perfgate.serve.server import ServerSpec, VllmServer
+from perfgate.testmodels import tinymodel
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_MODEL_LEN = 2048

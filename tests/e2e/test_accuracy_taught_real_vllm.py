@@ -1,4 +1,4 @@
-"""The accuracy gate on a model that answers (``perfgate.serve.taught``): CPU vLLM serves the
+"""The accuracy gate on a model that answers (``perfgate.testmodels.taught``): CPU vLLM serves the
 tiny model taught the bundled questions (right ~70% of the time at temperature 1) and a copy
 with noise on one layer (~40%); real lm-eval asks, perfgate extracts, pairs and decides.
 
@@ -26,8 +26,8 @@ from perfgate.accuracy import (
     ArmAccuracy,
     compare_arms,
 )
-from perfgate.serve import taught
 from perfgate.serve.server import ServerSpec, VllmServer
+from perfgate.testmodels import taught
 from tests.e2e.conftest import MAX_MODEL_LEN, cpu_server_env, perfgate
 
 K, MAX_DROP = 8, 0.15

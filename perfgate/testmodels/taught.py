@@ -16,7 +16,7 @@ What these are: pipeline checks (lm-eval -> vLLM -> extraction -> the paired tes
 verdict), not a measure of any real model. Trained on CPU in about a minute; cached like the
 tiny model (a marker file records what was built). Needs torch, transformers and lm-eval.
 
-Run as ``python -m perfgate.serve.taught TINY_MODEL_DIR OUT_DIR [DEGRADED_DIR]``.
+Run as ``python -m perfgate.testmodels.taught TINY_MODEL_DIR OUT_DIR [DEGRADED_DIR]``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from perfgate.accuracy import AccuracySpec, output_to, task_config
 
 P_CORRECT = 0.7  # the taught probability of the correct letter, per question
 DEGRADED_ACCURACY = 0.4  # the damaged copy's expected accuracy
@@ -61,8 +63,6 @@ def prompts_as_lm_eval_sends_them(shuffle_seed: int = 0) -> list[tuple[str, int]
     """(prompt text, index of the correct letter) for every bundled question, built by lm-eval
     from perfgate's GPQA task (so the prompt is byte for byte what the server will get)."""
     from lm_eval.tasks import TaskManager
-
-    from perfgate.accuracy import AccuracySpec, output_to, task_config
 
     spec = AccuracySpec(shuffle_seed=shuffle_seed)
     with tempfile.TemporaryDirectory(prefix="perfgate-taught-") as tmp:
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (2, 3):
         print(
-            "usage: python -m perfgate.serve.taught TINY_MODEL_DIR OUT_DIR [DEGRADED_DIR]",
+            "usage: python -m perfgate.testmodels.taught TINY_MODEL_DIR OUT_DIR [DEGRADED_DIR]",
             file=sys.stderr,
         )
         return 2

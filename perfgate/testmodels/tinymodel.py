@@ -7,7 +7,7 @@ chat template, and a 2-layer Llama (hidden 128, 2 heads of 64) with random weigh
 outputs are gibberish; its timings are real.
 
 Needs the ``cpu`` extra (torch, transformers, tokenizers come with vLLM).
-Run as ``python -m perfgate.serve.tinymodel DIR``.
+Run as ``python -m perfgate.testmodels.tinymodel DIR``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def build(out_dir: Path, *, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m perfgate.serve.tinymodel OUT_DIR", file=sys.stderr)
+        print("usage: python -m perfgate.testmodels.tinymodel OUT_DIR", file=sys.stderr)
         return 2
     print(build(Path(args[0])))
     return 0
