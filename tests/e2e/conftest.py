@@ -45,8 +45,15 @@ def tiny_model() -> Path:
 
 def cpu_server_env() -> dict[str, str]:
     # 1 GiB of KV cache keeps start-up short on CPU; the engine on core 0 leaves a core to the
-    # API server and the client (else tokens arrive in late bursts).
-    return {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
+    # API server and the client (else tokens arrive in late bursts). The model runs in the
+    # engine's process instead of a worker process of its own: one Python process fewer to
+    # import torch and vLLM halves a start on two cores (~60 s -> ~31 s measured), and the API
+    # server still answers from a process apart from the one that computes.
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "0",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
 
 
 def tiny_serve_args(max_model_len: int = MAX_MODEL_LEN) -> tuple[str, ...]:
