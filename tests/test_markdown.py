@@ -216,3 +216,24 @@ def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply
     assert "the candidate did worse on 1, better on 0 and the same on 2 of 3 questions" in md
     assert "| q0 | A | 2/2 | 0/2 | -100.0 pp | A A | C - |" in md
     assert "| q1 |" not in md  # unchanged questions stay out of the table
+
+
+def test_a_stored_run_states_the_alpha_split_it_ran_with_not_todays():
+    from perfgate.results import read_json
+
+    gpu = Path(__file__).resolve().parents[1] / "docs" / "gpu"
+    # an older run (no interim_share recorded): derived from its first interim look, as the
+    # report written on the GPU machine said it
+    for name in ("h200-decode-plugin", "h200-splitk-plugin-budget"):
+        doc = read_json(gpu / "results" / f"{name}.json.xz")
+        assert "interim_share" not in doc["design"]
+        line = "interim looks share 20% of alpha, the final look keeps the rest"
+        assert line in render_compare_markdown(doc) and line in (gpu / f"{name}.md").read_text()
+    # a run that recorded another split renders that split
+    doc = read_json(gpu / "results" / "h200-decode-plugin.json.xz")
+    doc["design"]["interim_share"] = 0.1
+    assert "interim looks share 10% of alpha" in render_compare_markdown(doc)
+    # nothing to derive it from: said, not guessed
+    doc["design"].pop("interim_share")
+    doc["design"]["looks"] = []
+    assert "the interim looks' share of alpha was not recorded" in render_compare_markdown(doc)

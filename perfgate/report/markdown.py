@@ -17,7 +17,6 @@ from typing import Any
 from perfgate import registry
 from perfgate.decide import family
 from perfgate.decide.comparison import group_by_start
-from perfgate.decide.stats import INTERIM_SHARE
 from perfgate.documents.compare import MetricComparison
 from perfgate.profiling import KernelTable, diff_tables, short_name
 from perfgate.results import from_fields
@@ -164,6 +163,20 @@ def _unverified_guards(doc: dict[str, Any]) -> list[str]:
     return [md_text(r.label or r.metric) for r in family.unverified_guards(rows)]
 
 
+def _interim_split(design: dict[str, Any]) -> str:
+    """How the run split alpha over its looks, as it recorded it: the interim looks' share (a
+    run of an older perfgate: derived from its first interim look, at ``per-look share x
+    looks left``), else said to be unrecorded."""
+    share = design.get("interim_share")
+    looks = design.get("looks") or []
+    most = (design.get("budget") or {}).get("starts")
+    if share is None and looks and most and looks[0]["starts"] < most:
+        share = float(looks[0]["share"]) * (most - looks[0]["starts"])
+    if share is None:
+        return "the interim looks' share of alpha was not recorded"
+    return f"interim looks share {float(share):.0%} of alpha, the final look keeps the rest"
+
+
 def _interval_confidence(doc: dict[str, Any]) -> float:
     """The confidence of the timed metrics' intervals: the scenario's, or above it when the
     final look of a budget spent only part of alpha."""
@@ -192,8 +205,7 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         text += (
             f" Budget: {Budget(**design['budget'])}; {len(looks)} look(s), stopping when "
             f"decided; this analysis spends {float(design.get('share') or 1.0):.0%} of alpha "
-            f"(interim looks share {INTERIM_SHARE:.0%} of alpha, the final look keeps the "
-            f"rest), so its intervals are at {1 - alpha:.1%} confidence."
+            f"({_interim_split(design)}), so its intervals are at {1 - alpha:.1%} confidence."
         )
     tests = len(rows) + (1 if (doc.get("accuracy") or {}).get("comparison") else 0)
     text += (

@@ -40,7 +40,7 @@ from perfgate import __version__
 from perfgate import accuracy as acc
 from perfgate.decide import decidability, family, kernels
 from perfgate.decide.comparison import compare
-from perfgate.decide.stats import look_share
+from perfgate.decide.stats import INTERIM_SHARE, look_share
 from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
@@ -505,6 +505,9 @@ def new_design(scenario: Scenario) -> dict[str, Any]:
         "starts": None if scenario.budget else scenario.starts,
         "repeats_per_start": scenario.repeats_per_start,
         "budget": asdict(scenario.budget) if scenario.budget else None,
+        # the alpha the interim looks share, as this run spends it (a later perfgate may
+        # split alpha otherwise; the report states this run's split)
+        "interim_share": INTERIM_SHARE if scenario.budget else None,
         "looks": [],
         "share": 1.0,
     }
