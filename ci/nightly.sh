@@ -30,6 +30,7 @@ PERFGATE=${PERFGATE:-perfgate}
 GH=${GH:-gh}
 HISTORY=${PERFGATE_HISTORY:-history}
 SCENARIO=${PERFGATE_SCENARIO:-gpt-oss-120b-nightly}
+ACCURACY=${PERFGATE_ACCURACY:-Sun}
 NAME=$(basename "$SCENARIO" .toml)
 BASELINE=$HISTORY/$NAME.baseline.json
 NIGHTS=$HISTORY/$NAME.jsonl
@@ -46,18 +47,18 @@ scenario_args() {
 }
 
 accuracy_tonight() {  # whether the schedule (PERFGATE_ACCURACY) includes tonight
-    local when=${PERFGATE_ACCURACY:-Sun} today
+    local today
     today=$(LC_ALL=C date -u +%a)
-    case $when in
+    case $ACCURACY in
         always) return 0 ;;
         never) return 1 ;;
     esac
     local day
-    for day in ${when//,/ }; do
+    for day in ${ACCURACY//,/ }; do
         case $day in
             Mon | Tue | Wed | Thu | Fri | Sat | Sun) [ "$day" = "$today" ] && return 0 ;;
             *)
-                echo "PERFGATE_ACCURACY=$when: give always, never, or weekdays (Mon,Thu)" >&2
+                echo "PERFGATE_ACCURACY=$ACCURACY: give always, never, or weekdays (Mon,Thu)" >&2
                 exit 2 ;;
         esac
     done
@@ -83,7 +84,7 @@ run() {
         summary "perfgate nightly: no baseline in $HISTORY yet; tonight's build ($commit) is" \
             "measured against itself and recorded as the baseline."
         # the baseline keeps GPQA answers for the accuracy nights, unless there are none
-        [ "${PERFGATE_ACCURACY:-Sun}" = never ] && answers=(--skip-accuracy)
+        [ "$ACCURACY" = never ] && answers=(--skip-accuracy)
         $PERFGATE compare "${args[@]}" --baseline-python "$python" --candidate-python "$python" \
             "${answers[@]}" --out-dir "$OUT" --junit "$OUT/junit.xml" "${extra[@]}"
         code=$?
@@ -95,7 +96,7 @@ run() {
     else
         if [ "$tonight" = yes ]; then
             answers=(--accuracy)
-            summary "Tonight is on the accuracy schedule (PERFGATE_ACCURACY=${PERFGATE_ACCURACY:-Sun}):" \
+            summary "Tonight is on the accuracy schedule (PERFGATE_ACCURACY=$ACCURACY):" \
                 "GPQA is judged per question against the baseline's answers."
         fi
         $PERFGATE gate "${args[@]}" --baseline "$BASELINE" --history "$NIGHTS" \

@@ -414,7 +414,6 @@ def paired_accuracy(
     ``p_value`` is the test against no difference (exact McNemar at k = 1), for the report.
     ``independent_repeats`` is False at temperature 0, where the k evaluations of a question
     are replicas: more k cannot decide, only more questions."""
-
     if len(baseline) != len(candidate):
         raise ValueError("both arms must answer the same questions")
     n = len(baseline)

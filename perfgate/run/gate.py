@@ -152,7 +152,8 @@ def _against_baseline(run: CompareRun, base: bl.Baseline) -> None:
             )
         )
     answers = None
-    if sc.accuracy.enabled and base.accuracy is not None:
+    if sc.accuracy.enabled:
+        assert base.accuracy is not None, "check_baseline refuses a baseline without answers"
         _, reference = bl.reference_accuracy(base.accuracy)
         run.accuracy["baseline"] = reference  # the stored answers stand in for a baseline arm
         answers = acc.compare_arms(
@@ -269,8 +270,9 @@ def _decide(
         )
     if night.verdict == INVALID:
         return INVALID, "tonight's comparison was invalid (a metric could not be measured)"
-    if answers is not None and answers.verdict in (INCONCLUSIVE, INVALID):
-        return answers.verdict, (
+    # (invalid answers made tonight's verdict invalid: the line above)
+    if answers is not None and answers.verdict == INCONCLUSIVE:
+        return INCONCLUSIVE, (
             f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%}: "
             f"{answers.verdict} (the answers cannot rule out a drop beyond "
             f"{answers.max_drop:.1%})"
