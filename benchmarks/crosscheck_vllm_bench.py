@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perfgate import tinymodel  # noqa: E402
 from perfgate.serve.server import ServerSpec, VllmServer  # noqa: E402
+from perfgate.testmodels import tinymodel  # noqa: E402
 
 VLLM_SHIM = (
     "import importlib.metadata as md, sys\n"
