@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from perfgate.decide.comparison import start_values
+from perfgate.documents.io import read_json
 from perfgate.registry import Threshold
-from perfgate.results import read_json
 from perfgate.run.state import CompareRun
 
 

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from perfgate.decide.stats import paired_accuracy
 from perfgate.documents.compare import AccuracyComparison
-from perfgate.results import EVAL_SCHEMA, from_fields, need
+from perfgate.documents.io import EVAL_SCHEMA, from_fields, need
 
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
 HUB_DATASET = "Idavidrein/gpqa"

@@ -36,8 +36,8 @@ from typing import Any
 from perfgate import registry
 from perfgate.accuracy import AccuracySpec, ArmAccuracy
 from perfgate.decide.comparison import start_values
+from perfgate.documents.io import ResultError, from_fields, unpacked, write_json
 from perfgate.registry import Threshold
-from perfgate.results import ResultError, from_fields, unpacked, write_json
 
 BASELINE_SCHEMA = "perfgate.baseline/1"
 MACHINE_FIELDS = ("gpu", "driver", "cuda", "cpu", "scenario_hash")

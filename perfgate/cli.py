@@ -27,6 +27,15 @@ from perfgate import __version__, limits, profiling, redact, steps
 from perfgate.accuracy import AccuracyError, AccuracySpec, EvalRun, evaluate
 from perfgate.decide.verdict import overall
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
+from perfgate.documents.io import (
+    BENCH_SCHEMA,
+    COMPARE_SCHEMA,
+    EVAL_SCHEMA,
+    ResultError,
+    check_output_file,
+    read_json,
+    write_json_or_fallback,
+)
 from perfgate.measure.bench import (
     BenchConfig,
     BenchError,
@@ -45,15 +54,6 @@ from perfgate.report.markdown import (
     render_steps,
 )
 from perfgate.report.plots import request_timeline
-from perfgate.results import (
-    BENCH_SCHEMA,
-    COMPARE_SCHEMA,
-    EVAL_SCHEMA,
-    ResultError,
-    check_output_file,
-    read_json,
-    write_json_or_fallback,
-)
 from perfgate.run.runner import recompute as recompute_result
 from perfgate.run.runner import run_compare
 from perfgate.run.state import CompareRun, RunFailed

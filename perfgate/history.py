@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from perfgate.results import ResultError, jsonable
+from perfgate.documents.io import ResultError, jsonable
 
 HISTORY_SCHEMA = "perfgate.history/1"
 

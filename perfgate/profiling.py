@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfgate.results import GZIP_MAGIC, unpacked
+from perfgate.documents.io import GZIP_MAGIC, unpacked
 
 
 class ProfileError(Exception):

@@ -77,11 +77,11 @@ from typing import Any
 from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
 from perfgate.documents.compare import StartNoise
+from perfgate.documents.io import from_fields, need
 from perfgate.history import ChangeRule
 from perfgate.measure.workload import Workload
 from perfgate.profiling import KernelRule, ProfileError
 from perfgate.registry import Threshold
-from perfgate.results import from_fields, need
 
 # The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied
 # into the package when it is built, so an installed perfgate finds them too.

@@ -115,7 +115,7 @@ def test_bad_accuracy_input_fails_before_any_server_starts(tmp_path, monkeypatch
 
 
 def test_report_recompute_renders_a_stored_compare_result_again(tmp_path):
-    from perfgate.results import write_json
+    from perfgate.documents.io import write_json
     from tests.test_markdown import run_doc
 
     path = tmp_path / "results.json"

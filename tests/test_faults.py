@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from perfgate import results
 from perfgate.cli import main
+from perfgate.documents import io as results
 from perfgate.serve import server
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer, group_members
 from tests.fake_server import FakeServer

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from perfgate.decide import stats
+from perfgate.documents.io import read_json
 from perfgate.report.gate import write_junit
-from perfgate.results import read_json
 
 etree = pytest.importorskip("lxml.etree")
 

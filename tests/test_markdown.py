@@ -128,7 +128,7 @@ def test_accuracy_table_shows_scores_difference_p_and_verdict():
 
 
 def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
-    from perfgate.results import read_json, write_json
+    from perfgate.documents.io import read_json, write_json
 
     doc = run_doc(3.0)
     doc["comparison"][0].update(low=float("-inf"), high=float("inf"))
@@ -219,7 +219,7 @@ def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply
 
 
 def test_a_stored_run_states_the_alpha_split_it_ran_with_not_todays():
-    from perfgate.results import read_json
+    from perfgate.documents.io import read_json
 
     gpu = Path(__file__).resolve().parents[1] / "docs" / "gpu"
     # an older run (no interim_share recorded): derived from its first interim look, as the

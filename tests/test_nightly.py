@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from perfgate import baseline as bl
+from perfgate.documents.io import ResultError, read_json
 from perfgate.history import (
     ChangeRule,
     Night,
@@ -21,7 +22,6 @@ from perfgate.history import (
     read_history,
 )
 from perfgate.report.gate import write_junit
-from perfgate.results import ResultError, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_RUNS = ROOT / "docs" / "gpu" / "results"

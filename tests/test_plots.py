@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+from perfgate.documents.io import read_json
 from perfgate.history import ChangeRule, Night, NightMetric, detect
 from perfgate.report import plots
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.results import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

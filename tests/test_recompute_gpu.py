@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from perfgate.documents.io import read_json
 from perfgate.registry import Threshold
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.results import read_json
 from perfgate.run.runner import new_design, recompute
 from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from perfgate.results import ResultError, read_json, write_json
+from perfgate.documents.io import ResultError, read_json, write_json
 
 
 def test_nan_is_written_as_null_and_the_file_is_strict_json(tmp_path):
@@ -49,8 +49,8 @@ def test_stored_h200_results_read_back_typed_through_the_one_migration():
 
 
 def test_reading_a_damaged_document_names_the_missing_key():
+    from perfgate.documents.io import ResultError
     from perfgate.measure.bench import BenchResult
-    from perfgate.results import ResultError
 
     with pytest.raises(ResultError, match="bench result: missing key 'server'"):
         BenchResult.from_json({"config": {"url": "http://x"}, "records": [], "metrics": {}})

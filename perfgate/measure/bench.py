@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from perfgate import environment, limits, redact
+from perfgate.documents.io import BENCH_SCHEMA, need
 from perfgate.measure.bursts import Bursts, LoopMonitor, analyze
 from perfgate.measure.client import new_session, run_async
 from perfgate.measure.loadgen import Target, measured_window, run_load
@@ -35,7 +36,6 @@ from perfgate.measure.workload import (
     build_prompts,
     client_processes,
 )
-from perfgate.results import BENCH_SCHEMA, need
 from perfgate.serve.server import ServerSpec, VllmServer, model_problem
 from perfgate.serve.server_api import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
 

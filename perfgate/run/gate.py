@@ -282,7 +282,7 @@ def _decide(
 
 def write_gate_report(outcome: GateOutcome) -> None:
     """report.md of the night (the comparison plus the history's verdict), beside results.json."""
+    from perfgate.documents.io import write_text_private
     from perfgate.report.gate import render_gate_markdown
-    from perfgate.results import write_text_private
 
     write_text_private(outcome.run.report_path, render_gate_markdown(outcome))

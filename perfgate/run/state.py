@@ -15,10 +15,7 @@ from typing import Any
 from perfgate import accuracy as acc
 from perfgate import environment, profiling, steps
 from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
-from perfgate.measure.bench import BenchResult, ProgressFn
-from perfgate.measure.records import RequestRecord
-from perfgate.report.markdown import render_compare_markdown
-from perfgate.results import (
+from perfgate.documents.io import (
     COMPARE_SCHEMA,
     ResultError,
     check_writable_dir,
@@ -27,6 +24,9 @@ from perfgate.results import (
     write_json,
     write_text_private,
 )
+from perfgate.measure.bench import BenchResult, ProgressFn
+from perfgate.measure.records import RequestRecord
+from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.schedule import ARMS
 from perfgate.scenario import Scenario, ScenarioError
 

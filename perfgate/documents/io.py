@@ -17,7 +17,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from perfgate import redact
+from perfgate import __version__, redact
 
 BENCH_SCHEMA = "perfgate.bench/1"
 COMPARE_SCHEMA = "perfgate.compare/1"
@@ -194,6 +194,4 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from perfgate import __version__
-
     return __version__
