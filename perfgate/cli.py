@@ -36,6 +36,7 @@ from perfgate.documents.io import (
     read_json,
     write_json_or_fallback,
 )
+from perfgate.documents.kernels import ProfileError
 from perfgate.measure.bench import (
     BenchConfig,
     BenchError,
@@ -1177,7 +1178,7 @@ def kernels(
         docs = profiling.load_traces(files)  # read once: for the table and the steps
         table = profiling.kernel_table(docs, [str(p) for p in files])
         base = profiling.table_from_files(profiling.trace_files(against)) if against else None
-    except profiling.ProfileError as exc:
+    except ProfileError as exc:
         fail(str(exc))
     if show_steps:
         for path, doc in zip(files, docs, strict=True):

@@ -27,17 +27,13 @@ under test, so a CPU scenario that only needs "the model's GEMMs ran" names the 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perfgate.documents.io import GZIP_MAGIC, unpacked
-
-
-class ProfileError(Exception):
-    """A trace cannot be read or the profile cannot be taken; the message says why."""
+from perfgate.documents.kernels import KernelRule, KernelStat, KernelTable, ProfileError
 
 
 def load_trace(path: Path) -> dict[str, Any]:
@@ -65,47 +61,6 @@ def load_trace(path: Path) -> dict[str, Any]:
     if not isinstance(events, list):
         raise ProfileError(f"{path}: not a torch-profiler trace (no traceEvents list)")
     return doc
-
-
-@dataclass(frozen=True)
-class KernelStat:
-    name: str
-    calls: int
-    total_us: float
-    mean_us: float
-    share: float  # of the table's total time
-
-
-@dataclass
-class KernelTable:
-    source: str  # "kernel" (GPU) or "cpu_op" (CPU self time)
-    total_us: float
-    rows: list[KernelStat] = field(default_factory=list)  # by total time, descending
-    traces: list[str] = field(default_factory=list)
-    graph_launches: int = 0  # cudaGraphLaunch events: kernels replayed from CUDA graphs
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "total_us": self.total_us,
-            "traces": self.traces,
-            "graph_launches": self.graph_launches,
-            "rows": [asdict(r) for r in self.rows],
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> KernelTable:
-        return cls(
-            source=d["source"],
-            total_us=d["total_us"],
-            traces=d.get("traces", []),
-            graph_launches=d.get("graph_launches", 0),
-            rows=[KernelStat(**r) for r in d["rows"]],
-        )
-
-    def calls_matching(self, pattern: str) -> int:
-        rx = re.compile(pattern)
-        return sum(r.calls for r in self.rows if rx.search(r.name))
 
 
 def _self_times(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
@@ -230,52 +185,6 @@ def diff_tables(
     return rows[:top]
 
 
-CPU_GEMM = "builtin:cpu-gemm"
-BUILTIN_PATTERNS = {
-    CPU_GEMM: (
-        r"_C::onednn_mm|_C::weight_packed_linear|zentorch_linear|^aten::addmm$|^aten::mm$",
-        "any CPU GEMM vLLM dispatches to",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class KernelRule:
-    """``pattern`` is a regular expression searched in kernel names, or a ``builtin:`` name."""
-
-    pattern: str
-    min_calls: int = 1
-
-    def __post_init__(self) -> None:
-        if self.pattern.startswith("builtin:") and self.pattern not in BUILTIN_PATTERNS:
-            raise ProfileError(
-                f"kernel pattern {self.pattern!r} is not a built-in one; built-in: "
-                f"{', '.join(BUILTIN_PATTERNS)}"
-            )
-        try:
-            compiled = re.compile(self.regex)
-        except re.error as exc:
-            raise ProfileError(
-                f"kernel pattern {self.pattern!r} is not a valid regular expression ({exc})"
-            ) from None
-        if compiled.search("") is not None or not self.pattern.strip():
-            raise ProfileError(
-                f"kernel pattern {self.pattern!r} matches every name (it matches the empty "
-                "string), so its check could never fail; name the kernel, e.g. 'tinygemm'"
-            )
-
-    @property
-    def regex(self) -> str:
-        builtin = BUILTIN_PATTERNS.get(self.pattern)
-        return builtin[0] if builtin else self.pattern
-
-    @property
-    def meaning(self) -> str:
-        """``'pattern'``, plus what a built-in name stands for."""
-        builtin = BUILTIN_PATTERNS.get(self.pattern)
-        return f"{self.pattern!r}" + (f" ({builtin[1]})" if builtin else "")
-
-
 def rule_violation(table: KernelTable, arm: str, rule: KernelRule, kind: str) -> str | None:
     """The sentence naming the arm, the pattern and what ran when ``rule`` fails as ``kind``
     ("expect": at least min_calls must run; "forbid": fewer than min_calls may); else None."""
@@ -342,9 +251,3 @@ def trace_files(paths: Sequence[Path]) -> list[Path]:
         else:
             files.append(p)
     return files
-
-
-def short_name(name: str, width: int = 90) -> str:
-    """Kernel names can be kilobytes of template arguments; keep the head."""
-    name = " ".join(name.split())
-    return name if len(name) <= width else name[: width - 3] + "..."

@@ -14,7 +14,7 @@ Two kinds of gateable metric:
 - **run-level**: one value per repeat in the bench summary (``output_throughput``); a start's
   value is the geometric mean of its repeats'.
 - **window-level** (``from_window``): one value per server start, read from that start's
-  profiled window (``perfgate.steps.Window.figures``): device time per decode step at a known
+  profiled window (``documents.kernels.Window.figures``): device time per decode step at a known
   batch, the quiet signal for kernel changes. Gating one needs ``[profile] enabled``.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from perfgate import steps
+from perfgate.documents.kernels import FIGURES
 from perfgate.measure import metrics
 from perfgate.measure.records import RequestRecord
 
@@ -169,7 +169,7 @@ for _name, _label, _unit, _better, _gate, _fmt in (
 ):
     register(Metric(_name, _label, _unit, _better, _gate, fmt=_fmt or "{:.2f}"))
 
-# Window-level figures (perfgate.steps.FIGURES): GPU kernel time on a GPU, CPU operator time
+# Window-level figures (documents.kernels.FIGURES): GPU kernel time on a GPU, CPU operator time
 # on CPU vLLM, per decode step at the window's batch.
 _WINDOW_LABELS = {
     "device_time_per_step_us": ("Device time per decode step (us)", "us", True),
@@ -177,7 +177,7 @@ _WINDOW_LABELS = {
     "launches_per_step": ("Kernel launches per decode step", "", False),
     "graph_replays_per_step": ("CUDA graph replays per decode step", "", False),
 }
-for _name in steps.FIGURES:
+for _name in FIGURES:
     _label, _unit, _gate = _WINDOW_LABELS[_name]
     register(Metric(_name, _label, _unit, False, _gate, fmt="{:.1f}", from_window=True))
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from perfgate.documents.kernels import KernelInStep, StepGroup, Window
+
 STEP = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
 
 
@@ -145,20 +147,6 @@ def steps_of(doc: dict[str, Any]) -> tuple[str, list[Step]]:
     return "cpu_op", out
 
 
-@dataclass(frozen=True)
-class StepGroup:
-    """Steps of one kind at one batch size (decode tokens, or prefill + decode tokens)."""
-
-    kind: str
-    tokens: int
-    steps: int
-    median_us: float
-    min_us: float
-    max_us: float
-    per_token_us: float
-    launches: float  # median per step
-
-
 def groups(steps: Sequence[Step]) -> list[StepGroup]:
     """Steps grouped by kind and batch: decode first, most frequent batch first."""
     by: dict[tuple[str, int], list[Step]] = {}
@@ -197,54 +185,6 @@ def decode_time_per_step(steps: Sequence[Step], batch: int | None = None) -> flo
         batch = max(counts, key=lambda b: (counts[b], b))
     times = [s.device_us for s in decode if s.decode_tokens == batch]
     return statistics.median(times) if times else float("nan")
-
-
-@dataclass(frozen=True)
-class KernelInStep:
-    """One kernel (GPU) or top-level operator (CPU) in the decode steps of a window: calls per
-    step, mean time per call, and its time per step (its total over the steps / the steps)."""
-
-    name: str
-    calls_per_step: float
-    us_per_call: float
-    us_per_step: float
-
-
-@dataclass(frozen=True)
-class Window:
-    """What one profiled window (one server start's trace) measured at its decode batch.
-
-    ``time_per_step_us`` is the median device time of the decode steps at ``batch`` (the
-    window's requests all decoding: its workload sends ``batch`` requests at once); the
-    kernels' ``us_per_step`` are means, so they add up to the steps' mean, not median. Prefill
-    and mixed steps, and decode steps at other batches, are in ``groups`` only."""
-
-    source: str  # "kernel" (GPU) or "cpu_op" (CPU)
-    batch: int
-    decode_steps: int  # decode steps at ``batch``
-    time_per_step_us: float  # NaN when the trace has no decode step at ``batch``
-    time_per_token_us: float
-    launches_per_step: float
-    graph_replays_per_step: float  # NaN on CPU
-    kernels: tuple[KernelInStep, ...]  # by time per step, largest first
-    groups: tuple[StepGroup, ...]
-
-    def figures(self) -> dict[str, float]:
-        """The window's per-start figures under their metric-registry names (a figure stored
-        as null reads as NaN: missing is not zero)."""
-        return {
-            name: float("nan") if (v := getattr(self, attr)) is None else float(v)
-            for name, attr in FIGURES.items()
-        }
-
-
-# registry name -> Window attribute: the per-start metrics a profiled window gives
-FIGURES = {
-    "device_time_per_step_us": "time_per_step_us",
-    "device_time_per_token_us": "time_per_token_us",
-    "launches_per_step": "launches_per_step",
-    "graph_replays_per_step": "graph_replays_per_step",
-}
 
 
 def window(doc: dict[str, Any], batch: int) -> Window:

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from perfgate.documents.kernels import CPU_GEMM, KernelRule, ProfileError
 from perfgate.profiling import (
-    CPU_GEMM,
-    KernelRule,
-    ProfileError,
     check_rules,
     diff_tables,
     kernel_table,

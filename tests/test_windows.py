@@ -7,6 +7,7 @@ import pytest
 
 from perfgate import registry, steps
 from perfgate.decide.kernels import compare_kernels
+from perfgate.documents.kernels import FIGURES
 from tests.test_steps import CPU, GPU, ev, load
 
 
@@ -46,7 +47,7 @@ def test_a_batch_that_never_decoded_is_missing_not_zero():
 
 def test_every_window_figure_is_a_registered_window_metric():
     window_metrics = {m.name for m in registry.METRICS.values() if m.from_window}
-    assert window_metrics == set(steps.FIGURES)
+    assert window_metrics == set(FIGURES)
     assert registry.get("device_time_per_step_us").gateable
     assert not registry.get("launches_per_step").gateable
 

@@ -3,7 +3,7 @@ disappeared or changed in the decode steps of the profiled windows, with the int
 change across server starts, and how much of the change in device time per step they explain.
 
 Each start's window gives, per kernel, its time per decode step at the window's batch (0 where
-it did not run: ``perfgate.steps.Window.kernels``). A kernel's change is the difference of the
+it did not run: ``documents.kernels.Window.kernels``). A kernel's change is the difference of the
 arms' mean time per step, with Welch's t interval over the starts (raw scale: a kernel can be 0
 in one arm). Listed: every kernel that appeared or disappeared, and those whose change is at
 least ``same_within`` of the baseline's time per step with an interval that excludes 0 (or is
@@ -21,7 +21,7 @@ from typing import Any
 
 from perfgate.decide.stats import welch_difference
 from perfgate.documents.compare import KernelChange, KernelComparison
-from perfgate.steps import Window
+from perfgate.documents.kernels import Window
 
 
 def _per_start(windows: Sequence[Window], name: str, attr: str) -> list[float]:

@@ -19,7 +19,8 @@ from perfgate.decide import family
 from perfgate.decide.comparison import group_by_start
 from perfgate.documents.compare import MetricComparison
 from perfgate.documents.io import from_fields
-from perfgate.profiling import KernelTable, diff_tables, short_name
+from perfgate.documents.kernels import KernelTable, short_name
+from perfgate.profiling import diff_tables
 from perfgate.scenario import Budget
 
 VERDICT_LINE = {

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from perfgate import profiling, steps
+from perfgate.documents.kernels import ProfileError
 from perfgate.measure.bench import BenchConfig, BenchError, run_bench
 from perfgate.run.servers import workload_config
 from perfgate.run.state import CompareRun, ProfiledStart, RunFailed, SayFn
@@ -68,7 +69,7 @@ def _post(url: str, timeout_s: float) -> None:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             resp.read()
     except (urllib.error.URLError, OSError) as exc:
-        raise profiling.ProfileError(
+        raise ProfileError(
             f"POST {url} failed ({exc}); the server must run with --profiler-config "
             "(perfgate adds it to the servers it starts; start a url arm's server with it)"
         ) from None
@@ -97,7 +98,7 @@ def profile_window(
             )
         traces = _wait_for_traces(trace_dir, before)
         docs = profiling.load_traces(traces)
-    except (profiling.ProfileError, BenchError) as exc:
+    except (ProfileError, BenchError) as exc:
         raise RunFailed(f"{arm_name} profiled window: {exc}", "failed") from exc
     table = profiling.kernel_table(docs, [str(p) for p in traces])
     # rank 0's trace: with tensor parallelism every rank runs the same steps
@@ -129,7 +130,7 @@ def _wait_for_traces(trace_dir: Path, before: set[Path], timeout_s: float = 120)
         if found and all(_stable(p) for p in found):
             return found
         if time.monotonic() > deadline:
-            raise profiling.ProfileError(
+            raise ProfileError(
                 f"no complete worker trace appeared in {trace_dir} within {timeout_s:.0f} s "
                 "after /stop_profile"
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import accuracy as acc
-from perfgate import environment, profiling, steps
+from perfgate import environment
 from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
 from perfgate.documents.io import (
     COMPARE_SCHEMA,
@@ -24,6 +24,7 @@ from perfgate.documents.io import (
     write_json,
     write_text_private,
 )
+from perfgate.documents.kernels import KernelInStep, KernelTable, StepGroup, Window
 from perfgate.measure.bench import BenchResult, ProgressFn
 from perfgate.measure.records import RequestRecord
 from perfgate.report.markdown import render_compare_markdown
@@ -77,7 +78,7 @@ class ProfiledStart:
 
     start: int
     traces: list[str]
-    window: steps.Window
+    window: Window
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -91,15 +92,14 @@ class ProfiledStart:
     def from_json(cls, d: dict[str, Any]) -> ProfiledStart:
         where = "profile.windows"
         window = from_fields(
-            steps.Window,
+            Window,
             d,
             where,
             kernels=tuple(
-                from_fields(steps.KernelInStep, k, f"{where}.kernels")
-                for k in d.get("kernels") or ()
+                from_fields(KernelInStep, k, f"{where}.kernels") for k in d.get("kernels") or ()
             ),
             groups=tuple(
-                from_fields(steps.StepGroup, g, f"{where}.groups") for g in d.get("groups") or ()
+                from_fields(StepGroup, g, f"{where}.groups") for g in d.get("groups") or ()
             ),
         )
         return cls(need(d, "start", where), list(d.get("traces") or []), window)
@@ -160,7 +160,7 @@ class CompareRun:
     comparison: list[MetricComparison] = field(default_factory=list)
     accuracy: dict[str, acc.ArmAccuracy] = field(default_factory=dict)
     accuracy_comparison: AccuracyComparison | None = None
-    profiles: dict[str, profiling.KernelTable] = field(default_factory=dict)  # first window's
+    profiles: dict[str, KernelTable] = field(default_factory=dict)  # first window's
     kernel_checks: list[dict[str, Any]] = field(default_factory=list)  # every window's
     windows: dict[str, list[ProfiledStart]] = field(default_factory=lambda: {a: [] for a in ARMS})
     kernel_comparison: dict[str, Any] | None = None  # perfgate.decide.kernels, as JSON
@@ -269,9 +269,7 @@ class CompareRun:
                 AccuracyComparison, acc_doc["comparison"], "accuracy.comparison"
             )
         prof = d.get("profile") or {}
-        run.profiles = {
-            a: profiling.KernelTable.from_json(t) for a, t in (prof.get("arms") or {}).items()
-        }
+        run.profiles = {a: KernelTable.from_json(t) for a, t in (prof.get("arms") or {}).items()}
         run.plots = list(d.get("plots") or [])
         run.kernel_checks = list(prof.get("checks") or [])
         stored_windows = prof.get("windows") or {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from perfgate.profiling import BUILTIN_PATTERNS, CPU_GEMM
+from perfgate.documents.kernels import BUILTIN_PATTERNS, CPU_GEMM
 from tests.e2e.conftest import ROOT, cpu_server_env, perfgate, vllm_processes, wait_until
 from tests.fault_cases import BY_ID
 
