@@ -26,6 +26,7 @@ from rich.text import Text
 from perfgate import __version__, limits, profiling, redact, steps
 from perfgate.accuracy import AccuracyError, AccuracySpec, EvalRun, evaluate
 from perfgate.decide.verdict import overall
+from perfgate.documents.bench import BenchConfig, BenchResult, Workload
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.io import (
     BENCH_SCHEMA,
@@ -37,15 +38,7 @@ from perfgate.documents.io import (
     write_json_or_fallback,
 )
 from perfgate.documents.kernels import ProfileError
-from perfgate.measure.bench import (
-    BenchConfig,
-    BenchError,
-    BenchResult,
-    run_bench,
-    run_bench_serving,
-    validate_config,
-)
-from perfgate.measure.workload import Workload
+from perfgate.measure.bench import BenchError, run_bench, run_bench_serving, validate_config
 from perfgate.report.bench_text import render_bench_text
 from perfgate.report.markdown import (
     render_accuracy_section,

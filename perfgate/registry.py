@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from perfgate.documents.kernels import FIGURES
+from perfgate.documents.records import RequestRecord
 from perfgate.measure import metrics
-from perfgate.measure.records import RequestRecord
 
 PerRequest = Callable[[RequestRecord], list[float]]
 

@@ -76,11 +76,11 @@ from typing import Any
 
 from perfgate import limits, redact, registry
 from perfgate.accuracy import AccuracySpec
+from perfgate.documents.bench import Workload
 from perfgate.documents.compare import StartNoise
 from perfgate.documents.io import from_fields, need
 from perfgate.documents.kernels import KernelRule, ProfileError
 from perfgate.history import ChangeRule
-from perfgate.measure.workload import Workload
 from perfgate.registry import Threshold
 
 # The built-in scenarios: the repository's scenarios/ (perfgate/scenarios links to it), copied

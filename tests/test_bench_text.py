@@ -1,9 +1,9 @@
-from perfgate.measure.bench import BenchConfig, BenchResult, collect_warnings
+from perfgate.documents.bench import BenchConfig, BenchResult, ServerInfo
+from perfgate.measure.bench import collect_warnings
 from perfgate.measure.server_metrics import cross_check
 from perfgate.measure.summary import compute_metrics
 from perfgate.measure.validity import check_records
 from perfgate.report.bench_text import render_bench_text
-from perfgate.serve.server_api import ServerInfo
 from tests.golden_util import assert_golden
 from tests.test_metrics import MS, rec
 from tests.test_server_metrics import AFTER, BEFORE

@@ -10,13 +10,13 @@ from dataclasses import replace
 import pytest
 
 from perfgate.documents.compare import INCONCLUSIVE, INVALID
+from perfgate.documents.records import RequestRecord
 from perfgate.measure.bursts import (
     ITL_METRICS,
     LoopMonitor,
     analyze,
     bucket_quantile,
 )
-from perfgate.measure.records import RequestRecord
 from perfgate.measure.server_metrics import histogram_buckets
 from perfgate.registry import Threshold
 from perfgate.run import runner

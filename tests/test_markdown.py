@@ -3,12 +3,11 @@ from pathlib import Path
 
 import numpy as np
 
-from perfgate.measure.bench import BenchConfig, BenchResult
+from perfgate.documents.bench import BenchConfig, BenchResult, ServerInfo
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.runner import judge_run, new_design
 from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load
-from perfgate.serve.server_api import ServerInfo
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
 

@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from perfgate.documents.records import RequestRecord
 from perfgate.measure.client import consume_stream
 from perfgate.measure.metrics import (
     describe,
@@ -12,7 +13,6 @@ from perfgate.measure.metrics import (
     tpot_ms,
     ttft_ms,
 )
-from perfgate.measure.records import RequestRecord
 from perfgate.measure.summary import compute_metrics
 from tests.sse import DONE, ScriptedClock, completion_chunk, lines, usage_chunk
 

@@ -49,8 +49,8 @@ def test_stored_h200_results_read_back_typed_through_the_one_migration():
 
 
 def test_reading_a_damaged_document_names_the_missing_key():
+    from perfgate.documents.bench import BenchResult
     from perfgate.documents.io import ResultError
-    from perfgate.measure.bench import BenchResult
 
     with pytest.raises(ResultError, match="bench result: missing key 'server'"):
         BenchResult.from_json({"config": {"url": "http://x"}, "records": [], "metrics": {}})

@@ -11,10 +11,11 @@ import signal
 
 import aiohttp
 
+from perfgate.documents.bench import Workload
 from perfgate.measure.client import run_async
 from perfgate.measure.loadgen import Target, run_load
 from perfgate.measure.workers import StreamWorkers
-from perfgate.measure.workload import Prompt, Workload
+from perfgate.measure.workload import Prompt
 from tests.fake_server import FakeServer
 
 PROMPTS = [Prompt(text=f"p{i} a b c", prompt_tokens=5, output_tokens=6) for i in range(6)]

@@ -3,7 +3,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from perfgate.measure.workload import Workload, WorkloadError, client_processes, exact_length_text
+from perfgate.documents.bench import Workload
+from perfgate.measure.workload import WorkloadError, client_processes, exact_length_text
 
 
 async def count(text: str) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from perfgate import registry
 from perfgate.decide import stats, verdict
 from perfgate.documents.compare import INCONCLUSIVE, MetricComparison, StartNoise
-from perfgate.measure.records import RequestRecord
+from perfgate.documents.records import RequestRecord
 from perfgate.registry import PerRequest, Threshold
 
 

@@ -13,138 +13,41 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
-from perfgate import environment, limits, redact
-from perfgate.documents.io import BENCH_SCHEMA, need
-from perfgate.measure.bursts import Bursts, LoopMonitor, analyze
+from perfgate import environment, limits
+from perfgate.documents.bench import (
+    BURSTY,
+    BenchConfig,
+    BenchResult,
+    Bursts,
+    CrossCheck,
+    RunWarning,
+    ServerInfo,
+)
+from perfgate.documents.records import RequestRecord
+from perfgate.measure.bursts import LoopMonitor, analyze
 from perfgate.measure.client import new_session, run_async
 from perfgate.measure.loadgen import Target, measured_window, run_load
-from perfgate.measure.metrics import DEFAULT_PERCENTILES
-from perfgate.measure.records import RequestRecord
-from perfgate.measure.server_metrics import CrossCheck, cross_check
+from perfgate.measure.server_metrics import cross_check
 from perfgate.measure.summary import compute_metrics
-from perfgate.measure.validity import Problem, check_records
+from perfgate.measure.validity import check_records
 from perfgate.measure.workers import StreamWorkers, WorkerError
 from perfgate.measure.workload import (
     Prompt,
-    Workload,
     WorkloadError,
     build_prompts,
     client_processes,
 )
 from perfgate.serve.server import ServerSpec, VllmServer, model_problem
-from perfgate.serve.server_api import EndpointError, ServerInfo, Tokenizer, probe, scrape_metrics
+from perfgate.serve.server_api import EndpointError, Tokenizer, probe, scrape_metrics
 
 
 class BenchError(Exception):
     """The benchmark could not run; the message names the flag or the server and the fix."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class BenchConfig(Workload):
-    """A workload sent to one server: the workload's fields, where, and what to report."""
-
-    url: str
-    model: str | None = None
-    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
-    # The scenario file this workload comes from (None: command-line flags), so messages
-    # name what the user wrote: "--random-input-len" or "x.toml: workload.input_len".
-    scenario: str | None = None
-    # Bearer token for a server started with --api-key; never written anywhere.
-    api_key: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> BenchConfig:
-        """As ``to_json`` wrote it; settings a file predates take their defaults."""
-        known = {f.name for f in fields(cls)} - {"scenario", "api_key"}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if kwargs.get("request_rate") == "inf":
-            kwargs["request_rate"] = math.inf
-        if "percentiles" in kwargs:
-            kwargs["percentiles"] = tuple(kwargs["percentiles"])
-        return cls(**{"url": need(d, "url", "bench config"), **kwargs})
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["scenario"], d["api_key"]
-        d["url"] = redact.url(self.url)
-        d["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
-        d["percentiles"] = list(self.percentiles)
-        return d
-
-
-# the warning of a run whose tokens reached the client in bursts (perfgate.measure.bursts)
-BURSTY = "bursty_stream"
-
-
-@dataclass(frozen=True)
-class RunWarning:
-    """Something about the measurement a reader should know, with what to do about it."""
-
-    code: str
-    message: str
-    remedy: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return asdict(self)
-
-
-@dataclass
-class BenchResult:
-    config: BenchConfig
-    server: ServerInfo
-    environment: dict[str, Any]
-    records: list[RequestRecord]
-    metrics: dict[str, Any]
-    problems: list[Problem]
-    cross_checks: list[CrossCheck]
-    warnings: list[RunWarning] = field(default_factory=list)
-    started_at: str = ""
-    bursts: Bursts | None = None
-
-    @property
-    def valid(self) -> bool:
-        return not self.problems
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> BenchResult:
-        """A bench document (``perfgate bench --out``, or one repeat of a compare run); a
-        missing part is a ResultError naming it."""
-        where = "bench result"
-        server = dict(need(d, "server", where))
-        server["models"] = tuple(server.get("models") or ())
-        return cls(
-            config=BenchConfig.from_json(need(d, "config", where)),
-            server=ServerInfo(**server),
-            environment=d.get("environment") or {},
-            records=[RequestRecord.from_json(r) for r in need(d, "records", where)],
-            metrics=dict(need(d, "metrics", where)),
-            problems=[Problem(**p) for p in d.get("problems") or []],
-            cross_checks=[CrossCheck(**c) for c in d.get("server_cross_check") or []],
-            warnings=[RunWarning(**w) for w in d.get("warnings") or []],
-            started_at=d.get("started_at", ""),
-            bursts=Bursts.from_json(d["bursts"]) if d.get("bursts") else None,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": BENCH_SCHEMA,
-            "started_at": self.started_at,
-            "valid": self.valid,
-            "config": self.config.to_json(),
-            "server": {**asdict(self.server), "base_url": redact.url(self.server.base_url)},
-            "environment": self.environment,
-            "metrics": self.metrics,
-            "problems": [p.to_json() for p in self.problems],
-            "server_cross_check": [c.to_json() for c in self.cross_checks],
-            "warnings": [w.to_json() for w in self.warnings],
-            "bursts": None if self.bursts is None else self.bursts.to_json(),
-            "records": [r.to_json() for r in self.records],
-        }
 
 
 # (command-line flag, scenario field) of each setting a message may name

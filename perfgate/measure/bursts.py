@@ -37,12 +37,11 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 
-from perfgate.measure.records import RequestRecord
+from perfgate.documents.bench import Bursts
+from perfgate.documents.records import RequestRecord
 from perfgate.measure.server_metrics import histogram_buckets
 
 NEAR_ZERO_MS = 0.1
@@ -110,31 +109,6 @@ def bucket_quantile(q: float, buckets: dict[float, float]) -> tuple[float, float
             return lower, le
         lower = le
     return lower, math.inf
-
-
-@dataclass
-class Bursts:
-    """A run's bunching and its attribution (``analyze``)."""
-
-    near_zero_fraction: float
-    longest_stall_ms: float
-    stall_threshold_ms: float
-    stalled_requests: int
-    worst: list[dict[str, Any]] = field(default_factory=list)  # per request, longest stall first
-    client_stall_ms: float = 0.0
-    # p50/p90/p99 of the server's inter-token histogram: [lower, upper] bounds of their buckets
-    server_itl_ms: dict[str, list[float]] = field(default_factory=dict)
-    client_itl_ms: dict[str, float] = field(default_factory=dict)  # the same, per token
-    bursty: bool = False
-    where: str | None = None  # "client", "engine", "server output path", "server"
-    explanation: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Bursts:
-        return cls(**d)
 
 
 def analyze(

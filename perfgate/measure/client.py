@@ -20,19 +20,19 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from perfgate import environment
+from perfgate.documents.bench import EndpointKind
 
 try:  # 3-5x faster than json on vLLM's chunks, and parsing runs between two reads
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - orjson is a dependency; json stays a fallback
     from json import loads as _loads  # type: ignore[assignment]
 
-EndpointKind = Literal["completions", "chat"]
 Clock = Callable[[], int]
 
 ENDPOINT_PATHS: dict[str, str] = {

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import aiohttp
 import numpy as np
 
+from perfgate.documents.bench import Workload
+from perfgate.documents.records import RequestRecord
 from perfgate.measure.client import Clock, build_payload, send_request
-from perfgate.measure.records import RequestRecord
 from perfgate.measure.workers import StreamWorkers
-from perfgate.measure.workload import Prompt, Workload
+from perfgate.measure.workload import Prompt
 
 
 @dataclass(frozen=True)

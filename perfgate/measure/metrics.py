@@ -39,11 +39,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from perfgate.measure.records import RequestRecord
+from perfgate.documents.records import RequestRecord
 
 NS_PER_MS = 1e6
 NS_PER_S = 1e9
-DEFAULT_PERCENTILES: tuple[float, ...] = (90.0, 99.0)
 
 
 def _fmt_pct(p: float) -> str:

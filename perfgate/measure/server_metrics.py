@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from perfgate.documents.bench import CrossCheck
 
 # A latency figure "agrees" when within this relative or absolute slack of the server's.
 # TTFT and E2EL include the HTTP request, the API server's tokenization and the stream's
@@ -85,28 +86,6 @@ def _hist_mean_ms(before: dict[str, float], after: dict[str, float], base: str) 
     if s is None or c is None or c <= 0:
         return None
     return s / c * 1000.0
-
-
-@dataclass(frozen=True)
-class CrossCheck:
-    name: str
-    server: float | None
-    client: float | None
-    unit: str
-    agrees: bool | None  # None: one side missing, nothing to compare
-    note: str
-    remedy: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "server": self.server,
-            "client": self.client,
-            "unit": self.unit,
-            "agrees": self.agrees,
-            "note": self.note,
-            "remedy": self.remedy,
-        }
 
 
 def _float_or_none(x: Any) -> float | None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from perfgate.measure.metrics import DEFAULT_PERCENTILES, NS_PER_S, describe
-from perfgate.measure.records import RequestRecord
+from perfgate.documents.bench import DEFAULT_PERCENTILES
+from perfgate.documents.records import RequestRecord
+from perfgate.measure.metrics import NS_PER_S, describe
 from perfgate.registry import LATENCIES
 
 

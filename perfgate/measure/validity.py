@@ -10,21 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from perfgate.measure.records import RequestRecord
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason the run is invalid, with how many requests showed it."""
-
-    kind: str  # failed_requests | prompt_length_mismatch | output_length_mismatch | ...
-    count: int
-    message: str
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "count": self.count, "message": self.message}
+from perfgate.documents.bench import Problem
+from perfgate.documents.records import RequestRecord
 
 
 def check_records(records: Sequence[RequestRecord]) -> list[Problem]:

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from perfgate.documents.bench import EndpointKind
 from perfgate.measure.bursts import LoopMonitor
-from perfgate.measure.client import EndpointKind, StreamResult, new_session, run_async, send_request
+from perfgate.measure.client import StreamResult, new_session, run_async, send_request
 
 START_TIMEOUT_S = 120.0  # a worker imports aiohttp and perfgate's client: seconds, not minutes
 STOP_TIMEOUT_S = 10.0

@@ -9,14 +9,13 @@ The same seed, length and server tokenizer give the same prompts.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from perfgate.measure.client import EndpointKind
+from perfgate.documents.bench import Workload
 from perfgate.serve.server_api import Tokenizer
 
 MAX_FIXUPS = 32
@@ -37,28 +36,6 @@ _POOL_TEXT = (
 
 class WorkloadError(Exception):
     """Prompts of the asked length could not be built; the message says why."""
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The load to send, with one set of defaults (the reference case: 80 prompts of 1024 in /
-    1024 out at concurrency 8): ``perfgate bench``'s flags, a scenario's ``[workload]`` table
-    and compare's repeats all start from these. ``max_concurrency = None`` is no cap ("none"
-    in a scenario or on the command line)."""
-
-    endpoint: EndpointKind = "completions"
-    num_prompts: int = 80
-    input_len: int = 1024
-    output_len: int = 1024
-    max_concurrency: int | None = 8
-    request_rate: float = math.inf  # requests per second; inf sends all at once
-    burstiness: float = 1.0  # gamma shape of the arrival gaps; 1.0 is Poisson
-    num_warmups: int = 8
-    seed: int = 0
-    temperature: float = 0.0
-    stall_timeout_s: float = 600.0  # a stream silent this long fails its request
-    # processes that read the streams (perfgate.measure.workers); 0 is "auto"
-    client_processes: int = 0
 
 
 # Streams one client process reads in "auto": one process keeps its timestamps within a few

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from perfgate import registry
+from perfgate.documents.records import RequestRecord
 from perfgate.history import Detection, Night
 from perfgate.measure import metrics
-from perfgate.measure.records import RequestRecord
 
 COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
 

@@ -22,8 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from perfgate import profiling, steps
+from perfgate.documents.bench import BenchConfig
 from perfgate.documents.kernels import ProfileError
-from perfgate.measure.bench import BenchConfig, BenchError, run_bench
+from perfgate.measure.bench import BenchError, run_bench
 from perfgate.run.servers import workload_config
 from perfgate.run.state import CompareRun, ProfiledStart, RunFailed, SayFn
 from perfgate.scenario import Scenario

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import redact
-from perfgate.measure.bench import BenchConfig, ProgressFn
+from perfgate.documents.bench import BenchConfig
+from perfgate.measure.bench import ProgressFn
 from perfgate.run import placement
 from perfgate.run.state import CompareRun, RunFailed, SayFn
 from perfgate.scenario import ArmSpec, Scenario

@@ -14,6 +14,7 @@ from typing import Any
 
 from perfgate import accuracy as acc
 from perfgate import environment
+from perfgate.documents.bench import BenchResult
 from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
 from perfgate.documents.io import (
     COMPARE_SCHEMA,
@@ -25,8 +26,8 @@ from perfgate.documents.io import (
     write_text_private,
 )
 from perfgate.documents.kernels import KernelInStep, KernelTable, StepGroup, Window
-from perfgate.measure.bench import BenchResult, ProgressFn
-from perfgate.measure.records import RequestRecord
+from perfgate.documents.records import RequestRecord
+from perfgate.measure.bench import ProgressFn
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.schedule import ARMS
 from perfgate.scenario import Scenario, ScenarioError

@@ -8,24 +8,15 @@ Model list and context length (``/v1/models``), version (``/version``), tokenize
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from perfgate.documents.bench import ServerInfo
+
 
 class EndpointError(Exception):
     """The server could not be used; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    base_url: str
-    models: tuple[str, ...]
-    model: str
-    max_model_len: int | None
-    version: str | None
-    root: str | None = None  # the model's path or hub id, as the server loaded it
 
 
 def _short(exc: BaseException) -> str:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from perfgate.documents.records import RequestRecord
 from perfgate.measure.metrics import e2el_ms, itl_ms, ttft_ms
-from perfgate.measure.records import RequestRecord
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer
 from tests.e2e.conftest import (
     MAX_MODEL_LEN,
