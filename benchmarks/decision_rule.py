@@ -5,7 +5,7 @@ Each simulated run draws one value per server start and metric (log-normal), fee
 ``perfgate.decide.comparison.compare_values`` look by look as ``perfgate compare`` would, applies
 ``perfgate.decide.family`` (Holm over the gated metrics and accuracy) and records the verdict.
 Accuracy is a paired GPQA-like evaluation (per-question difficulty from a Beta distribution, k
-samples per question) through ``perfgate.decide.stats.paired_accuracy``.
+samples per question) through ``perfgate.decide.accuracy.paired_accuracy``.
 
 Noise (log-scale SD of one start's value), measured:
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from perfgate.decide import family, stats
 from perfgate.decide import verdict as judge
+from perfgate.decide.accuracy import paired_accuracy
 from perfgate.decide.comparison import compare_values
 from perfgate.documents.compare import INCONCLUSIVE, AccuracyComparison
 from perfgate.registry import Threshold
@@ -125,7 +126,7 @@ def draw_accuracy(rng: np.random.Generator, a: Accuracy) -> AccuracyComparison:
     q = np.clip(p - a.drop, 0, 1)
     base = (rng.random((a.questions, a.k)) < p[:, None]).astype(int)
     cand = (rng.random((a.questions, a.k)) < q[:, None]).astype(int)
-    return stats.paired_accuracy(
+    return paired_accuracy(
         base.tolist(),
         cand.tolist(),
         max_drop=a.max_drop,

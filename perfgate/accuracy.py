@@ -27,14 +27,13 @@ import random
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from perfgate.decide.stats import paired_accuracy
-from perfgate.documents.compare import AccuracyComparison
-from perfgate.documents.io import EVAL_SCHEMA, from_fields, need
+from perfgate import redact
+from perfgate.documents.eval import AccuracyError, AccuracySpec, ArmAccuracy
+from perfgate.serve.server_api import probe_server
 
 BUNDLED_GPQA = Path(__file__).resolve().parent / "data" / "gpqa_synthetic.jsonl"
 HUB_DATASET = "Idavidrein/gpqa"
@@ -53,32 +52,6 @@ PROMPT = (
     "What is the correct answer to this question:{{Question}}\nChoices:\n(A) {{choice1}}\n"
     "(B) {{choice2}}\n(C) {{choice3}}\n(D) {{choice4}}\nLet's think step by step: "
 )
-
-
-class AccuracyError(Exception):
-    """The accuracy phase cannot run as configured; the message names the field and the fix."""
-
-
-@dataclass(frozen=True)
-class AccuracySpec:
-    """The scenario's ``[accuracy]`` section."""
-
-    enabled: bool = True
-    source: str = "bundled"  # bundled | local | hub
-    path: str | None = None  # local: CSV / JSONL in the hub's schema
-    subset: str = "diamond"  # hub: diamond | main | extended
-    k: int = 2  # evaluations per arm, each with its own seed
-    limit: int | None = None  # first N questions only
-    endpoint: str = "completions"  # completions -> local-completions, chat -> local-chat-...
-    temperature: float = 0.0
-    max_tokens: int = 1024
-    reasoning_effort: str | None = None  # GPT-OSS: low | medium | high
-    num_concurrent: int = 8
-    max_drop: float = 0.01  # accuracy drop (fraction, 0.01 = 1 pp) the gate tolerates
-    shuffle_seed: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- answer extraction
@@ -339,27 +312,6 @@ def lm_eval_model(chat: bool, model_args: dict[str, Any]) -> Any:
     )
 
 
-@dataclass
-class ArmAccuracy:
-    """One arm's per-question, per-repeat correctness (1/0), and what produced it."""
-
-    source: str
-    task: str
-    k: int
-    questions: list[str] = field(default_factory=list)  # doc ids, in order
-    correct: list[list[int]] = field(default_factory=list)  # [question][repeat]
-    no_answer: int = 0
-    samples: list[dict[str, Any]] = field(default_factory=list)  # per question x repeat
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def accuracy(self) -> float:
-        cells = [c for row in self.correct for c in row]
-        return sum(cells) / len(cells) if cells else float("nan")
-
-
 def auth_header(base_url: str, api_key: str | None) -> tuple[str, dict[str, str] | None]:
     """The URL without user-info, and the Authorization header to send instead: lm-eval sets
     that header itself on every request, which HTTP clients refuse to combine with
@@ -403,8 +355,6 @@ def output_to(log: Path) -> Iterator[None]:
 
 
 def _scrub_file(path: Path) -> None:
-    from perfgate import redact
-
     data = path.read_bytes()
     clean = redact.scrub_bytes(data)
     if clean != data:
@@ -497,60 +447,6 @@ def run_accuracy(
     return result
 
 
-def compare_arms(
-    baseline: ArmAccuracy,
-    candidate: ArmAccuracy,
-    spec: AccuracySpec,
-    *,
-    confidence: float = 0.95,
-) -> AccuracyComparison:
-    """The two arms compared question by question; they must have answered the same ones.
-    At temperature 0 the k evaluations of a question are replicas, not independent draws."""
-    if baseline.questions != candidate.questions:
-        raise AccuracyError("the arms answered different questions; cannot pair them")
-    return paired_accuracy(
-        baseline.correct,
-        candidate.correct,
-        max_drop=spec.max_drop,
-        confidence=confidence,
-        independent_repeats=spec.temperature > 0,
-    )
-
-
-@dataclass
-class EvalRun:
-    """``perfgate eval``: one server's accuracy, or two compared by question."""
-
-    spec: AccuracySpec
-    arms: dict[str, ArmAccuracy]
-    comparison: AccuracyComparison | None
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> EvalRun:
-        acc = need(d, "accuracy", "eval result")
-        comparison = acc.get("comparison")
-        return cls(
-            spec=from_fields(AccuracySpec, need(acc, "spec", "accuracy"), "accuracy.spec"),
-            arms={
-                a: from_fields(ArmAccuracy, x, f"accuracy.arms.{a}")
-                for a, x in need(acc, "arms", "accuracy").items()
-            },
-            comparison=None
-            if comparison is None
-            else from_fields(AccuracyComparison, comparison, "accuracy.comparison"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": EVAL_SCHEMA,
-            "accuracy": {
-                "spec": self.spec.to_json(),
-                "arms": {n: r.to_json() for n, r in self.arms.items()},
-                "comparison": None if self.comparison is None else asdict(self.comparison),
-            },
-        }
-
-
 def evaluate(
     spec: AccuracySpec,
     urls: dict[str, str],
@@ -560,11 +456,9 @@ def evaluate(
     work_root: Path,
     api_key: str | None,
     say: Callable[[str], None],
-) -> EvalRun:
+) -> dict[str, ArmAccuracy]:
     """GPQA against each named server (``baseline``, optionally ``candidate``), each in
-    ``work_root/eval-<name>``; with two, the comparison by question."""
-    from perfgate.serve.server_api import probe_server
-
+    ``work_root/eval-<name>``: each arm's answers, by name."""
     preflight(spec)
     arms: dict[str, ArmAccuracy] = {}
     for name, url in urls.items():
@@ -579,7 +473,4 @@ def evaluate(
             api_key=api_key,
             progress=lambda done, k, name=name: say(f"[{name}] run {done}/{k} done"),  # type: ignore[misc]
         )
-    comparison = None
-    if len(arms) == 2:
-        comparison = compare_arms(arms["baseline"], arms["candidate"], spec)
-    return EvalRun(spec, arms, comparison)
+    return arms

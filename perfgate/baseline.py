@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import registry
-from perfgate.accuracy import AccuracySpec, ArmAccuracy
 from perfgate.decide.comparison import start_values
+from perfgate.documents.eval import AccuracySpec, ArmAccuracy
 from perfgate.documents.io import ResultError, from_fields, unpacked, write_json
 from perfgate.registry import Threshold
 

@@ -24,10 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from perfgate import __version__, limits, profiling, redact, steps
-from perfgate.accuracy import AccuracyError, AccuracySpec, EvalRun, evaluate
+from perfgate.accuracy import evaluate
+from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.verdict import overall
 from perfgate.documents.bench import BenchConfig, BenchResult, Workload
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
+from perfgate.documents.eval import AccuracyError, AccuracySpec, EvalRun
 from perfgate.documents.io import (
     BENCH_SCHEMA,
     COMPARE_SCHEMA,
@@ -916,7 +918,7 @@ def eval_(
         urls = {"baseline": url, **({"candidate": candidate_url} if candidate_url else {})}
         for server_url in urls.values():
             redact.register(redact.url_secret(server_url))
-        run = evaluate(
+        arms = evaluate(
             spec,
             urls,
             model=model,
@@ -925,8 +927,10 @@ def eval_(
             api_key=os.environ.get("OPENAI_API_KEY") or None,
             say=err_console.print,
         )
+        paired = compare_arms(arms["baseline"], arms["candidate"], spec) if len(arms) == 2 else None
     except (AccuracyError, EndpointError, ResultError) as exc:
         fail(str(exc))
+    run = EvalRun(spec, arms, paired)
     doc = run.to_json()
     written, problem = (None, None)
     if out_path is not None:

@@ -75,9 +75,9 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import limits, redact, registry
-from perfgate.accuracy import AccuracySpec
 from perfgate.documents.bench import Workload
 from perfgate.documents.compare import StartNoise
+from perfgate.documents.eval import AccuracySpec
 from perfgate.documents.io import from_fields, need
 from perfgate.documents.kernels import KernelRule, ProfileError
 from perfgate.history import ChangeRule

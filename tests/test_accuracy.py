@@ -6,8 +6,6 @@ from perfgate.accuracy import (
     BUNDLED_GPQA,
     NO_ANSWER,
     REQUIRED_COLUMNS,
-    AccuracyError,
-    AccuracySpec,
     _SeedPerQuestion,
     extract_answer,
     extract_filter,
@@ -16,6 +14,7 @@ from perfgate.accuracy import (
     shuffled_choices,
     task_config,
 )
+from perfgate.documents.eval import AccuracyError, AccuracySpec
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from perfgate.decide.stats import mcnemar_one_sided, paired_accuracy
+from perfgate.decide.accuracy import mcnemar_one_sided, paired_accuracy
 from perfgate.documents.compare import INCONCLUSIVE, NO_CHANGE, REGRESSED
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from perfgate.decide import stats
+from perfgate.decide.accuracy import paired_accuracy
 from perfgate.documents.io import read_json
 from perfgate.report.gate import write_junit
 
@@ -72,7 +72,7 @@ def test_an_accuracy_only_regression_fails_the_accuracy_case(tmp_path):
     doc = read_json(RESULTS / "h200-splitk-plugin.json.xz")  # every timed metric passed
     right = [[1, 1]] * 150 + [[0, 0]] * 48
     worse = [[1, 1]] * 120 + [[0, 0]] * 78  # 15 pp fewer right, on the same questions
-    acc = stats.paired_accuracy(right, worse, max_drop=0.01, resamples=500)
+    acc = paired_accuracy(right, worse, max_drop=0.01, resamples=500)
     assert acc.verdict == "regressed"
     doc["accuracy"]["comparison"] = asdict(acc)
     root = junit(tmp_path, doc)

@@ -95,8 +95,8 @@ def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
 
 
 def test_accuracy_table_shows_scores_difference_p_and_verdict():
-    from perfgate.accuracy import ArmAccuracy
-    from perfgate.decide.stats import paired_accuracy
+    from perfgate.decide.accuracy import paired_accuracy
+    from perfgate.documents.eval import ArmAccuracy
     from perfgate.report.markdown import render_accuracy_section
 
     base = [[1, 1], [0, 1], [1, 0], [0, 0]] * 10
@@ -189,8 +189,8 @@ def test_user_and_server_text_cannot_inject_markup_or_break_the_report():
 def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply():
     from dataclasses import asdict
 
-    from perfgate.accuracy import ArmAccuracy
-    from perfgate.decide.stats import paired_accuracy
+    from perfgate.decide.accuracy import paired_accuracy
+    from perfgate.documents.eval import ArmAccuracy
     from perfgate.report.markdown import render_accuracy_section
 
     letters = {"baseline": [["A", "A"], ["B", "C"], ["D", "D"]],

@@ -121,7 +121,7 @@ def test_junit_has_a_case_per_gated_metric_and_assertion_and_fails_the_regressed
 def with_answers(doc, correct_by_arm, **spec):
     """A stored compare document given GPQA answers per arm (the CPU tests' stand-in for a run
     that measured accuracy; the e2e nightly test measures them on CPU vLLM)."""
-    from perfgate.accuracy import AccuracySpec, ArmAccuracy
+    from perfgate.documents.eval import AccuracySpec, ArmAccuracy
 
     n = len(next(iter(correct_by_arm.values())))
     questions = [f"q{i}" for i in range(n)]
@@ -162,7 +162,7 @@ def test_a_baseline_keeps_the_arms_answers_per_question_not_their_texts():
 def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anything_runs():
     from dataclasses import replace
 
-    from perfgate.accuracy import AccuracySpec
+    from perfgate.documents.eval import AccuracySpec
     from perfgate.run.gate import check_reference_accuracy
     from perfgate.run.state import CompareRun
     from perfgate.scenario import ScenarioError
@@ -181,7 +181,8 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
 
 
 def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_holds_a_pass():
-    from perfgate.accuracy import AccuracySpec, ArmAccuracy, compare_arms
+    from perfgate.decide.accuracy import compare_arms
+    from perfgate.documents.eval import AccuracySpec, ArmAccuracy
     from perfgate.history import Detection
     from perfgate.run.gate import _decide
     from perfgate.run.state import CompareRun

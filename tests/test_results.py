@@ -66,7 +66,8 @@ def test_a_compare_document_round_trips_through_its_types():
 
 
 def test_an_eval_document_round_trips_through_its_types():
-    from perfgate.accuracy import AccuracySpec, ArmAccuracy, EvalRun, compare_arms
+    from perfgate.decide.accuracy import compare_arms
+    from perfgate.documents.eval import AccuracySpec, ArmAccuracy, EvalRun
 
     arms = {
         a: ArmAccuracy("bundled", "perfgate_gpqa", 2, ["q1", "q2"], [[1, 0], [c, 1]])

@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from perfgate import accuracy as acc
 from perfgate import baseline as bl
 from perfgate import environment
 from perfgate.decide import family
+from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare_values, start_values
 from perfgate.documents.compare import (
     COMPLETE,
@@ -156,7 +156,7 @@ def _against_baseline(run: CompareRun, base: bl.Baseline) -> None:
         assert base.accuracy is not None, "check_baseline refuses a baseline without answers"
         _, reference = bl.reference_accuracy(base.accuracy)
         run.accuracy["baseline"] = reference  # the stored answers stand in for a baseline arm
-        answers = acc.compare_arms(
+        answers = compare_arms(
             reference, run.accuracy["candidate"], sc.accuracy, confidence=1 - run.alpha
         )
     run.comparison, run.accuracy_comparison = family.apply(rows, answers, alpha=run.alpha)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from perfgate import accuracy as acc
 from perfgate import environment, registry
+from perfgate.documents.eval import AccuracyError
 from perfgate.scenario import BUILTIN_TINY, Scenario, ScenarioError
 from perfgate.serve.server import model_problem
 from perfgate.testmodels import tinymodel
@@ -31,7 +32,7 @@ def preflight(scenario: Scenario) -> None:
     if scenario.accuracy.enabled:
         try:
             acc.preflight(scenario.accuracy)
-        except acc.AccuracyError as exc:
+        except AccuracyError as exc:
             raise ScenarioError(f"{scenario.source}: {exc}") from None
         try:
             import lm_eval  # noqa: F401

@@ -39,9 +39,11 @@ from typing import Any
 from perfgate import __version__
 from perfgate import accuracy as acc
 from perfgate.decide import decidability, family, kernels
+from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare
 from perfgate.decide.stats import INTERIM_SHARE, look_share
 from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
+from perfgate.documents.eval import AccuracyError
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
@@ -424,7 +426,7 @@ def _run_accuracy(
             api_key=run.scenario.api_key(arm_name),
             progress=lambda done, k: say(f"[{arm_name}] accuracy: run {done}/{k} done"),
         )
-    except acc.AccuracyError as exc:
+    except AccuracyError as exc:
         check_alive(servers or {}, wait_s=5.0)
         raise RunFailed(f"{arm_name} accuracy: {exc}") from exc
     run.accuracy[arm_name] = result
@@ -599,11 +601,11 @@ def judge_run(run: CompareRun, *, accuracy: bool) -> None:
 
 def compare_accuracy(run: CompareRun) -> AccuracyComparison:
     try:
-        return acc.compare_arms(
+        return compare_arms(
             run.accuracy["baseline"],
             run.accuracy["candidate"],
             run.scenario.accuracy,
             confidence=run.scenario.confidence,
         )
-    except acc.AccuracyError as exc:
+    except AccuracyError as exc:
         raise RunFailed(str(exc), "invalid") from None

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfgate import accuracy as acc
 from perfgate import environment
 from perfgate.documents.bench import BenchResult
 from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
+from perfgate.documents.eval import ArmAccuracy
 from perfgate.documents.io import (
     COMPARE_SCHEMA,
     ResultError,
@@ -159,7 +159,7 @@ class CompareRun:
     status: str = "running"
     error: str | None = None
     comparison: list[MetricComparison] = field(default_factory=list)
-    accuracy: dict[str, acc.ArmAccuracy] = field(default_factory=dict)
+    accuracy: dict[str, ArmAccuracy] = field(default_factory=dict)
     accuracy_comparison: AccuracyComparison | None = None
     profiles: dict[str, KernelTable] = field(default_factory=dict)  # first window's
     kernel_checks: list[dict[str, Any]] = field(default_factory=list)  # every window's
@@ -262,7 +262,7 @@ class CompareRun:
         ]
         acc_doc = d.get("accuracy") or {}
         run.accuracy = {
-            a: from_fields(acc.ArmAccuracy, x, f"accuracy.arms.{a}")
+            a: from_fields(ArmAccuracy, x, f"accuracy.arms.{a}")
             for a, x in (acc_doc.get("arms") or {}).items()
         }
         if acc_doc.get("comparison"):

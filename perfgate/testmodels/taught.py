@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfgate.accuracy import AccuracySpec, output_to, task_config
+from perfgate.accuracy import output_to, task_config
+from perfgate.documents.eval import AccuracySpec
 
 P_CORRECT = 0.7  # the taught probability of the correct letter, per question
 DEGRADED_ACCURACY = 0.4  # the damaged copy's expected accuracy

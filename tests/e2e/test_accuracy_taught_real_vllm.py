@@ -19,13 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from perfgate.accuracy import (
-    BUNDLED_GPQA,
-    REQUIRED_COLUMNS,
-    AccuracySpec,
-    ArmAccuracy,
-    compare_arms,
-)
+from perfgate.accuracy import BUNDLED_GPQA, REQUIRED_COLUMNS
+from perfgate.decide.accuracy import compare_arms
+from perfgate.documents.eval import AccuracySpec, ArmAccuracy
 from perfgate.serve.server import ServerSpec, VllmServer
 from perfgate.testmodels import taught
 from tests.e2e.conftest import MAX_MODEL_LEN, cpu_server_env, perfgate
