@@ -41,7 +41,7 @@ from perfgate.decide import verdict as judge
 from perfgate.decide.accuracy import paired_accuracy
 from perfgate.decide.comparison import compare_values
 from perfgate.documents.compare import INCONCLUSIVE, AccuracyComparison
-from perfgate.registry import Threshold
+from perfgate.documents.spec import Threshold
 
 METRICS = ("median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "output_throughput", "median_ttft_ms")
 SHIFTED = {"median_tpot_ms": 1, "p99_tpot_ms": 1, "median_itl_ms": 1, "output_throughput": -1}

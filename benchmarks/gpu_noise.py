@@ -22,7 +22,7 @@ from typing import Any
 
 from perfgate.decide.comparison import start_values
 from perfgate.documents.io import read_json
-from perfgate.registry import Threshold
+from perfgate.documents.spec import Threshold
 from perfgate.run.state import CompareRun
 
 

@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-from perfgate.history import ChangeRule, Night, NightMetric, detect
+from perfgate.documents.spec import ChangeRule
+from perfgate.history import Night, NightMetric, detect
 
 TOL = 0.02  # the gate's tolerance for the metric (a 5% step is beyond it)
 PENALTIES = (4.0, 6.0)

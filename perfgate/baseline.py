@@ -37,7 +37,7 @@ from perfgate import registry
 from perfgate.decide.comparison import start_values
 from perfgate.documents.eval import AccuracySpec, ArmAccuracy
 from perfgate.documents.io import ResultError, from_fields, unpacked, write_json
-from perfgate.registry import Threshold
+from perfgate.documents.spec import Threshold
 
 BASELINE_SCHEMA = "perfgate.baseline/1"
 MACHINE_FIELDS = ("gpu", "driver", "cuda", "cpu", "scenario_hash")

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from perfgate.documents.io import ResultError, jsonable
+from perfgate.documents.spec import ChangeRule
 
 HISTORY_SCHEMA = "perfgate.history/1"
 
@@ -111,16 +112,6 @@ def append_night(path: Path, night: Night) -> None:
     line = json.dumps(jsonable(night.to_json()), allow_nan=False)
     with path.open("a") as f:
         f.write(line + "\n")
-
-
-@dataclass(frozen=True)
-class ChangeRule:
-    """``[gate]``: the change-point rule's parameters (see the module docstring)."""
-
-    min_nights: int = 3  # how long a change must persist (nights from it to tonight)
-    penalty: float = 6.0  # times sigma^2 * log(n nights)
-    min_segment: int = 2  # the shortest segment PELT may cut
-    sigma: float | None = None  # night-to-night SD of the log ratio; None: from the history
 
 
 def noise_sigma(logs: Sequence[float]) -> float:

@@ -60,19 +60,6 @@ class Latency:
     gateable: bool = True
 
 
-@dataclass(frozen=True)
-class Threshold:
-    """A gate on a registered metric: ``tolerance`` is the relative change in the bad
-    direction the gate accepts (0.02 = 2%)."""
-
-    metric: str
-    tolerance: float
-
-    @property
-    def higher_is_better(self) -> bool:
-        return get(self.metric).higher_is_better
-
-
 GATED_STATS = ("mean", "median", "p90", "p95", "p99")
 LATENCIES: dict[str, Latency] = {}
 METRICS: dict[str, Metric] = {}

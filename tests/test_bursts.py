@@ -11,6 +11,7 @@ import pytest
 
 from perfgate.documents.compare import INCONCLUSIVE, INVALID
 from perfgate.documents.records import RequestRecord
+from perfgate.documents.spec import Threshold
 from perfgate.measure.bursts import (
     ITL_METRICS,
     LoopMonitor,
@@ -18,7 +19,6 @@ from perfgate.measure.bursts import (
     bucket_quantile,
 )
 from perfgate.measure.server_metrics import histogram_buckets
-from perfgate.registry import Threshold
 from perfgate.run import runner
 from perfgate.scenario import load
 from tests.test_compare import tpot_repeat

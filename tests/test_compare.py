@@ -10,8 +10,8 @@ from perfgate import registry
 from perfgate.decide import family
 from perfgate.decide.comparison import RepeatData, compare, compare_values
 from perfgate.documents.compare import StartNoise
+from perfgate.documents.spec import Threshold
 from perfgate.measure.summary import compute_metrics
-from perfgate.registry import Threshold
 from perfgate.run.schedule import round_order
 from tests.test_metrics import MS, rec
 

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from perfgate.decide import decidability, stats
-from perfgate.registry import Threshold
+from perfgate.documents.spec import ScenarioError, Threshold
 from perfgate.run.runner import check_design, design_decidability
-from perfgate.scenario import ScenarioError, parse
+from perfgate.scenario import parse
 
 ALPHA = 0.025  # 95% two-sided, fixed design
 

@@ -11,8 +11,8 @@ import pytest
 
 from perfgate import baseline as bl
 from perfgate.documents.io import ResultError, read_json
+from perfgate.documents.spec import ChangeRule
 from perfgate.history import (
-    ChangeRule,
     Night,
     NightMetric,
     append_night,
@@ -163,9 +163,9 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
     from dataclasses import replace
 
     from perfgate.documents.eval import AccuracySpec
+    from perfgate.documents.spec import ScenarioError
     from perfgate.run.gate import check_reference_accuracy
     from perfgate.run.state import CompareRun
-    from perfgate.scenario import ScenarioError
 
     doc = read_json(GPU_RUNS / "h200-aa-pinning.json.xz")
     scenario = CompareRun.from_json(doc).scenario

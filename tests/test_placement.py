@@ -98,7 +98,8 @@ def test_gpu_sampler_without_nvidia_smi_records_nothing(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("value", ["sometimes", 3])
 def test_pin_cpus_must_be_true_false_or_auto(tmp_path, value):
-    from perfgate.scenario import ScenarioError, load
+    from perfgate.documents.spec import ScenarioError
+    from perfgate.scenario import load
 
     text = (
         'name = "x"\nmodel = "builtin:tiny-llama"\n[server]\npin_cpus = '

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from perfgate.documents.io import read_json
-from perfgate.history import ChangeRule, Night, NightMetric, detect
+from perfgate.documents.spec import ChangeRule
+from perfgate.history import Night, NightMetric, detect
 from perfgate.report import plots
 from perfgate.report.markdown import render_compare_markdown
 

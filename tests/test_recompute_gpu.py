@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from perfgate.documents.io import read_json
-from perfgate.registry import Threshold
+from perfgate.documents.spec import Threshold
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.runner import new_design, recompute
 from perfgate.run.state import CompareRun, Repeat

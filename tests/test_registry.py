@@ -8,10 +8,11 @@ import pytest
 
 from perfgate import registry
 from perfgate.decide.comparison import compare
+from perfgate.documents.spec import ScenarioError, Threshold
 from perfgate.measure.metrics import NS_PER_MS
-from perfgate.registry import Latency, Threshold
+from perfgate.registry import Latency
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.scenario import ScenarioError, parse
+from perfgate.scenario import parse
 from tests.test_compare import repeat
 from tests.test_markdown import run_doc
 

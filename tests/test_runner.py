@@ -221,7 +221,7 @@ def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path,
 
 
 def test_parallel_gpus_are_two_different_gpus_on_arms_perfgate_starts():
-    from perfgate.scenario import ScenarioError
+    from perfgate.documents.spec import ScenarioError
 
     for bad in (["0"], ["0", "0"], [0, 1], "0,1"):
         with pytest.raises(ScenarioError, match="parallel_gpus must be two different GPUs"):

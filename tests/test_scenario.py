@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from perfgate import registry
+from perfgate.documents.spec import Budget, ScenarioError
 from perfgate.scenario import (
     DEFAULT_THRESHOLDS,
-    Budget,
-    ScenarioError,
     builtin_names,
     load,
     load_builtin,
@@ -32,7 +32,8 @@ def test_minimal_scenario_gets_the_default_gate():
     assert s.model == "m" and s.starts == 3 and s.repeats_per_start == 1
     assert s.budget is None and s.primary is None and s.workload.max_concurrency == 8
     assert {t.metric: t.tolerance for t in s.thresholds} == DEFAULT_THRESHOLDS
-    assert [t.higher_is_better for t in s.thresholds if t.metric == "output_throughput"] == [True]
+    assert "output_throughput" in DEFAULT_THRESHOLDS
+    assert registry.get("output_throughput").higher_is_better
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ from perfgate import registry
 from perfgate.decide import stats, verdict
 from perfgate.documents.compare import INCONCLUSIVE, MetricComparison, StartNoise
 from perfgate.documents.records import RequestRecord
-from perfgate.registry import PerRequest, Threshold
+from perfgate.documents.spec import Threshold
+from perfgate.registry import PerRequest
 
 
 class Measured(Protocol):

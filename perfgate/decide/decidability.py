@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from perfgate import registry
 from perfgate.decide import stats
-from perfgate.registry import Threshold
+from perfgate.documents.spec import Threshold
 
 POWER = 0.9  # as the plans of an inconclusive run (stats.starts_plan)
 CAP = 10_000

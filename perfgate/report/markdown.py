@@ -20,8 +20,8 @@ from perfgate.decide.comparison import group_by_start
 from perfgate.documents.compare import MetricComparison
 from perfgate.documents.io import from_fields
 from perfgate.documents.kernels import KernelTable, short_name
+from perfgate.documents.spec import Budget
 from perfgate.profiling import diff_tables
-from perfgate.scenario import Budget
 
 VERDICT_LINE = {
     "pass": "✅ **pass**: no gated metric regressed",

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import baseline as bl
-from perfgate import environment
+from perfgate import environment, registry
 from perfgate.decide import family
 from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare_values, start_values
@@ -48,12 +48,12 @@ from perfgate.documents.compare import (
     MetricComparison,
     exit_code,
 )
+from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.history import Detection, Night, NightMetric, append_night, detect, read_history
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.state import CompareRun, SayFn, make_run_dir
-from perfgate.scenario import Scenario, ScenarioError
 
 
 @dataclass
@@ -212,7 +212,10 @@ def run_gate(
     )
     append_night(history_path, night)
     nights = read_history(history_path)
-    tolerances = {t.metric: (t.tolerance, t.higher_is_better) for t in scenario.thresholds}
+    tolerances = {
+        t.metric: (t.tolerance, registry.get(t.metric).higher_is_better)
+        for t in scenario.thresholds
+    }
     detection = Detection()
     for metric, tol in tolerances.items():
         # the night-to-night noise: the baseline's calibration, else estimated from the history

@@ -8,7 +8,8 @@ from pathlib import Path
 from perfgate import accuracy as acc
 from perfgate import environment, registry
 from perfgate.documents.eval import AccuracyError
-from perfgate.scenario import BUILTIN_TINY, Scenario, ScenarioError
+from perfgate.documents.spec import Scenario, ScenarioError
+from perfgate.scenario import BUILTIN_TINY
 from perfgate.serve.server import model_problem
 from perfgate.testmodels import tinymodel
 

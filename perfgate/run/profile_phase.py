@@ -24,10 +24,10 @@ from pathlib import Path
 from perfgate import profiling, steps
 from perfgate.documents.bench import BenchConfig
 from perfgate.documents.kernels import ProfileError
+from perfgate.documents.spec import Scenario
 from perfgate.measure.bench import BenchError, run_bench
 from perfgate.run.servers import workload_config
 from perfgate.run.state import CompareRun, ProfiledStart, RunFailed, SayFn
-from perfgate.scenario import Scenario
 
 
 def profiler_args(trace_dir: Path) -> tuple[str, ...]:

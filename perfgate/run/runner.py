@@ -44,6 +44,7 @@ from perfgate.decide.comparison import compare
 from perfgate.decide.stats import INTERIM_SHARE, look_share
 from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
 from perfgate.documents.eval import AccuracyError
+from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
@@ -53,7 +54,6 @@ from perfgate.run.profile_phase import profile_window, profiler_args
 from perfgate.run.schedule import ARMS, gpus_of, new_seed, repeat_order, round_order
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
 from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
-from perfgate.scenario import Scenario, ScenarioError
 from perfgate.serve.server import ServerSpec, VllmServer
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from perfgate import redact
 from perfgate.documents.bench import BenchConfig
+from perfgate.documents.spec import ArmSpec, Scenario
 from perfgate.measure.bench import ProgressFn
 from perfgate.run import placement
 from perfgate.run.state import CompareRun, RunFailed, SayFn
-from perfgate.scenario import ArmSpec, Scenario
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer
 
 

@@ -27,10 +27,10 @@ from perfgate.documents.io import (
 )
 from perfgate.documents.kernels import KernelInStep, KernelTable, StepGroup, Window
 from perfgate.documents.records import RequestRecord
+from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.measure.bench import ProgressFn
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.schedule import ARMS
-from perfgate.scenario import Scenario, ScenarioError
 
 
 class RunFailed(Exception):
