@@ -7,15 +7,15 @@ import pytest
 from perfgate import registry
 from perfgate.documents.spec import Budget, ScenarioError
 from perfgate.scenario import (
-    DEFAULT_THRESHOLDS,
     builtin_names,
     load,
     load_builtin,
     parse,
-    parse_budget,
     parse_env_pairs,
     with_overrides,
 )
+from perfgate.scenario_fields import parse_budget
+from perfgate.scenario_tables import DEFAULT_THRESHOLDS
 
 MINIMAL = {"model": "m", "arms": {"baseline": {}, "candidate": {}}}
 
