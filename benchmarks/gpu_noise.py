@@ -22,8 +22,8 @@ from typing import Any
 
 from perfgate.decide.comparison import start_values
 from perfgate.documents.io import read_json
+from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import Threshold
-from perfgate.run.state import CompareRun
 
 
 def _sd_log(values: list[float]) -> float:

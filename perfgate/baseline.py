@@ -37,6 +37,7 @@ from perfgate import registry
 from perfgate.decide.comparison import start_values
 from perfgate.documents.eval import AccuracySpec, ArmAccuracy
 from perfgate.documents.io import ResultError, from_fields, unpacked, write_json
+from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import Threshold
 
 BASELINE_SCHEMA = "perfgate.baseline/1"
@@ -204,8 +205,6 @@ def _software(doc: dict[str, Any], arm: str) -> dict[str, Any]:
 
 def from_run(doc: dict[str, Any], arm: str, source: str) -> Baseline:
     """A baseline of one arm of a stored compare document (through ``CompareRun``)."""
-    from perfgate.run.state import CompareRun
-
     if doc.get("status") != "complete":
         raise ResultError(
             f"{source}: the run did not complete (status {doc.get('status')!r}); a baseline "

@@ -40,6 +40,7 @@ from perfgate.documents.io import (
     write_json_or_fallback,
 )
 from perfgate.documents.kernels import ProfileError
+from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.measure.bench import BenchError, run_bench, run_bench_serving, validate_config
 from perfgate.report.bench_text import render_bench_text
@@ -53,7 +54,7 @@ from perfgate.report.markdown import (
 from perfgate.report.plots import request_timeline
 from perfgate.run.runner import recompute as recompute_result
 from perfgate.run.runner import run_compare
-from perfgate.run.state import CompareRun, RunFailed
+from perfgate.run.state import RunFailed
 from perfgate.scenario import builtin_names, load_builtin, parse_env_pairs, with_overrides
 from perfgate.scenario import load as load_scenario
 from perfgate.serve.server import ServerError, ServerSpec

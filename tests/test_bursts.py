@@ -11,6 +11,7 @@ import pytest
 
 from perfgate.documents.compare import INCONCLUSIVE, INVALID
 from perfgate.documents.records import RequestRecord
+from perfgate.documents.run import CompareRun, Repeat
 from perfgate.documents.spec import Threshold
 from perfgate.measure.bursts import (
     ITL_METRICS,
@@ -152,12 +153,12 @@ def test_a_bursty_repeat_takes_the_itl_rows_out_of_the_gate_and_leaves_tpot_alon
         load(ROOT / "scenarios" / "demo-cpu.toml"),
         thresholds=(Threshold("median_tpot_ms", 0.25), Threshold("median_itl_ms", 0.25)),
     )
-    run = runner.CompareRun(scenario=scenario, run_dir=ROOT, command="t", environment={})
+    run = CompareRun(scenario=scenario, command="t", environment={})
     run.design = runner.new_design(scenario)
     for arm, base in (("baseline", 3.0), ("candidate", 3.01)):
         for start in range(3):
             data = tpot_repeat([base + 0.01 * start] * 8, start)
-            run.repeats[arm].append(runner.Repeat(bench_result(data), 0, start))
+            run.repeats[arm].append(Repeat(bench_result(data), 0, start))
     runner.compare_repeats(run)
     assert {r.metric: r.verdict for r in run.comparison}["median_itl_ms"] != INVALID
     bursty = analyze([record(0, [3.0] * 40 + [400.0])])

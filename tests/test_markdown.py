@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 
 from perfgate.documents.bench import BenchConfig, BenchResult, ServerInfo
+from perfgate.documents.run import CompareRun, Repeat
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.runner import judge_run, new_design
-from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
@@ -45,7 +45,6 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=No
     rng = np.random.default_rng(0)
     run = CompareRun(
         scenario=scenario,
-        run_dir=Path("/tmp/unused"),
         command="perfgate compare --scenario scenarios/demo-cpu.toml",
         started_at="2026-01-01T00:00:00+0000",
         environment=ENV,

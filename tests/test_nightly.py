@@ -163,9 +163,9 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
     from dataclasses import replace
 
     from perfgate.documents.eval import AccuracySpec
+    from perfgate.documents.run import CompareRun
     from perfgate.documents.spec import ScenarioError
     from perfgate.run.gate import check_reference_accuracy
-    from perfgate.run.state import CompareRun
 
     doc = read_json(GPU_RUNS / "h200-aa-pinning.json.xz")
     scenario = CompareRun.from_json(doc).scenario
@@ -183,9 +183,9 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
 def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_holds_a_pass():
     from perfgate.decide.accuracy import compare_arms
     from perfgate.documents.eval import AccuracySpec, ArmAccuracy
+    from perfgate.documents.run import CompareRun
     from perfgate.history import Detection
     from perfgate.run.gate import _decide
-    from perfgate.run.state import CompareRun
 
     spec = AccuracySpec(k=1, temperature=0.0, max_drop=0.02)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from perfgate.documents.io import read_json
+from perfgate.documents.run import CompareRun, Repeat
 from perfgate.documents.spec import Threshold
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.run.runner import new_design, recompute
-from perfgate.run.state import CompareRun, Repeat
 from perfgate.scenario import load
 from tests.test_compare import tpot_repeat
 from tests.test_markdown import ENV, bench_result
@@ -32,7 +32,6 @@ def issue_run(name: str) -> dict:
     scenario = replace(scenario, thresholds=(Threshold("median_tpot_ms", 0.01),), seed=0)
     run = CompareRun(
         scenario=scenario,
-        run_dir=Path("."),
         command="examples/router_gemm_plugin/run_three_arms.sh",  # as it was then
         environment=ENV,
     )

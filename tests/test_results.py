@@ -31,8 +31,8 @@ def test_stored_h200_results_read_back_typed_through_the_one_migration():
     import lzma
     from pathlib import Path
 
+    from perfgate.documents.run import Repeat, migrate
     from perfgate.run.runner import recompute
-    from perfgate.run.state import Repeat, migrate
 
     files = sorted((Path(__file__).resolve().parents[1] / "docs/gpu/results").glob("*.json.xz"))
     assert len(files) >= 5
@@ -57,7 +57,7 @@ def test_reading_a_damaged_document_names_the_missing_key():
 
 
 def test_a_compare_document_round_trips_through_its_types():
-    from perfgate.run.state import CompareRun
+    from perfgate.documents.run import CompareRun
     from tests.test_markdown import run_doc
 
     doc = json.loads(json.dumps(run_doc(4.0, starts={"baseline": [0, 1], "candidate": [0, 1]})))

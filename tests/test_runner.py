@@ -9,6 +9,7 @@ import pytest
 
 from perfgate.run import runner
 from perfgate.run.servers import server_spec
+from perfgate.run.state import LiveRun
 from perfgate.scenario import parse, with_overrides
 
 ARMS = {"baseline": {}, "candidate": {"env": {"VLLM_PLUGINS": "mine"}}}
@@ -99,7 +100,7 @@ def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None, be
         },
         "x.toml",
     )
-    run = runner.CompareRun(scenario=s, run_dir=tmp_path, command="test")
+    run = LiveRun(scenario=s, run_dir=tmp_path, command="test")
     run.design = runner.new_design(s)
     runner._run_rounds(run, "m", lambda _msg: None)
     run.spans = spans

@@ -53,12 +53,12 @@ from perfgate.history import Detection, Night, NightMetric, append_night, detect
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
 from perfgate.run.preflight import preflight, resolve_model
-from perfgate.run.state import CompareRun, SayFn, make_run_dir
+from perfgate.run.state import LiveRun, SayFn, make_run_dir
 
 
 @dataclass
 class GateOutcome:
-    run: CompareRun
+    run: LiveRun
     night: Night
     nights: list[Night]
     detection: Detection
@@ -126,7 +126,7 @@ def check_reference_accuracy(scenario: Scenario, base: bl.Baseline, where: Path)
             )
 
 
-def _tonight(run: CompareRun, model: str, starts: int, say: SayFn) -> None:
+def _tonight(run: LiveRun, model: str, starts: int, say: SayFn) -> None:
     """``starts`` server starts of tonight's build (the candidate arm), one after another;
     accuracy, when the scenario has it, on the last (after its timed repeats)."""
     for i in range(starts):
@@ -136,7 +136,7 @@ def _tonight(run: CompareRun, model: str, starts: int, say: SayFn) -> None:
         runner._one_start(run, model, say, "candidate", with_accuracy=with_accuracy)
 
 
-def _against_baseline(run: CompareRun, base: bl.Baseline) -> None:
+def _against_baseline(run: LiveRun, base: bl.Baseline) -> None:
     sc = run.scenario
     windows = [w.metrics for w in run.windows["candidate"]]
     rows: list[MetricComparison] = []
@@ -184,7 +184,7 @@ def run_gate(
         run = runner.run_compare(scenario, run_dir, command, say, plots=plots)
     else:
         preflight(scenario)
-        run = CompareRun(scenario=scenario, run_dir=run_dir, command=command)
+        run = LiveRun(scenario=scenario, run_dir=run_dir, command=command)
         run.design = {**runner.new_design(scenario), "gate": "against the stored baseline"}
         make_run_dir(run_dir)
         run.save()

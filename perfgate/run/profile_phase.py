@@ -24,10 +24,11 @@ from pathlib import Path
 from perfgate import profiling, steps
 from perfgate.documents.bench import BenchConfig
 from perfgate.documents.kernels import ProfileError
+from perfgate.documents.run import ProfiledStart
 from perfgate.documents.spec import Scenario
 from perfgate.measure.bench import BenchError, run_bench
 from perfgate.run.servers import workload_config
-from perfgate.run.state import CompareRun, ProfiledStart, RunFailed, SayFn
+from perfgate.run.state import LiveRun, RunFailed, SayFn
 
 
 def profiler_args(trace_dir: Path) -> tuple[str, ...]:
@@ -77,7 +78,7 @@ def _post(url: str, timeout_s: float) -> None:
 
 
 def profile_window(
-    run: CompareRun, arm_name: str, url: str, start: int, trace_dir: Path, say: SayFn
+    run: LiveRun, arm_name: str, url: str, start: int, trace_dir: Path, say: SayFn
 ) -> ProfiledStart:
     """Profile one window on the arm's start ``start`` and record it in the run (saved). A
     violated expect/forbid assertion -> RunFailed "invalid" (the window is kept)."""

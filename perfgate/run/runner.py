@@ -44,6 +44,7 @@ from perfgate.decide.comparison import compare
 from perfgate.decide.stats import INTERIM_SHARE, look_share
 from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
 from perfgate.documents.eval import AccuracyError
+from perfgate.documents.run import ARMS, CompareRun, Repeat
 from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
 from perfgate.measure.bursts import ITL_METRICS
@@ -51,9 +52,9 @@ from perfgate.report.plots import compare_plots
 from perfgate.run import placement
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.profile_phase import profile_window, profiler_args
-from perfgate.run.schedule import ARMS, gpus_of, new_seed, repeat_order, round_order
+from perfgate.run.schedule import gpus_of, new_seed, repeat_order, round_order
 from perfgate.run.servers import check_alive, labelled, serve, server_spec, workload_config
-from perfgate.run.state import CompareRun, Repeat, RunFailed, SayFn, make_run_dir
+from perfgate.run.state import LiveRun, RunFailed, SayFn, make_run_dir
 from perfgate.serve.server import ServerSpec, VllmServer
 
 
@@ -65,7 +66,7 @@ def run_compare(
     bench_progress: ProgressFn | None = None,
     plots: bool = True,
     strict: bool = False,
-) -> CompareRun:
+) -> LiveRun:
     """Run the whole comparison. Raises ``RunFailed`` (results written) when it cannot finish.
 
     ``progress`` gets one line per phase; ``bench_progress`` (optional) per-request progress
@@ -74,7 +75,7 @@ def run_compare(
     say = progress or (lambda _msg: None)
     check_design(scenario, say, strict=strict)
     preflight(scenario)
-    run = CompareRun(
+    run = LiveRun(
         scenario=scenario, run_dir=run_dir, command=command, bench_progress=bench_progress
     )
     run.design = new_design(scenario)
@@ -91,7 +92,7 @@ def run_compare(
 
 
 @contextlib.contextmanager
-def recording(run: CompareRun, *, plots: bool = False) -> Iterator[None]:
+def recording(run: LiveRun, *, plots: bool = False) -> Iterator[None]:
     """Whatever happens inside, ``run.status`` says how it ended (an exception leaves as
     ``RunFailed`` carrying the run), results.json and report.md (and with ``plots`` the
     pictures) are written, and the run's compile caches are removed."""
@@ -121,7 +122,7 @@ def recording(run: CompareRun, *, plots: bool = False) -> Iterator[None]:
         shutil.rmtree(run.run_dir / "vllm-cache", ignore_errors=True)  # graphs, not results
 
 
-def _run_rounds(run: CompareRun, model: str, say: SayFn) -> None:
+def _run_rounds(run: LiveRun, model: str, say: SayFn) -> None:
     """Rounds of one start per arm until the design's end: ``starts`` rounds, or, with a
     budget, until a look decides or the budget is spent."""
     scenario = run.scenario
@@ -162,7 +163,7 @@ clock = time.monotonic  # the budget's clock (a test replaces it)
 FIRST_LOOK = 2
 
 
-def look(run: CompareRun, rounds: int, most: int, *, final: bool) -> str:
+def look(run: LiveRun, rounds: int, most: int, *, final: bool) -> str:
     """An interim (or the final) analysis after ``rounds`` of at most ``most`` starts per
     arm, at this look's share of alpha; its rows (Holm applied) kept in ``run.comparison``,
     the look recorded in ``run.design['looks']``. Returns the timed metrics' verdict."""
@@ -180,7 +181,7 @@ def look(run: CompareRun, rounds: int, most: int, *, final: bool) -> str:
 
 
 def _colocated_round(
-    run: CompareRun, model: str, say: SayFn, order: tuple[str, str], with_accuracy: bool
+    run: LiveRun, model: str, say: SayFn, order: tuple[str, str], with_accuracy: bool
 ) -> None:
     """Both arms' servers up at once (when both fit): the round's repeats alternate arm by
     arm, A B B A ... Each server starts when the round first needs it, so a candidate that
@@ -210,7 +211,7 @@ def _colocated_round(
 
 
 def _parallel_round(
-    run: CompareRun, model: str, say: SayFn, order: tuple[str, str], with_accuracy: bool
+    run: LiveRun, model: str, say: SayFn, order: tuple[str, str], with_accuracy: bool
 ) -> None:
     """Both arms at once on their own GPUs (``schedule.gpus_of``: the round's first arm on the
     first GPU): the servers start together, the timed repeats run together (one client
@@ -267,7 +268,7 @@ def _parallel_round(
         check_alive(servers)
 
 
-def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accuracy: bool) -> None:
+def _one_start(run: LiveRun, model: str, say: SayFn, arm_name: str, with_accuracy: bool) -> None:
     """One start of one arm (or its URL): warmups, the timed repeats, then (the first
     round) accuracy, which can then never disturb a timing of this start."""
     scenario = run.scenario
@@ -287,14 +288,14 @@ def _one_start(run: CompareRun, model: str, say: SayFn, arm_name: str, with_accu
         check_alive({arm_name: server})
 
 
-def _log(run: CompareRun, arm_name: str, number: int | None = None) -> Path:
+def _log(run: LiveRun, arm_name: str, number: int | None = None) -> Path:
     """``<arm>-<n>.log``, n counting every server start of the run (both arms)."""
     n = number or sum(len(v) for v in run.servers.values()) + 1
     return run.run_dir / f"{arm_name}-{n}.log"
 
 
 def _spec(
-    run: CompareRun,
+    run: LiveRun,
     arm_name: str,
     model: str,
     *,
@@ -318,14 +319,14 @@ def _trace_dir(log: Path) -> Path:
     return log.with_name(f"{log.stem}-trace")
 
 
-def _start_index(run: CompareRun, arm_name: str) -> int:
+def _start_index(run: LiveRun, arm_name: str) -> int:
     """Which of the arm's server starts is up (a running server: one start, 0)."""
     # (files from before per-start windows also list separate profiled starts: not counted)
     return max(0, sum(not s.get("profile") for s in run.servers[arm_name]) - 1)
 
 
 def _window(
-    run: CompareRun,
+    run: LiveRun,
     arm_name: str,
     url: str,
     say: SayFn,
@@ -350,7 +351,7 @@ def _window(
 
 
 def _run_repeats(
-    run: CompareRun,
+    run: LiveRun,
     arm_name: str,
     url: str,
     count: int,
@@ -406,7 +407,7 @@ def _run_repeats(
 
 
 def _run_accuracy(
-    run: CompareRun,
+    run: LiveRun,
     arm_name: str,
     url: str,
     model: str,

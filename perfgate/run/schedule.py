@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-ARMS = ("baseline", "candidate")
+from perfgate.documents.run import ARMS
 
 
 def round_order(seed: int, round_no: int) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from perfgate.documents.bench import BenchConfig
 from perfgate.documents.spec import ArmSpec, Scenario
 from perfgate.measure.bench import ProgressFn
 from perfgate.run import placement
-from perfgate.run.state import CompareRun, RunFailed, SayFn
+from perfgate.run.state import LiveRun, RunFailed, SayFn
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer
 
 
@@ -52,7 +52,7 @@ def compile_cache_root(run_dir: Path, arm_name: str) -> Path:
 
 @contextlib.contextmanager
 def serve(
-    run: CompareRun, arm_name: str, spec: ServerSpec, say: SayFn, *, slot: tuple[int, int] = (0, 1)
+    run: LiveRun, arm_name: str, spec: ServerSpec, say: SayFn, *, slot: tuple[int, int] = (0, 1)
 ) -> Iterator[VllmServer]:
     """A healthy server for ``arm_name``, pinned (``[server] pin_cpus``; ``slot`` = (i, k):
     the i-th of k servers running at once, each pinned within its own share of the cores)
@@ -100,7 +100,7 @@ def check_alive(servers: dict[str, VllmServer], wait_s: float = 0.0) -> None:
             raise RunFailed(f"{death}; everything measured before it is kept", "failed")
 
 
-def record_start(run: CompareRun, arm_name: str, server: VllmServer, log: Path) -> None:
+def record_start(run: LiveRun, arm_name: str, server: VllmServer, log: Path) -> None:
     """What the report's launch line and a reader of results.json need of a server start."""
     run.servers[arm_name].append(
         {
