@@ -25,8 +25,9 @@ import math
 
 import numpy as np
 
+from perfgate.documents.nightly import Night, NightMetric
 from perfgate.documents.spec import ChangeRule
-from perfgate.history import Night, NightMetric, detect
+from perfgate.history import detect
 
 TOL = 0.02  # the gate's tolerance for the metric (a 5% step is beyond it)
 PENALTIES = (4.0, 6.0)

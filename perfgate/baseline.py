@@ -25,22 +25,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from perfgate import registry
 from perfgate.decide.comparison import start_values
-from perfgate.documents.eval import AccuracySpec, ArmAccuracy
-from perfgate.documents.io import ResultError, from_fields, unpacked, write_json
+from perfgate.documents.io import ResultError, unpacked, write_json
+from perfgate.documents.nightly import Baseline, BaselineMetric, ReferenceAccuracy
 from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import Threshold
 
-BASELINE_SCHEMA = "perfgate.baseline/1"
 MACHINE_FIELDS = ("gpu", "driver", "cuda", "cpu", "scenario_hash")
 MAX_STARTS = 200  # per metric, the most recent kept
 
@@ -79,97 +76,6 @@ def mismatch(stored: dict[str, Any], now: dict[str, Any]) -> str | None:
         if stored.get(key) != now.get(key):
             return f"{key}: the baseline has {stored.get(key)!r}, this run {now.get(key)!r}"
     return None
-
-
-@dataclass
-class BaselineMetric:
-    per_start: list[float]
-    tolerance: float
-    higher_is_better: bool
-
-    @property
-    def cv(self) -> float:
-        """Between-start SD of the logs (~CV); NaN with fewer than two starts."""
-        logs = [math.log(v) for v in self.per_start if v > 0]
-        return statistics.stdev(logs) if len(logs) > 1 else math.nan
-
-
-@dataclass
-class Baseline:
-    scenario: str
-    machine: dict[str, Any]
-    software: dict[str, Any]
-    metrics: dict[str, BaselineMetric]
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    night_noise: dict[str, float] = field(default_factory=dict)  # night-to-night SD of logs
-    # {"spec": AccuracySpec JSON, "arm": ArmAccuracy JSON}: the reference build's answers
-    accuracy: dict[str, Any] | None = None
-    updated_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": BASELINE_SCHEMA,
-            "scenario": self.scenario,
-            "updated_at": self.updated_at,
-            "machine": self.machine,
-            "software": self.software,
-            "metrics": {
-                k: {**asdict(m), "starts": len(m.per_start), "cv": m.cv}
-                for k, m in self.metrics.items()
-            },
-            "night_noise": self.night_noise,
-            "accuracy": self.accuracy,
-            "sources": self.sources,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any], where: str) -> Baseline:
-        if d.get("schema") != BASELINE_SCHEMA:
-            raise ResultError(
-                f"{where}: schema {d.get('schema')!r}, expected {BASELINE_SCHEMA!r} (record one "
-                "with perfgate baseline record RESULT --out FILE)"
-            )
-        try:
-            metrics = {
-                k: BaselineMetric(
-                    [float(x) for x in v["per_start"] if x is not None],
-                    float(v["tolerance"]),
-                    bool(v["higher_is_better"]),
-                )
-                for k, v in d["metrics"].items()
-            }
-            return cls(
-                scenario=d["scenario"],
-                machine=dict(d["machine"]),
-                software=dict(d.get("software") or {}),
-                metrics=metrics,
-                sources=list(d.get("sources") or []),
-                night_noise={k: float(v) for k, v in (d.get("night_noise") or {}).items()},
-                accuracy=_accuracy_doc(d.get("accuracy"), where),
-                updated_at=d.get("updated_at", ""),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ResultError(f"{where}: not a perfgate baseline ({exc})") from None
-
-
-def _accuracy_doc(doc: Any, where: str) -> dict[str, Any] | None:
-    """The stored accuracy part, checked to read back as a spec and an arm's answers."""
-    if doc is None:
-        return None
-    try:
-        reference_accuracy(doc)
-    except (KeyError, TypeError, ValueError, ResultError) as exc:
-        raise ResultError(f"{where}: accuracy is not a stored GPQA result ({exc})") from None
-    return dict(doc)
-
-
-def reference_accuracy(doc: dict[str, Any]) -> tuple[AccuracySpec, ArmAccuracy]:
-    """The stored accuracy part as the spec it ran with and the arm's per-question answers."""
-    spec = from_fields(AccuracySpec, doc["spec"], "accuracy.spec")
-    arm = from_fields(ArmAccuracy, doc["arm"], "accuracy.arm")
-    if len(arm.questions) != len(arm.correct):
-        raise ValueError("accuracy.arm: questions and correct differ in length")
-    return spec, arm
 
 
 def load(path: Path) -> Baseline:
@@ -231,10 +137,7 @@ def from_run(doc: dict[str, Any], arm: str, source: str) -> Baseline:
         metrics=metrics,
         accuracy=None
         if answers is None
-        else {  # the answers, not their texts (hours of reasoning per question at k = 8)
-            "spec": run.scenario.accuracy.to_json(),
-            "arm": {**answers.to_json(), "samples": []},
-        },
+        else ReferenceAccuracy(run.scenario.accuracy, replace(answers, samples=[])),
         sources=[
             {
                 "run": source,

@@ -40,10 +40,12 @@ from perfgate.documents.io import (
     write_json_or_fallback,
 )
 from perfgate.documents.kernels import ProfileError
+from perfgate.documents.nightly import GateOutcome
 from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.measure.bench import BenchError, run_bench, run_bench_serving, validate_config
 from perfgate.report.bench_text import render_bench_text
+from perfgate.report.gate import write_junit
 from perfgate.report.markdown import (
     render_accuracy_section,
     render_compare_markdown,
@@ -687,16 +689,14 @@ def compare(
 
 def _ci_outputs(
     junit: Path | None,
-    outcome: Any,
+    outcome: GateOutcome | None,
     doc: dict[str, Any],
     name: str,
-    report_path: Path,
+    report_path: Path | None,
     say: Any,
 ) -> None:
     """The JUnit file (``--junit``) and, under GitHub Actions (``GITHUB_STEP_SUMMARY`` set),
     report.md appended to the job's step summary. Neither may lose the run: failures warn."""
-    from perfgate.report.gate import write_junit
-
     if junit is not None:
         try:
             write_junit(junit, outcome, doc, name)
@@ -704,7 +704,7 @@ def _ci_outputs(
         except OSError as exc:
             say(f"warning: cannot write --junit {junit} ({exc.strerror or exc})")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
+    if summary and report_path is not None:
         try:
             with open(summary, "a") as f:
                 f.write(report_path.read_text() + "\n")
@@ -1066,10 +1066,10 @@ def gate(
         if exc.run is not None:
             _ci_outputs(junit, None, exc.run.to_json(), scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where}; nothing was appended to the history)")
-    report = outcome.run.report_path
-    out_console.print(Markdown(report.read_text()) if report.exists() else outcome.reason)
+    report = outcome.report
+    out_console.print(Markdown(report.read_text()) if report else outcome.reason)
     _ci_outputs(junit, outcome, outcome.run.to_json(), scenario.name, report, say)
-    say(f"report: {report}  history: {history_path}")
+    say(f"report: {report or '(not written)'}  history: {history_path}")
     sys.exit(outcome.exit_code)
 
 

@@ -34,60 +34,13 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from perfgate.documents.io import ResultError, jsonable
+from perfgate.documents.nightly import Change, Detection, Night
 from perfgate.documents.spec import ChangeRule
-
-HISTORY_SCHEMA = "perfgate.history/1"
-
-
-@dataclass(frozen=True)
-class NightMetric:
-    value: float  # geometric mean over the night's starts
-    ratio: float  # value / the reference's (stored baseline or same-night reference build)
-    low: float  # interval of the ratio - 1 (the night's own comparison)
-    high: float
-    verdict: str
-    starts: int
-
-
-@dataclass(frozen=True)
-class Night:
-    date: str
-    commit: str | None
-    fingerprint: dict[str, Any]
-    metrics: dict[str, NightMetric]
-    verdict: str  # the night's own verdict against its reference
-    run_dir: str | None = None
-    schema: str = HISTORY_SCHEMA
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any], where: str) -> Night:
-        if d.get("schema") != HISTORY_SCHEMA:
-            raise ResultError(
-                f"{where}: schema {d.get('schema')!r}, expected {HISTORY_SCHEMA!r} (a history "
-                "file written by another perfgate version, or not a perfgate history)"
-            )
-        try:
-            metrics = {k: NightMetric(**v) for k, v in d["metrics"].items()}
-            return cls(
-                date=d["date"],
-                commit=d.get("commit"),
-                fingerprint=dict(d.get("fingerprint") or {}),
-                metrics=metrics,
-                verdict=d["verdict"],
-                run_dir=d.get("run_dir"),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ResultError(f"{where}: not a night record ({exc})") from None
 
 
 def read_history(path: Path) -> list[Night]:
@@ -138,26 +91,6 @@ def change_points(logs: Sequence[float], rule: ChangeRule) -> list[int]:
     algo = ruptures.Pelt(model="l2", min_size=rule.min_segment, jump=1).fit(x.reshape(-1, 1))
     ends = algo.predict(pen=pen)
     return [e for e in ends if e < n]
-
-
-@dataclass(frozen=True)
-class Change:
-    metric: str
-    night: int  # index of the first night of the new level
-    step: float  # relative change of the level (after / before - 1)
-    nights_after: int
-    regressed: bool
-    pending: bool = False  # beyond tolerance, reaching tonight, not yet min_nights long
-    first_date: str = ""
-    commits: tuple[str | None, str | None] = (None, None)  # last before .. first after
-
-
-@dataclass
-class Detection:
-    changes: list[Change] = field(default_factory=list)
-    regressed: list[Change] = field(default_factory=list)
-    pending: list[Change] = field(default_factory=list)
-    sigma: dict[str, float] = field(default_factory=dict)
 
 
 def detect(

@@ -11,16 +11,9 @@ import pytest
 
 from perfgate import baseline as bl
 from perfgate.documents.io import ResultError, read_json
+from perfgate.documents.nightly import Baseline, Night, NightMetric
 from perfgate.documents.spec import ChangeRule
-from perfgate.history import (
-    Night,
-    NightMetric,
-    append_night,
-    change_points,
-    detect,
-    noise_sigma,
-    read_history,
-)
+from perfgate.history import append_night, change_points, detect, noise_sigma, read_history
 from perfgate.report.gate import write_junit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +77,7 @@ def test_a_baseline_from_a_stored_run_carries_per_start_values_and_the_machine()
     assert len(b.metrics["device_time_per_step_us"].per_start) == 6
     assert b.metrics["device_time_per_step_us"].cv < 0.005
     assert b.software["vllm"] == "0.26.0"
-    again = bl.Baseline.from_json(json.loads(json.dumps(b.to_json())), "x")
+    again = Baseline.from_json(json.loads(json.dumps(b.to_json())), "x")
     assert again.metrics["median_tpot_ms"].per_start == b.metrics["median_tpot_ms"].per_start
     # merging another run of the same machine and scenario adds its starts
     merged = bl.merge(b, bl.from_run(doc, "candidate", "aa.json"), "b.json")
@@ -145,18 +138,20 @@ def test_a_baseline_keeps_the_arms_answers_per_question_not_their_texts():
     answers = {"baseline": [[1], [0], [1]], "candidate": [[0], [0], [1]]}
     doc = with_answers(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"), answers, k=1)
     b = bl.from_run(doc, "candidate", "aa.json")
-    spec, arm = bl.reference_accuracy(b.accuracy)
+    assert b.accuracy is not None
+    spec, arm = b.accuracy.spec, b.accuracy.arm
     assert spec.k == 1 and arm.correct == [[0], [0], [1]] and arm.samples == []
-    again = bl.Baseline.from_json(json.loads(json.dumps(b.to_json())), "x")
+    again = Baseline.from_json(json.loads(json.dumps(b.to_json())), "x")
     assert again.accuracy == b.accuracy
     # a later run without accuracy keeps the stored answers; one with accuracy replaces them
     plain = bl.from_run(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"), "baseline", "x")
     assert plain.accuracy is None
     assert bl.merge(b, plain, "b.json").accuracy == b.accuracy
-    assert bl.reference_accuracy(bl.merge(plain, b, "b.json").accuracy)[1].correct[0] == [0]
+    merged = bl.merge(plain, b, "b.json").accuracy
+    assert merged is not None and merged.arm.correct[0] == [0]
     broken = {**b.to_json(), "accuracy": {"spec": {"k": 1}, "arm": {"questions": ["q0"]}}}
     with pytest.raises(ResultError, match="x: accuracy is not a stored GPQA result"):
-        bl.Baseline.from_json(broken, "x")
+        Baseline.from_json(broken, "x")
 
 
 def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anything_runs():
@@ -183,8 +178,8 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
 def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_holds_a_pass():
     from perfgate.decide.accuracy import compare_arms
     from perfgate.documents.eval import AccuracySpec, ArmAccuracy
+    from perfgate.documents.nightly import Detection
     from perfgate.documents.run import CompareRun
-    from perfgate.history import Detection
     from perfgate.run.gate import _decide
 
     spec = AccuracySpec(k=1, temperature=0.0, max_drop=0.02)

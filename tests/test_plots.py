@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from perfgate.documents.io import read_json
+from perfgate.documents.nightly import Night, NightMetric
 from perfgate.documents.spec import ChangeRule
-from perfgate.history import Night, NightMetric, detect
+from perfgate.history import detect
 from perfgate.report import plots
 from perfgate.report.markdown import render_compare_markdown
 

@@ -9,13 +9,11 @@ import socket
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from perfgate import registry
+from perfgate.documents.nightly import GateOutcome
 from perfgate.report.markdown import VERDICT_LINE, md_text, render_compare_markdown
-
-if TYPE_CHECKING:
-    from perfgate.run.gate import GateOutcome
 
 LAST_NIGHTS = 12
 

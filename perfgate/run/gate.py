@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +46,20 @@ from perfgate.documents.compare import (
     REGRESSED,
     AccuracyComparison,
     MetricComparison,
-    exit_code,
 )
+from perfgate.documents.io import write_text_private
+from perfgate.documents.nightly import Baseline, Detection, GateOutcome, Night, NightMetric
 from perfgate.documents.spec import Scenario, ScenarioError
-from perfgate.history import Detection, Night, NightMetric, append_night, detect, read_history
+from perfgate.history import append_night, detect, read_history
+from perfgate.report.gate import render_gate_markdown
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
 from perfgate.run.preflight import preflight, resolve_model
 from perfgate.run.state import LiveRun, SayFn, make_run_dir
 
 
-@dataclass
-class GateOutcome:
-    run: LiveRun
-    night: Night
-    nights: list[Night]
-    detection: Detection
-    verdict: str
-    reason: str
-
-    @property
-    def exit_code(self) -> int:
-        return exit_code(COMPLETE, self.verdict)
-
-
 def check_baseline(
-    scenario: Scenario, base: bl.Baseline, where: Path, *, paired: bool = False
+    scenario: Scenario, base: Baseline, where: Path, *, paired: bool = False
 ) -> dict[str, Any]:
     """This machine's fingerprint; ScenarioError when the baseline is another's or lacks a
     gated metric, or when tonight's starts could not be measured as the baseline's were
@@ -107,7 +95,7 @@ ACCURACY_FIELDS = (
 )  # fmt: skip
 
 
-def check_reference_accuracy(scenario: Scenario, base: bl.Baseline, where: Path) -> None:
+def check_reference_accuracy(scenario: Scenario, base: Baseline, where: Path) -> None:
     """ScenarioError unless the baseline stores answers measured as tonight's will be."""
     if base.accuracy is None:
         raise ScenarioError(
@@ -115,7 +103,7 @@ def check_reference_accuracy(scenario: Scenario, base: bl.Baseline, where: Path)
             "against: record the baseline from a run that measured accuracy (a compare without "
             "--skip-accuracy), or leave out --accuracy"
         )
-    stored, _ = bl.reference_accuracy(base.accuracy)
+    stored = base.accuracy.spec
     now = scenario.accuracy
     for name in ACCURACY_FIELDS:
         if getattr(stored, name) != getattr(now, name):
@@ -136,7 +124,7 @@ def _tonight(run: LiveRun, model: str, starts: int, say: SayFn) -> None:
         runner._one_start(run, model, say, "candidate", with_accuracy=with_accuracy)
 
 
-def _against_baseline(run: LiveRun, base: bl.Baseline) -> None:
+def _against_baseline(run: LiveRun, base: Baseline) -> None:
     sc = run.scenario
     windows = [w.metrics for w in run.windows["candidate"]]
     rows: list[MetricComparison] = []
@@ -154,7 +142,7 @@ def _against_baseline(run: LiveRun, base: bl.Baseline) -> None:
     answers = None
     if sc.accuracy.enabled:
         assert base.accuracy is not None, "check_baseline refuses a baseline without answers"
-        _, reference = bl.reference_accuracy(base.accuracy)
+        reference = base.accuracy.arm
         run.accuracy["baseline"] = reference  # the stored answers stand in for a baseline arm
         answers = compare_arms(
             reference, run.accuracy["candidate"], sc.accuracy, confidence=1 - run.alpha
@@ -239,7 +227,8 @@ def run_gate(
             ]
             run.save()
     with contextlib.suppress(OSError):
-        write_gate_report(outcome)
+        write_text_private(run.report_path, render_gate_markdown(outcome))
+        outcome.report = run.report_path
     return outcome
 
 
@@ -281,11 +270,3 @@ def _decide(
             f"{answers.max_drop:.1%})"
         )
     return PASS, "no change point beyond a tolerance persists"
-
-
-def write_gate_report(outcome: GateOutcome) -> None:
-    """report.md of the night (the comparison plus the history's verdict), beside results.json."""
-    from perfgate.documents.io import write_text_private
-    from perfgate.report.gate import render_gate_markdown
-
-    write_text_private(outcome.run.report_path, render_gate_markdown(outcome))

@@ -1,0 +1,199 @@
+"""The nightly documents: a stored baseline (``baselines/*.json``, ``perfgate.baseline/1``), a
+night of the history (one JSONL line, ``perfgate.history/1``), the change points found in a
+history, and what the gate decided. Data, reading and writing only: ``perfgate.baseline``
+records and merges baselines, ``perfgate.history`` finds change points, ``perfgate.run.gate``
+runs a night."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfgate.documents.compare import COMPLETE, exit_code
+from perfgate.documents.eval import AccuracySpec, ArmAccuracy
+from perfgate.documents.io import ResultError, from_fields
+from perfgate.documents.run import CompareRun
+
+
+@dataclass(frozen=True)
+class ReferenceAccuracy:
+    """The reference build's GPQA answers per question and the spec they were graded with
+    (the answers, not their texts: hours of reasoning per question at k = 8)."""
+
+    spec: AccuracySpec
+    arm: ArmAccuracy
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_json(), "arm": self.arm.to_json()}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> ReferenceAccuracy:
+        try:
+            spec = from_fields(AccuracySpec, doc["spec"], "accuracy.spec")
+            arm = from_fields(ArmAccuracy, doc["arm"], "accuracy.arm")
+            if len(arm.questions) != len(arm.correct):
+                raise ValueError("accuracy.arm: questions and correct differ in length")
+        except (KeyError, TypeError, ValueError, ResultError) as exc:
+            raise ResultError(f"{where}: accuracy is not a stored GPQA result ({exc})") from None
+        return cls(spec, arm)
+
+
+BASELINE_SCHEMA = "perfgate.baseline/1"
+
+
+@dataclass
+class BaselineMetric:
+    per_start: list[float]
+    tolerance: float
+    higher_is_better: bool
+
+    @property
+    def cv(self) -> float:
+        """Between-start SD of the logs (~CV); NaN with fewer than two starts."""
+        logs = [math.log(v) for v in self.per_start if v > 0]
+        return statistics.stdev(logs) if len(logs) > 1 else math.nan
+
+
+@dataclass
+class Baseline:
+    scenario: str
+    machine: dict[str, Any]
+    software: dict[str, Any]
+    metrics: dict[str, BaselineMetric]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    night_noise: dict[str, float] = field(default_factory=dict)  # night-to-night SD of logs
+    accuracy: ReferenceAccuracy | None = None  # the reference build's answers
+    updated_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": BASELINE_SCHEMA,
+            "scenario": self.scenario,
+            "updated_at": self.updated_at,
+            "machine": self.machine,
+            "software": self.software,
+            "metrics": {
+                k: {**asdict(m), "starts": len(m.per_start), "cv": m.cv}
+                for k, m in self.metrics.items()
+            },
+            "night_noise": self.night_noise,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
+            "sources": self.sources,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str) -> Baseline:
+        if d.get("schema") != BASELINE_SCHEMA:
+            raise ResultError(
+                f"{where}: schema {d.get('schema')!r}, expected {BASELINE_SCHEMA!r} (record one "
+                "with perfgate baseline record RESULT --out FILE)"
+            )
+        try:
+            metrics = {
+                k: BaselineMetric(
+                    [float(x) for x in v["per_start"] if x is not None],
+                    float(v["tolerance"]),
+                    bool(v["higher_is_better"]),
+                )
+                for k, v in d["metrics"].items()
+            }
+            return cls(
+                scenario=d["scenario"],
+                machine=dict(d["machine"]),
+                software=dict(d.get("software") or {}),
+                metrics=metrics,
+                sources=list(d.get("sources") or []),
+                night_noise={k: float(v) for k, v in (d.get("night_noise") or {}).items()},
+                accuracy=None
+                if d.get("accuracy") is None
+                else ReferenceAccuracy.from_json(d["accuracy"], where),
+                updated_at=d.get("updated_at", ""),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultError(f"{where}: not a perfgate baseline ({exc})") from None
+
+
+HISTORY_SCHEMA = "perfgate.history/1"
+
+
+@dataclass(frozen=True)
+class NightMetric:
+    value: float  # geometric mean over the night's starts
+    ratio: float  # value / the reference's (stored baseline or same-night reference build)
+    low: float  # interval of the ratio - 1 (the night's own comparison)
+    high: float
+    verdict: str
+    starts: int
+
+
+@dataclass(frozen=True)
+class Night:
+    date: str
+    commit: str | None
+    fingerprint: dict[str, Any]
+    metrics: dict[str, NightMetric]
+    verdict: str  # the night's own verdict against its reference
+    run_dir: str | None = None
+    schema: str = HISTORY_SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str) -> Night:
+        if d.get("schema") != HISTORY_SCHEMA:
+            raise ResultError(
+                f"{where}: schema {d.get('schema')!r}, expected {HISTORY_SCHEMA!r} (a history "
+                "file written by another perfgate version, or not a perfgate history)"
+            )
+        try:
+            metrics = {k: NightMetric(**v) for k, v in d["metrics"].items()}
+            return cls(
+                date=d["date"],
+                commit=d.get("commit"),
+                fingerprint=dict(d.get("fingerprint") or {}),
+                metrics=metrics,
+                verdict=d["verdict"],
+                run_dir=d.get("run_dir"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ResultError(f"{where}: not a night record ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Change:
+    metric: str
+    night: int  # index of the first night of the new level
+    step: float  # relative change of the level (after / before - 1)
+    nights_after: int
+    regressed: bool
+    pending: bool = False  # beyond tolerance, reaching tonight, not yet min_nights long
+    first_date: str = ""
+    commits: tuple[str | None, str | None] = (None, None)  # last before .. first after
+
+
+@dataclass
+class Detection:
+    changes: list[Change] = field(default_factory=list)
+    regressed: list[Change] = field(default_factory=list)
+    pending: list[Change] = field(default_factory=list)
+    sigma: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GateOutcome:
+    run: CompareRun
+    night: Night
+    nights: list[Night]
+    detection: Detection
+    verdict: str
+    reason: str
+    report: Path | None = None  # the night's report.md, once written
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(COMPLETE, self.verdict)
