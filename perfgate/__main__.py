@@ -1,5 +1,5 @@
 """``python -m perfgate`` is the ``perfgate`` command."""
 
-from perfgate.cli import main
+from perfgate.cli.main import main
 
 main()

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 from perfgate import registry
 from perfgate.decide.comparison import start_values
 from perfgate.documents.io import ResultError, unpacked, write_json
-from perfgate.documents.nightly import Baseline, BaselineMetric, ReferenceAccuracy
+from perfgate.documents.nightly import Baseline, BaselineMetric, Night, ReferenceAccuracy
 from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import Threshold
 
@@ -173,9 +174,15 @@ def merge(old: Baseline, new: Baseline, where: str) -> Baseline:
     )
 
 
-def night_noise(logs_by_metric: Mapping[str, Sequence[float]]) -> dict[str, float]:
-    """Night-to-night SD of each metric's log ratios over a history of unchanged nights."""
-    return {k: statistics.stdev(v) for k, v in logs_by_metric.items() if len(v) > 2}
+def night_noise(nights: Sequence[Night]) -> dict[str, float]:
+    """Night-to-night SD of each metric's log ratio over a history of unchanged nights (a
+    metric needs three nights with a ratio; nights without one are left out)."""
+    logs: dict[str, list[float]] = {}
+    for night in nights:
+        for metric, x in night.metrics.items():
+            if x.ratio and x.ratio > 0:
+                logs.setdefault(metric, []).append(math.log(x.ratio))
+    return {k: statistics.stdev(v) for k, v in logs.items() if len(v) > 2}
 
 
 def save(path: Path, baseline: Baseline) -> None:

@@ -15,6 +15,7 @@ URL (``http://user:password@host``). Two layers keep them out:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import threading
@@ -231,3 +232,12 @@ def api_key(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
         elif arg.startswith("--api-key="):
             key = arg.partition("=")[2]
     return key or environ.get("VLLM_API_KEY") or None
+
+
+def server_key(argv: Sequence[str], environ: Mapping[str, str], *, started: bool) -> str | None:
+    """The key to send a server: for one perfgate starts, the key it is started with
+    (``api_key``); for one it did not start, ``OPENAI_API_KEY``, as OpenAI clients (and
+    ``vllm bench serve``) take it."""
+    if started:
+        return api_key(argv, environ)
+    return os.environ.get("OPENAI_API_KEY") or None

@@ -4,7 +4,7 @@ and how it is computed from what was measured.
 Scenario validation (which metrics a ``[thresholds]`` table may name), the bench summary
 (which latency series it describes), the comparison (per-request values and per-start
 statistics) and the renderers (labels, the side-by-side table) all read this registry, so a
-new metric is one ``register`` call here plus its formula in ``perfgate.measure.metrics``.
+new metric is one ``register`` call here plus its formula in ``perfgate.formulas``.
 
 Two kinds of gateable metric:
 
@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from perfgate import formulas as metrics
 from perfgate.documents.kernels import FIGURES
 from perfgate.documents.records import RequestRecord
-from perfgate.measure import metrics
 
 PerRequest = Callable[[RequestRecord], list[float]]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from perfgate.cli import main
+from perfgate.cli.main import main
 from tests.bad_input_cases import BAD_INPUT
 
 

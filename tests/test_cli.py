@@ -3,7 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from perfgate.cli import main
+from perfgate.cli.main import main
 from perfgate.environment import gpus
 from perfgate.serve.server import free_port
 
@@ -140,7 +140,7 @@ def test_ctrl_c_inside_a_connection_callback_interrupts_the_run_not_the_connecti
 
     import pytest
 
-    from perfgate.cli import _sigterm_as_interrupt
+    from perfgate.cli.common import _sigterm_as_interrupt
     from perfgate.measure.client import run_async
 
     class Interrupted(asyncio.Protocol):

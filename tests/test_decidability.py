@@ -106,7 +106,7 @@ def test_the_cli_says_it_before_any_server_starts_and_strict_refuses(tmp_path):
     is refused (exit 2), naming the metric."""
     from click.testing import CliRunner
 
-    from perfgate.cli import main
+    from perfgate.cli.main import main
     from perfgate.scenario import BUILTIN_DIR
 
     text = (BUILTIN_DIR / "gpt-oss-120b.toml").read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from perfgate.cli import main
+from perfgate.cli.main import main
 from perfgate.documents import io as results
 from perfgate.serve import server
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer, group_members

@@ -65,3 +65,32 @@ def test_a_loop_between_two_modules_of_a_package_breaks_the_contract(copy):
     proc = lint_imports(copy)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "no import loops between the modules of a package BROKEN" in proc.stdout
+
+
+def test_accuracy_that_decides_breaks_its_contract(copy):
+    add_line(copy / "perfgate" / "accuracy.py", "from perfgate.decide import accuracy")
+    proc = lint_imports(copy)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "accuracy grades with lm-eval and never decides" in proc.stdout
+
+
+def test_no_module_imports_perfgate_inside_a_function():
+    """Imports of perfgate sit at the top of a module, where the contracts (and a reader) see
+    them; a function-level import is how a loop hides."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "perfgate").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                if any(n == "perfgate" or n.startswith("perfgate.") for n in names):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, found

@@ -4,8 +4,7 @@ import math
 import pytest
 
 from perfgate.documents.records import RequestRecord
-from perfgate.measure.client import consume_stream
-from perfgate.measure.metrics import (
+from perfgate.formulas import (
     describe,
     e2el_ms,
     itl_ms,
@@ -13,6 +12,7 @@ from perfgate.measure.metrics import (
     tpot_ms,
     ttft_ms,
 )
+from perfgate.measure.client import consume_stream
 from perfgate.measure.summary import compute_metrics
 from tests.sse import DONE, ScriptedClock, completion_chunk, lines, usage_chunk
 

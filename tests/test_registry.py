@@ -9,7 +9,7 @@ import pytest
 from perfgate import registry
 from perfgate.decide.comparison import compare
 from perfgate.documents.spec import ScenarioError, Threshold
-from perfgate.measure.metrics import NS_PER_MS
+from perfgate.formulas import NS_PER_MS
 from perfgate.registry import Latency
 from perfgate.report.markdown import render_compare_markdown
 from perfgate.scenario import parse

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from perfgate import steps
-from perfgate.cli import main
+from perfgate.cli.main import main
 
 TRACES = Path(__file__).parent / "fixtures" / "traces"
 GPU = TRACES / "vllm-0.26-h200-toy-gpt-oss-decode.pt.trace.json.gz"

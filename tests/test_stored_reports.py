@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from perfgate.cli import main
+from perfgate.cli.main import main
 from tests.golden_util import assert_golden
 
 STORED = sorted((Path(__file__).resolve().parents[1] / "docs/gpu/results").glob("*.json.xz"))

@@ -15,7 +15,7 @@ import click
 import pytest
 import yaml
 
-from perfgate.cli import main
+from perfgate.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

@@ -6,7 +6,6 @@ it; every stage reads it; results.json stores it (secrets masked)."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -212,6 +211,6 @@ class Scenario:
         """The key the arm's server demands: its ``--api-key`` or ``VLLM_API_KEY`` when
         perfgate starts it, else (a url arm) ``OPENAI_API_KEY``, as OpenAI clients use."""
         spec = self.arms[arm]
-        if spec.url:
-            return os.environ.get("OPENAI_API_KEY") or None
-        return redact.api_key((*self.server_args, *spec.args), {**self.server_env, **spec.env})
+        return redact.server_key(
+            (*self.server_args, *spec.args), {**self.server_env, **spec.env}, started=not spec.url
+        )

@@ -1,6 +1,6 @@
 """A measured window's summary: every figure ``perfgate bench`` reports, under ``vllm bench
 serve``'s key names plus perfgate's own, from its ``RequestRecord`` list. The per-request
-formulas and their definitions are ``perfgate.measure.metrics``; the latency families
+formulas and their definitions are ``perfgate.formulas``; the latency families
 summarised here are the registry's (``perfgate.registry.LATENCIES``), so a family added there
 is reported with no change here.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from perfgate.documents.bench import DEFAULT_PERCENTILES
 from perfgate.documents.records import RequestRecord
-from perfgate.measure.metrics import NS_PER_S, describe
+from perfgate.formulas import NS_PER_S, describe
 from perfgate.registry import LATENCIES
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from perfgate import formulas as metrics
 from perfgate import registry
 from perfgate.documents.nightly import Detection, Night
 from perfgate.documents.records import RequestRecord
-from perfgate.measure import metrics
 
 COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from perfgate.documents.records import RequestRecord
-from perfgate.measure.metrics import e2el_ms, itl_ms, ttft_ms
+from perfgate.formulas import e2el_ms, itl_ms, ttft_ms
 from perfgate.serve.server import ServerError, ServerSpec, VllmServer
 from tests.e2e.conftest import (
     MAX_MODEL_LEN,

@@ -1,0 +1,1 @@
+"""The command line: ``perfgate.cli.main:main`` is the ``perfgate`` command."""

@@ -1,0 +1,156 @@
+"""``perfgate eval``: GPQA against one server, or two paired by question."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.markdown import Markdown
+from rich.text import Text
+
+from perfgate import redact
+from perfgate.accuracy import evaluate
+from perfgate.cli.common import (
+    err_console,
+    fail,
+    out_console,
+)
+from perfgate.decide.accuracy import compare_arms
+from perfgate.decide.verdict import overall
+from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
+from perfgate.documents.eval import AccuracyError, AccuracySpec, EvalRun
+from perfgate.documents.io import (
+    ResultError,
+    check_output_file,
+    write_json_or_fallback,
+)
+from perfgate.report.markdown import (
+    render_accuracy_section,
+)
+from perfgate.serve.server_api import EndpointError
+
+EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
+
+
+@click.command("eval")
+@click.option("--url", required=True, help="The (baseline) server.")
+@click.option(
+    "--candidate-url", default=None, help="A second server: compare the two, paired by question."
+)
+@click.option("--model", default=None, help="Served model name (default: the first listed).")
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="Tokenizer (path or hub id) for --endpoint completions; default: the model's "
+    "path as the server reports it.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["bundled", "local", "hub"]),
+    default="bundled",
+    show_default=True,
+    help="GPQA source: perfgate's synthetic file, a local copy, or the gated hub dataset.",
+)
+@click.option("--gpqa-path", default=None, help="Local GPQA file (implies --source local).")
+@click.option(
+    "--subset",
+    type=click.Choice(["diamond", "main", "extended"]),
+    default="diamond",
+    show_default=True,
+)
+@click.option(
+    "--k",
+    "k",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Evaluations per server, each with its own seed.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N questions.")
+@click.option(
+    "--endpoint",
+    type=click.Choice(["completions", "chat"]),
+    default="completions",
+    show_default=True,
+)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--reasoning-effort", type=click.Choice(["low", "medium", "high"]), default=None)
+@click.option("--num-concurrent", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=0.01,
+    show_default=True,
+    help="Tolerated accuracy drop (0.01 = 1 pp).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON result (per-question rows included) here.",
+)
+def eval_(
+    url: str,
+    candidate_url: str | None,
+    model: str | None,
+    tokenizer: str | None,
+    source: str,
+    gpqa_path: str | None,
+    subset: str,
+    k: int,
+    limit: int | None,
+    endpoint: str,
+    temperature: float,
+    max_tokens: int,
+    reasoning_effort: str | None,
+    num_concurrent: int,
+    max_drop: float,
+    out_path: Path | None,
+) -> None:
+    """Accuracy alone (GPQA through lm-eval) against one server, or two compared by question."""
+    spec = AccuracySpec(
+        source="local" if gpqa_path else source,
+        path=gpqa_path,
+        subset=subset,
+        k=k,
+        limit=limit,
+        endpoint=endpoint,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        reasoning_effort=reasoning_effort,
+        num_concurrent=num_concurrent,
+        max_drop=max_drop,
+    )
+    try:
+        if out_path is not None:
+            check_output_file(out_path, "--out")
+        urls = {"baseline": url, **({"candidate": candidate_url} if candidate_url else {})}
+        for server_url in urls.values():
+            redact.register(redact.url_secret(server_url))
+        arms = evaluate(
+            spec,
+            urls,
+            model=model,
+            tokenizer=tokenizer,
+            work_root=out_path.parent if out_path else Path("reports"),
+            api_key=redact.server_key((), {}, started=False),
+            say=err_console.print,
+        )
+        paired = compare_arms(arms["baseline"], arms["candidate"], spec) if len(arms) == 2 else None
+    except (AccuracyError, EndpointError, ResultError) as exc:
+        fail(str(exc))
+    run = EvalRun(spec, arms, paired)
+    doc = run.to_json()
+    written, problem = (None, None)
+    if out_path is not None:
+        written, problem = write_json_or_fallback(out_path, doc, "perfgate-eval")
+    out_console.print(Markdown("\n".join(render_accuracy_section(doc["accuracy"]))))
+    if problem is not None:
+        err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
+    if written is not None:
+        err_console.print(f"result written to {written}")
+    accuracy_verdict = None if run.comparison is None else run.comparison.verdict
+    sys.exit(EXIT_FOR[overall([], accuracy_verdict)])
