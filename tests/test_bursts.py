@@ -9,16 +9,12 @@ from dataclasses import replace
 
 import pytest
 
+from perfgate.decide.judge import ITL_METRICS, compare_repeats
 from perfgate.documents.compare import INCONCLUSIVE, INVALID
 from perfgate.documents.records import RequestRecord
 from perfgate.documents.run import CompareRun, Repeat
 from perfgate.documents.spec import Threshold
-from perfgate.measure.bursts import (
-    ITL_METRICS,
-    LoopMonitor,
-    analyze,
-    bucket_quantile,
-)
+from perfgate.measure.bursts import LoopMonitor, analyze, bucket_quantile
 from perfgate.measure.server_metrics import histogram_buckets
 from perfgate.run import runner
 from perfgate.scenario import load
@@ -159,12 +155,12 @@ def test_a_bursty_repeat_takes_the_itl_rows_out_of_the_gate_and_leaves_tpot_alon
         for start in range(3):
             data = tpot_repeat([base + 0.01 * start] * 8, start)
             run.repeats[arm].append(Repeat(bench_result(data), 0, start))
-    runner.compare_repeats(run)
+    compare_repeats(run)
     assert {r.metric: r.verdict for r in run.comparison}["median_itl_ms"] != INVALID
     bursty = analyze([record(0, [3.0] * 40 + [400.0])])
     assert bursty.bursty
     run.repeats["candidate"][1].result.bursts = bursty
-    runner.compare_repeats(run)
+    compare_repeats(run)
     rows = {r.metric: r for r in run.comparison}
     itl = rows["median_itl_ms"]
     # not gated: undecided and secondary, so it neither passes nor fails the run

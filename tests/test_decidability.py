@@ -5,8 +5,8 @@ import math
 import pytest
 
 from perfgate.decide import decidability, stats
+from perfgate.decide.design import check_design, design_decidability
 from perfgate.documents.spec import ScenarioError, Threshold
-from perfgate.run.runner import check_design, design_decidability
 from perfgate.scenario import parse
 
 ALPHA = 0.025  # 95% two-sided, fixed design

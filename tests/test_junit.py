@@ -100,8 +100,8 @@ def test_every_stored_report_fits_a_github_comment_and_draws_inline():
     """The PR comment is report.md: under GitHub's comment limit for the largest stored result,
     and (recomputed with this perfgate, so the per-start values are recorded) carrying the
     per-start chart that GitHub renders in place of the PNGs beside report.md."""
+    from perfgate.decide.judge import recompute
     from perfgate.report.markdown import render_compare_markdown
-    from perfgate.run.runner import recompute
 
     sizes = {}
     for path in sorted(RESULTS.glob("*.json.xz")):

@@ -3,10 +3,11 @@ from pathlib import Path
 
 import numpy as np
 
+from perfgate.decide.judge import judge_run
 from perfgate.documents.bench import BenchConfig, BenchResult, ServerInfo
 from perfgate.documents.run import CompareRun, Repeat
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.run.runner import judge_run, new_design
+from perfgate.run.runner import new_design
 from perfgate.scenario import load
 from tests.golden_util import assert_golden
 from tests.test_compare import repeat
@@ -136,7 +137,7 @@ def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
 
 
 def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verdict():
-    from perfgate.run.runner import recompute
+    from perfgate.decide.judge import recompute
 
     doc = run_doc(6.0)
     for arm in doc["arms"].values():  # as stored before "start" was recorded

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from perfgate.decide.judge import recompute
 from perfgate.documents.io import read_json
 from perfgate.documents.run import CompareRun, Repeat
 from perfgate.documents.spec import Threshold
 from perfgate.report.markdown import render_compare_markdown
-from perfgate.run.runner import new_design, recompute
+from perfgate.run.runner import new_design
 from perfgate.scenario import load
 from tests.test_compare import tpot_repeat
 from tests.test_markdown import ENV, bench_result

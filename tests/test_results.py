@@ -31,8 +31,8 @@ def test_stored_h200_results_read_back_typed_through_the_one_migration():
     import lzma
     from pathlib import Path
 
+    from perfgate.decide.judge import recompute
     from perfgate.documents.run import Repeat, migrate
-    from perfgate.run.runner import recompute
 
     files = sorted((Path(__file__).resolve().parents[1] / "docs/gpu/results").glob("*.json.xz"))
     assert len(files) >= 5

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from perfgate.decide.design import design_warnings
+from perfgate.decide.judge import compare_repeats
 from perfgate.run import runner
 from perfgate.run.servers import server_spec
 from perfgate.run.state import LiveRun
@@ -162,7 +164,7 @@ def test_a_wall_time_budget_stops_before_a_round_that_would_not_fit(tmp_path, mo
 def test_designs_that_cannot_give_a_speed_verdict_are_named_before_anything_runs():
     url_arm = {"baseline": {"url": "http://127.0.0.1:1"}, "candidate": {}}
     s = parse({"model": "m", "arms": url_arm, "thresholds": {"median_tpot_ms": 0.05}}, "x.toml")
-    (warning,) = runner.design_warnings(s)
+    (warning,) = design_warnings(s)
     assert "the baseline is a running server (url)" in warning and "median_tpot_ms" in warning
     calibrated = parse(
         {
@@ -173,17 +175,14 @@ def test_designs_that_cannot_give_a_speed_verdict_are_named_before_anything_runs
         },
         "x.toml",
     )
-    assert runner.design_warnings(calibrated) == []
+    assert design_warnings(calibrated) == []
     one = parse({"model": "m", "arms": ARMS, "compare": {"starts": 1}}, "x.toml")
-    assert "one server start per arm gives no speed verdict" in runner.design_warnings(one)[0]
-    assert runner.design_warnings(parse({"model": "m", "arms": ARMS}, "x.toml")) == []
+    assert "one server start per arm gives no speed verdict" in design_warnings(one)[0]
+    assert design_warnings(parse({"model": "m", "arms": ARMS}, "x.toml")) == []
     split = parse(
         {"model": "m", "arms": {"baseline": {"gpus": "0"}, "candidate": {"gpus": "1"}}}, "x.toml"
     )
-    assert (
-        "the arms run on different GPUs (baseline 0, candidate 1)"
-        in (runner.design_warnings(split)[0])
-    )
+    assert "the arms run on different GPUs (baseline 0, candidate 1)" in (design_warnings(split)[0])
 
 
 def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path, monkeypatch):
@@ -215,7 +214,7 @@ def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path,
     logs = [s["log"] for a in got for s in run.servers[a]]
     assert len(set(logs)) == 8
     # the GPU is a block in the model: its 10% is taken out, the arms' difference is 0
-    runner.compare_repeats(run)
+    compare_repeats(run)
     (row,) = run.comparison
     assert row.method == "ols-log (GPU as block)" and abs(row.estimate) < 1e-9
     assert row.verdict == "no change"

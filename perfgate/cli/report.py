@@ -12,6 +12,7 @@ from perfgate.cli.common import (
     fail,
     out_console,
 )
+from perfgate.decide.judge import recompute as recompute_result
 from perfgate.documents.bench import BenchResult
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.eval import EvalRun
@@ -28,7 +29,6 @@ from perfgate.report.markdown import (
     render_accuracy_section,
     render_compare_markdown,
 )
-from perfgate.run.runner import recompute as recompute_result
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 

@@ -358,3 +358,7 @@ def starts_plan(
         starts_for(lo_sd, margin, alpha=alpha, power=power, cap=cap),
         starts_for(hi_sd, margin, alpha=alpha, power=power, cap=cap),
     )
+
+
+# A look needs two starts per arm: below that no spread is sampled.
+FIRST_LOOK = 2

@@ -26,8 +26,8 @@ stalled. Where it happened, from three witnesses:
    response) or the connection.
 
 A bursty run's chunk-based ITL describes delivery, not generation: the report says so, and a
-comparison refuses to gate on ITL for it (``ITL_METRICS`` are reported as inconclusive and
-secondary, with the reason: they neither pass nor fail the run).
+comparison refuses to gate on ITL for it (``decide.judge.ITL_METRICS`` are reported as
+inconclusive and secondary, with the reason: they neither pass nor fail the run).
 """
 
 from __future__ import annotations
@@ -50,10 +50,6 @@ STALL_FACTOR = 10.0
 STALL_MIN_MS = 50.0
 CLIENT_STALL_MS = 5.0
 SERVER_ITL = "vllm:inter_token_latency_seconds"
-# the metrics a bursty run cannot be gated on
-ITL_METRICS = tuple(
-    f"{stat}_{base}_ms" for base in ("itl", "itl_per_token") for stat in ("mean", "median", "p99")
-)
 
 
 class LoopMonitor:

@@ -38,13 +38,9 @@ from perfgate import environment, registry
 from perfgate.decide import family
 from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare_values, start_values
+from perfgate.decide.nightly import decide_night
 from perfgate.documents.compare import (
     COMPLETE,
-    INCONCLUSIVE,
-    INVALID,
-    PASS,
-    REGRESSED,
-    AccuracyComparison,
     MetricComparison,
 )
 from perfgate.documents.io import write_text_private
@@ -213,7 +209,7 @@ def run_gate(
         detection.regressed += d.regressed
         detection.pending += d.pending
         detection.sigma.update(d.sigma)
-    verdict, reason = _decide(night, detection, scenario, run.accuracy_comparison)
+    verdict, reason = decide_night(night, detection, scenario.gate, run.accuracy_comparison)
     outcome = GateOutcome(run, night, nights, detection, verdict, reason)
     if plots:
         with contextlib.suppress(Exception):  # a picture never costs the night
@@ -230,43 +226,3 @@ def run_gate(
         write_text_private(run.report_path, render_gate_markdown(outcome))
         outcome.report = run.report_path
     return outcome
-
-
-def _decide(
-    night: Night, detection: Detection, scenario: Scenario, answers: AccuracyComparison | None
-) -> tuple[str, str]:
-    if answers is not None and answers.verdict == REGRESSED:
-        return REGRESSED, (
-            f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%} "
-            f"on the same {answers.n_questions} questions ({answers.diff:+.1%}): a drop beyond "
-            f"{answers.max_drop:.1%}, which counts the night it is seen"
-        )
-    if detection.regressed:
-        c = detection.regressed[0]
-        return REGRESSED, (
-            f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on, "
-            f"for {c.nights_after} nights: beyond its tolerance, and it persists"
-        )
-    need = scenario.gate.min_nights
-    if detection.pending:
-        c = detection.pending[0]
-        return INCONCLUSIVE, (
-            f"{c.metric} changed by {c.step:+.1%} from night {c.night + 1} ({c.first_date}) on: "
-            f"beyond its tolerance for {c.nights_after} of the {need} nights it must persist"
-        )
-    worse = [m for m, x in night.metrics.items() if x.verdict == REGRESSED]
-    if worse:
-        return INCONCLUSIVE, (
-            f"tonight {', '.join(worse)} regressed against the reference; a change counts once "
-            f"it persists for {need} nights"
-        )
-    if night.verdict == INVALID:
-        return INVALID, "tonight's comparison was invalid (a metric could not be measured)"
-    # (invalid answers made tonight's verdict invalid: the line above)
-    if answers is not None and answers.verdict == INCONCLUSIVE:
-        return INCONCLUSIVE, (
-            f"accuracy {answers.candidate:.1%} against the baseline's {answers.baseline:.1%}: "
-            f"{answers.verdict} (the answers cannot rule out a drop beyond "
-            f"{answers.max_drop:.1%})"
-        )
-    return PASS, "no change point beyond a tolerance persists"

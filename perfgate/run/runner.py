@@ -27,7 +27,6 @@ interrupted), so nothing measured is lost when a later phase fails.
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -36,18 +35,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from perfgate import __version__
 from perfgate import accuracy as acc
-from perfgate.decide import decidability, family, kernels
-from perfgate.decide.accuracy import compare_arms
-from perfgate.decide.comparison import compare
-from perfgate.decide.stats import INTERIM_SHARE, look_share
-from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
+from perfgate.decide import family
+from perfgate.decide.design import check_design, design_warnings
+from perfgate.decide.judge import compare_repeats, judge_run
+from perfgate.decide.stats import FIRST_LOOK, INTERIM_SHARE, look_share
+from perfgate.documents.compare import INCONCLUSIVE
 from perfgate.documents.eval import AccuracyError
-from perfgate.documents.run import ARMS, CompareRun, Repeat
-from perfgate.documents.spec import Scenario, ScenarioError
+from perfgate.documents.run import ARMS, Repeat
+from perfgate.documents.spec import Scenario
 from perfgate.measure.bench import BenchError, ProgressFn, run_bench
-from perfgate.measure.bursts import ITL_METRICS
 from perfgate.report.plots import compare_plots
 from perfgate.run import placement
 from perfgate.run.preflight import preflight, resolve_model
@@ -86,7 +83,10 @@ def run_compare(
     with recording(run, plots=plots):
         model = resolve_model(scenario)
         _run_rounds(run, model, say)
-        judge_run(run, accuracy=scenario.accuracy.enabled)
+        try:
+            judge_run(run, accuracy=scenario.accuracy.enabled)
+        except AccuracyError as exc:  # the arms answered different questions
+            raise RunFailed(str(exc), "invalid") from None
         run.status = "complete"
     return run
 
@@ -158,9 +158,6 @@ def _run_rounds(run: LiveRun, model: str, say: SayFn) -> None:
 
 
 clock = time.monotonic  # the budget's clock (a test replaces it)
-
-# A look needs two starts per arm: below that no spread is sampled.
-FIRST_LOOK = 2
 
 
 def look(run: LiveRun, rounds: int, most: int, *, final: bool) -> str:
@@ -438,68 +435,6 @@ def _run_accuracy(
     )
 
 
-def design_decidability(scenario: Scenario) -> list[decidability.Decidability]:
-    """Each gated metric's decidability under the scenario's design and calibrated noise."""
-    noise = scenario.start_noise
-    most = scenario.budget.most_starts if scenario.budget else scenario.starts
-    share = look_share(most, FIRST_LOOK, most, final=True) if scenario.budget else 1.0
-    return decidability.check(
-        scenario.thresholds,
-        noise.cv if noise else {},
-        starts_allowed=most,
-        alpha=(1 - scenario.confidence) / 2 * share,
-    )
-
-
-def check_design(scenario: Scenario, say: SayFn, *, strict: bool) -> None:
-    """Say, before anything runs, the smallest change the design can decide for each gated
-    metric with calibrated noise; warn where a tolerance is below it, refuse under strict."""
-    rows = design_decidability(scenario)
-    if not any(r.checked for r in rows):
-        return
-    source = scenario.start_noise.source if scenario.start_noise else None
-    say("decidability" + (f" (noise from {source})" if source else "") + ":")
-    for row in rows:
-        say(("  " if row.decidable or not row.checked else "  warning: ") + row.message())
-    undecidable = [r for r in rows if r.checked and not r.decidable]
-    if strict and undecidable:
-        raise ScenarioError(
-            f"{scenario.source}: --strict: the design cannot decide "
-            + "; ".join(r.message() for r in undecidable)
-            + ". Raise the tolerance (thresholds), the starts (budget or starts), or gate a "
-            "quieter metric"
-        )
-
-
-def design_warnings(scenario: Scenario) -> list[str]:
-    """What will keep this design from a speed verdict, said before anything runs."""
-    out = []
-    calibrated = set((scenario.start_noise.cv if scenario.start_noise else {}).keys())
-    uncovered = [t.metric for t in scenario.thresholds if t.metric not in calibrated]
-    for name, arm in scenario.arms.items():
-        if arm.url and uncovered:
-            out.append(
-                f"the {name} is a running server (url): one server start, so "
-                f"{', '.join(uncovered)} will be inconclusive (start-to-start variation "
-                "unsampled); give [compare] start_noise from stored A/A runs, or let perfgate "
-                "start that arm"
-            )
-    gpus = {name: arm.gpus for name, arm in scenario.arms.items() if not arm.url}
-    crossover = scenario.parallel_gpus is not None  # both arms on both GPUs, in turn
-    if len(gpus) == 2 and gpus["baseline"] != gpus["candidate"] and not crossover:
-        out.append(
-            f"the arms run on different GPUs (baseline {gpus['baseline'] or 'default'}, "
-            f"candidate {gpus['candidate'] or 'default'}): the GPUs' own difference becomes "
-            "part of the measured change; give both arms the same gpus"
-        )
-    if scenario.budget is None and scenario.starts < 2 and uncovered and not out:
-        out.append(
-            f"--starts {scenario.starts}: one server start per arm gives no speed verdict "
-            "(start-to-start variation unsampled); use two or more, or a budget"
-        )
-    return out
-
-
 def new_design(scenario: Scenario) -> dict[str, Any]:
     """What the run records of its design: the seed of its order (drawn when the scenario
     fixes none), the budget, and (filled in as it goes) its looks and alpha share."""
@@ -514,99 +449,3 @@ def new_design(scenario: Scenario) -> dict[str, Any]:
         "looks": [],
         "share": 1.0,
     }
-
-
-def recompute(doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a stored compare result whose comparison and verdict this perfgate's
-    statistics compute again from the stored repeats (the file itself is not changed); old
-    files pass through ``migrate`` first. A sequential run is judged again at the alpha share
-    its final look used."""
-    run = CompareRun.from_json(doc)
-    was = {
-        "perfgate_version": __version__,
-        "verdict": run.verdict if run.status == COMPLETE else run.status,
-        "exit_code": run.exit_code,
-    }
-    judge_run(run, accuracy=all(arm in run.accuracy for arm in ARMS))
-    if run.status != COMPLETE:  # a run that did not complete keeps its status
-        run.verdict = None
-    return {**run.to_json(), "recomputed": was}
-
-
-def compare_repeats(run: CompareRun) -> None:
-    """Every gated metric compared over the run's starts, at the current look's confidence
-    (before the family-wise rule)."""
-    sc = run.scenario
-    run.comparison = compare(
-        sc.thresholds,
-        run.repeats["baseline"],
-        run.repeats["candidate"],
-        confidence=1 - run.alpha,
-        noise=sc.start_noise,
-        primary=sc.primary,
-        plan_confidence=sc.confidence,  # a plan is for a fixed design at the scenario's
-        windows=(
-            [w.metrics for w in run.windows["baseline"]],
-            [w.metrics for w in run.windows["candidate"]],
-        ),
-        blocks=_gpu_blocks(run),
-    )
-    bursty = [
-        f"{arm} start {r.start if r.start is not None else '?'} repeat {r.repeat}"
-        for arm in ARMS
-        for r in run.repeats[arm]
-        if r.result.bursts is not None and r.result.bursts.bursty
-    ]
-    if bursty:  # chunk gaps that describe delivery, not generation: not a basis for a verdict
-        why = (
-            "not gated: tokens reached the client in bursts in "
-            + ", ".join(bursty[:3])
-            + (f" and {len(bursty) - 3} more" if len(bursty) > 3 else "")
-            + " (the repeats' warnings say where)"
-        )
-        # reported, but neither passing nor failing the run: secondary, undecided, and out of
-        # the family's multiplicity (the other metrics are judged as usual)
-        run.comparison = [
-            replace(row, verdict=INCONCLUSIVE, primary=False, p_regress=math.nan, reason=why)
-            if row.metric in ITL_METRICS
-            else row
-            for row in run.comparison
-        ]
-
-
-def _gpu_blocks(run: CompareRun) -> tuple[list[str], list[str]] | None:
-    """Each start's GPU, in start order, when the arms ran in parallel on two GPUs."""
-    if not run.scenario.parallel_gpus:
-        return None
-    b, c = ([str(s.get("gpus")) for s in run.servers[arm] if not s.get("profile")] for arm in ARMS)
-    return b, c
-
-
-def judge_run(run: CompareRun, *, accuracy: bool) -> None:
-    """The final analysis: every gated metric, accuracy (``accuracy``: when both arms have
-    it), Holm over the family, and the run's verdict."""
-    compare_repeats(run)
-    run.accuracy_comparison = compare_accuracy(run) if accuracy else None
-    run.comparison, run.accuracy_comparison = family.apply(
-        run.comparison, run.accuracy_comparison, alpha=run.alpha
-    )
-    run.verdict = family.overall(run.comparison, run.accuracy_comparison)
-    if all(run.windows[a] for a in ARMS):
-        run.kernel_comparison = kernels.compare_kernels(
-            [w.window for w in run.windows["baseline"]],
-            [w.window for w in run.windows["candidate"]],
-            confidence=run.scenario.confidence,
-            top=run.scenario.profile.top,
-        ).to_json()
-
-
-def compare_accuracy(run: CompareRun) -> AccuracyComparison:
-    try:
-        return compare_arms(
-            run.accuracy["baseline"],
-            run.accuracy["candidate"],
-            run.scenario.accuracy,
-            confidence=run.scenario.confidence,
-        )
-    except AccuracyError as exc:
-        raise RunFailed(str(exc), "invalid") from None
