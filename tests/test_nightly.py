@@ -177,10 +177,10 @@ def test_the_gate_judges_tonights_answers_against_the_stored_ones_before_anythin
 
 def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_holds_a_pass():
     from perfgate.decide.accuracy import compare_arms
+    from perfgate.decide.nightly import decide_night
     from perfgate.documents.eval import AccuracySpec, ArmAccuracy
     from perfgate.documents.nightly import Detection
     from perfgate.documents.run import CompareRun
-    from perfgate.run.gate import _decide
 
     spec = AccuracySpec(k=1, temperature=0.0, max_drop=0.02)
 
@@ -190,12 +190,15 @@ def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_ho
     calm = night(1, 1.0)
     scenario = CompareRun.from_json(read_json(GPU_RUNS / "h200-aa-pinning.json.xz")).scenario
     dropped = compare_arms(answers([[1]] * 60), answers([[1]] * 30 + [[0]] * 30), spec)
-    verdict, reason = _decide(calm, Detection(), scenario, dropped)
+    verdict, reason = decide_night(calm, Detection(), scenario.gate, dropped)
     assert verdict == "regressed" and "50.0% against the baseline's 100.0%" in reason
     assert "counts the night it is seen" in reason
     few = compare_arms(answers([[1], [0], [1], [0]]), answers([[0], [1], [1], [0]]), spec)
     assert few.verdict == "inconclusive"  # 4 questions cannot rule out a 2-point drop
-    assert _decide(calm, Detection(), scenario, few)[0] == "inconclusive"
-    assert _decide(calm, Detection(), scenario, None)[0] == "pass"
+    assert decide_night(calm, Detection(), scenario.gate, few)[0] == "inconclusive"
+    assert decide_night(calm, Detection(), scenario.gate, None)[0] == "pass"
     same = compare_arms(answers([[1]] * 60), answers([[1]] * 60), spec)
-    assert same.verdict == "no change" and _decide(calm, Detection(), scenario, same)[0] == "pass"
+    assert (
+        same.verdict == "no change"
+        and decide_night(calm, Detection(), scenario.gate, same)[0] == "pass"
+    )
