@@ -97,7 +97,7 @@ def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
 def test_accuracy_table_shows_scores_difference_p_and_verdict():
     from perfgate.decide.accuracy import paired_accuracy
     from perfgate.documents.eval import ArmAccuracy
-    from perfgate.report.markdown import render_accuracy_section
+    from perfgate.report.accuracy_md import render_accuracy_section
 
     base = [[1, 1], [0, 1], [1, 0], [0, 0]] * 10
     cand = [[1, 1], [0, 0], [1, 0], [0, 0]] * 10
@@ -191,7 +191,7 @@ def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply
 
     from perfgate.decide.accuracy import paired_accuracy
     from perfgate.documents.eval import ArmAccuracy
-    from perfgate.report.markdown import render_accuracy_section
+    from perfgate.report.accuracy_md import render_accuracy_section
 
     letters = {"baseline": [["A", "A"], ["B", "C"], ["D", "D"]],
                "candidate": [["C", None], ["B", "C"], ["D", "D"]]}  # fmt: skip

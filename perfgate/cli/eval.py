@@ -25,9 +25,7 @@ from perfgate.documents.io import (
     check_output_file,
     write_json_or_fallback,
 )
-from perfgate.report.markdown import (
-    render_accuracy_section,
-)
+from perfgate.report.accuracy_md import render_accuracy_section
 from perfgate.serve.server_api import EndpointError
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]

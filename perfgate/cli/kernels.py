@@ -12,11 +12,7 @@ from perfgate.cli.common import (
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.kernels import ProfileError
-from perfgate.report.markdown import (
-    render_kernel_diff,
-    render_kernel_table,
-    render_steps,
-)
+from perfgate.report.kernels_md import render_kernel_diff, render_kernel_table, render_steps
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 

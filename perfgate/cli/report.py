@@ -24,11 +24,9 @@ from perfgate.documents.io import (
     read_json,
 )
 from perfgate.documents.run import CompareRun
+from perfgate.report.accuracy_md import render_accuracy_section
 from perfgate.report.bench_text import render_bench_text
-from perfgate.report.markdown import (
-    render_accuracy_section,
-    render_compare_markdown,
-)
+from perfgate.report.markdown import render_compare_markdown
 
 EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from perfgate import registry
 from perfgate.documents.nightly import GateOutcome
-from perfgate.report.markdown import VERDICT_LINE, md_text, render_compare_markdown
+from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
+from perfgate.report.mdtext import md_text
 
 LAST_NIGHTS = 12
 

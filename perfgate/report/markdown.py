@@ -9,7 +9,6 @@ code, so it can neither break the layout nor smuggle markup or HTML into a pull 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ from perfgate.decide import family
 from perfgate.decide.comparison import group_by_start
 from perfgate.documents.compare import MetricComparison
 from perfgate.documents.io import from_fields
-from perfgate.documents.kernels import KernelTable, short_name
 from perfgate.documents.spec import Budget
-from perfgate.profiling import diff_tables
+from perfgate.report.accuracy_md import render_accuracy_section
+from perfgate.report.kernels_md import render_profile_section
+from perfgate.report.mdtext import fmt, md_block, md_code, md_text, pct, short_g, size
 
 VERDICT_LINE = {
     "pass": "✅ **pass**: no gated metric regressed",
@@ -35,51 +35,6 @@ STATUS_LINE = {
     "interrupted": "⛔ **interrupted**",
     "running": "⏳ **incomplete**",
 }
-
-
-def md_text(value: Any) -> str:
-    """Literal inline Markdown text: one line, emphasis/link/table/HTML characters escaped."""
-    text = " ".join(str(value).split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
-
-
-def md_code(value: Any, *, in_table: bool = True) -> str:
-    """Inline code that holds any text: a fence longer than any run of backticks inside, one
-    line, and (in a table cell) '|' escaped, which would otherwise end the cell."""
-    text = " ".join(str(value).split())
-    if in_table:
-        text = text.replace("|", "\\|")
-    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def md_block(text: str) -> list[str]:
-    """A fenced code block whose fence no line of ``text`` can close."""
-    fence = "`" * max(3, max((len(m) for m in re.findall(r"`{3,}", text)), default=0) + 1)
-    return [fence, text, fence]
-
-
-def _fmt(v: Any, fmt: str = "{:.2f}") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return fmt.format(v)
-
-
-def _pct(v: float | None) -> str:
-    if v is None or math.isnan(v):  # JSON holds an unbounded interval end as null
-        return "n/a"
-    if not math.isfinite(v):
-        return "∞" if v > 0 else "-∞"
-    return f"{v * 100:+.1f}%"
-
-
-def _size(v: Any) -> str:
-    """A relative size without sign (5.2%), or n/a."""
-    if v is None or not isinstance(v, int | float) or not math.isfinite(v):
-        return "n/a"
-    return f"{v * 100:.1f}%"
 
 
 def _median_over_repeats(repeats: list[dict[str, Any]], key: str) -> float | None:
@@ -131,8 +86,8 @@ def start_charts(rows: list[dict[str, Any]]) -> list[str]:
             "xychart-beta",
             f'    title "{title.replace(chr(34), chr(39))}"',
             f"    x-axis [{', '.join(labels)}]",
-            f"    y-axis {_g(low - pad)} --> {_g(high + pad)}",
-            f"    bar [{', '.join(_g(v) for v in values)}]",
+            f"    y-axis {short_g(low - pad)} --> {short_g(high + pad)}",
+            f"    bar [{', '.join(short_g(v) for v in values)}]",
             "```",
             "",
         ]
@@ -146,10 +101,6 @@ def start_charts(rows: list[dict[str, Any]]) -> list[str]:
         "</details>",
         "",
     ]
-
-
-def _g(v: float) -> str:
-    return f"{v:.6g}"
 
 
 def _unverified_guards(doc: dict[str, Any]) -> list[str]:
@@ -277,13 +228,13 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         for r in rows:
             better = "higher" if r["higher_is_better"] else "lower"
             change = (
-                f"{_pct(r['estimate'])} ({_pct(r['low'])} to {_pct(r['high'])})"
+                f"{pct(r['estimate'])} ({pct(r['low'])} to {pct(r['high'])})"
                 if r["estimate"] is not None and math.isfinite(r["estimate"])
                 else "n/a"
             )
             lines.append(
-                f"| {r['label']} | {_fmt(r['baseline'])} | {_fmt(r['candidate'])} | {change} "
-                f"| {_size(r.get('min_detectable'))} | {_size(r.get('cv_between_units'))} "
+                f"| {r['label']} | {fmt(r['baseline'])} | {fmt(r['candidate'])} | {change} "
+                f"| {size(r.get('min_detectable'))} | {size(r.get('cv_between_units'))} "
                 f"| {r['tolerance'] * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
             )
         lines += [
@@ -322,7 +273,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
             m = registry.get(key)
             b = _median_over_repeats(arms["baseline"]["repeats"], key)
             c = _median_over_repeats(arms["candidate"]["repeats"], key)
-            lines.append(f"| {m.label} | {_fmt(b, m.fmt)} | {_fmt(c, m.fmt)} |")
+            lines.append(f"| {m.label} | {fmt(b, m.fmt)} | {fmt(c, m.fmt)} |")
         lines += ["", "</details>", ""]
 
     warnings = sorted(
@@ -374,306 +325,6 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pp(v: Any) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v * 100:+.1f} pp"
-
-
-def _acc(v: Any) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v * 100:.1f}%"
-
-
-def render_accuracy_section(acc: dict[str, Any]) -> list[str]:
-    """The accuracy table: each arm's score and CI, the paired difference, p, verdict."""
-    given = acc.get("arms") or {}
-    if not given:
-        return []
-    # baseline first, whichever arm's accuracy ran first
-    arms = {n: given[n] for n in sorted(given, key=lambda n: (n != "baseline", n))}
-    c = acc.get("comparison")
-    first = next(iter(arms.values()))
-    lines = ["**Accuracy** (GPQA via lm-eval, " + md_text(first.get("source")) + ")", ""]
-    if c is None:
-        lines += ["| arm | accuracy | questions x k |", "|---|---:|---:|"]
-        for name, a in arms.items():
-            cells = [x for row in a["correct"] for x in row]
-            score = sum(cells) / len(cells) if cells else None
-            lines.append(f"| {md_text(name)} | {_acc(score)} | {len(a['correct'])} x {a['k']} |")
-        return [*lines, ""]
-    verdict = c["verdict"]
-    if verdict == "inconclusive" and c.get("k_to_decide"):
-        verdict += f" (~k = {c['k_to_decide']} to decide)"
-    elif verdict == "inconclusive" and c.get("questions_to_decide"):
-        # at temperature 0 the k evaluations are replicas: only more questions decide
-        verdict += f" (~{c['questions_to_decide']} questions to decide)"
-    p_margin = c.get("p_margin")
-    lines += [
-        f"| | baseline | candidate | change ({c.get('confidence', 0.95):.0%} CI) "
-        "| p (drop > tolerance) | tolerance | verdict |",
-        "|---|---:|---:|---:|---:|---:|---|",
-        f"| accuracy | {_acc(c['baseline'])} ({_acc(c['baseline_low'])}-"
-        f"{_acc(c['baseline_high'])}) | {_acc(c['candidate'])} ({_acc(c['candidate_low'])}-"
-        f"{_acc(c['candidate_high'])}) | {_pp(c['diff'])} ({_pp(c['diff_low'])} to "
-        f"{_pp(c['diff_high'])}) | {_fmt(p_margin, '{:.3f}')} | -{c['max_drop'] * 100:.1f} pp "
-        f"| {verdict} |",
-        "",
-        f"{c['n_questions']} questions x k = {c['k_baseline']} (baseline) / "
-        f"{c['k_candidate']} (candidate), paired by question; regressed only when the drop "
-        "is significantly larger than the tolerance (paired t against the margin); without "
-        f"a margin: {c['test']}, p = {_fmt(c['p_value'], '{:.3f}')}. Smallest drop this "
-        f"run detects (5% one-sided, 80% power): {c['min_detectable_drop'] * 100:.1f} pp. "
-        + (
-            f"Holm-adjusted over the run's gated tests: p = {_fmt(c['p_adjusted'], '{:.3f}')}. "
-            if c.get("p_adjusted") is not None and math.isfinite(c["p_adjusted"])
-            else ""
-        )
-        + "Replies with no extractable answer: "
-        + ", ".join(f"{name} {a.get('no_answer', 0)}" for name, a in arms.items())
-        + ".",
-        "",
-    ]
-    return lines + _per_question(arms)
-
-
-def _answers(arm: dict[str, Any]) -> dict[str, list[str]]:
-    """question -> the extracted letter of each repeat, in order ("-": none), from its samples."""
-    out: dict[str, dict[int, str]] = {}
-    for s in arm.get("samples") or []:
-        letter = str(s.get("answer") or "").strip("()")
-        out.setdefault(str(s["question"]), {})[int(s["repeat"])] = (
-            letter if len(letter) == 1 else "-"
-        )
-    return {q: [byrep[r] for r in sorted(byrep)] for q, byrep in out.items()}
-
-
-def _per_question(arms: dict[str, Any], most: int = 10) -> list[str]:
-    """The paired comparison question by question: how many questions the candidate answered
-    better, worse or the same (share of its k replies right), and the most changed ones with
-    every reply's extracted letter."""
-    b, c = arms.get("baseline"), arms.get("candidate")
-    if not b or not c or b.get("questions") != c.get("questions") or not b.get("questions"):
-        return []
-    rows = []
-    for q, rb, rc in zip(b["questions"], b["correct"], c["correct"], strict=True):
-        if rb and rc:
-            rows.append((sum(rc) / len(rc) - sum(rb) / len(rb), q, rb, rc))
-    worse = sum(r[0] < 0 for r in rows)
-    better = sum(r[0] > 0 for r in rows)
-    lines = [
-        f"Per question (paired): the candidate did worse on {worse}, better on {better} and "
-        f"the same on {len(rows) - worse - better} of {len(rows)} questions.",
-        "",
-    ]
-    changed = sorted((r for r in rows if r[0] != 0), key=lambda r: (r[0], r[1]))[:most]
-    if not changed:
-        return lines
-    answers = {"baseline": _answers(b), "candidate": _answers(c)}
-    targets = {
-        str(s["question"]): str(s.get("target") or "").strip("()") for s in b.get("samples") or []
-    }
-    lines += [
-        f"Most changed ({len(changed)} of {worse + better}; letters: each reply's extracted "
-        "answer, - none):",
-        "",
-        "| question | correct | baseline right | candidate right | change | baseline answers "
-        "| candidate answers |",
-        "|---|---|---:|---:|---:|---|---|",
-    ]
-    for diff, q, rb, rc in changed:
-        lines.append(
-            f"| {md_text(q)} | {md_text(targets.get(q, '?'))} | {sum(rb)}/{len(rb)} "
-            f"| {sum(rc)}/{len(rc)} | {_pp(diff)} | {' '.join(answers['baseline'].get(q, []))} "
-            f"| {' '.join(answers['candidate'].get(q, []))} |"
-        )
-    return [*lines, ""]
-
-
-def render_steps(trace: str, source: str, groups: list[Any]) -> list[str]:
-    """Engine steps of one trace (``perfgate.steps.groups``): kind, batch, count, device time
-    per step (median and range), per token, launches per step."""
-    what = "GPU kernel time" if source == "kernel" else "CPU operator time"
-    lines = [
-        f"Engine steps in {md_code(trace, in_table=False)} ({what} inside each step):",
-        "",
-        "| step | tokens | steps | median (us) | min-max (us) | per token (us) | launches |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for g in groups:
-        lines.append(
-            f"| {g.kind} | {g.tokens} | {g.steps} | {g.median_us:.1f} | {g.min_us:.1f}-"
-            f"{g.max_us:.1f} | {g.per_token_us:.1f} | {g.launches:g} |"
-        )
-    if not groups:
-        lines.append("| (no engine step annotations in this trace) | | | | | | |")
-    return [*lines, ""]
-
-
-def render_kernel_table(table: dict[str, Any], top: int, title: str = "") -> list[str]:
-    what = "GPU kernel" if table["source"] == "kernel" else "CPU operator (self time)"
-    lines = [title] if title else []
-    graphs = table.get("graph_launches") or 0
-    lines += [
-        f"{len(table['rows'])} distinct names ({what}), {table['total_us'] / 1000:.2f} ms in all"
-        + (f", {graphs} CUDA graph launches" if graphs else "")
-        + ".",
-        "",
-        f"| {what} | calls | total (ms) | mean (us) | share |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in table["rows"][:top]:
-        lines.append(
-            f"| {md_code(short_name(r['name']))} | {r['calls']} | {r['total_us'] / 1000:.3f} "
-            f"| {r['mean_us']:.1f} | {r['share']:.1%} |"
-        )
-    return [*lines, ""]
-
-
-def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[str]:
-    lines = [
-        "| kernel | baseline calls | baseline (ms) | candidate calls | candidate (ms) | change |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for r in diff_tables(base, cand, top=top):
-        lines.append(
-            f"| {md_code(short_name(r.name))} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
-            f"{r.candidate_calls} | {r.candidate_us / 1000:.3f} | {r.change} |"
-        )
-    return [*lines, ""]
-
-
-def _us(v: Any, signed: bool = False) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a" if v is None or v != v else ("+inf" if v > 0 else "-inf")
-    return f"{v:+.2f}" if signed else f"{v:.2f}"
-
-
-def render_windows(windows: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Each start's profiled-window figures, arm by arm."""
-    lines = [
-        "| arm | start | decode steps | time / step (us) | per token (us) | launches / step "
-        "| graph replays / step | other steps (kind x batch: steps) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for arm in ("baseline", "candidate"):
-        for w in windows.get(arm) or []:
-            others = ", ".join(
-                f"{g['kind']} x {g['tokens']}: {g['steps']}"
-                for g in w.get("groups") or []
-                if not (g["kind"] == "decode" and g["tokens"] == w["batch"])
-            )
-            lines.append(
-                f"| {arm} | {w['start'] + 1} | {w['decode_steps']} | "
-                f"{_us(w.get('time_per_step_us'))} | {_us(w.get('time_per_token_us'))} | "
-                f"{_fmt(w.get('launches_per_step'), '{:.0f}')} | "
-                f"{_fmt(w.get('graph_replays_per_step'), '{:.0f}')} | {others or '-'} |"
-            )
-    return [*lines, ""]
-
-
-def render_kernel_changes(k: dict[str, Any], tpot: dict[str, Any] | None) -> list[str]:
-    """The kernel-level A/B table: what changed per decode step, with intervals across
-    starts, and how much of the step's change it explains, beside the end-to-end change."""
-    what = "kernel" if k["source"] == "kernel" else "CPU operator"
-    if k.get("problem"):
-        return [f"No kernel-level comparison: {md_text(k['problem'])}.", ""]
-    conf = f"{k['confidence']:.0%}"
-    lines = [
-        f"**{what[0].upper() + what[1:]} changes per decode step** (batch {k['batch']}; "
-        f"{k['starts'][0]} + {k['starts'][1]} starts; mean over starts, {conf} interval of "
-        "the change across starts)",
-        "",
-    ]
-    rows = k.get("rows") or []
-    if rows:
-        lines += [
-            f"| {what} | change | us / call | calls / step | us / step | change / step (CI) |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {md_code(short_name(r['name'], 70))} | {r['change']} | "
-                f"{_us(r['baseline_us_per_call'])} -> {_us(r['candidate_us_per_call'])} | "
-                f"{r['baseline_calls_per_step']:.1f} -> {r['candidate_calls_per_step']:.1f} | "
-                f"{_us(r['baseline_us_per_step'])} -> {_us(r['candidate_us_per_step'])} | "
-                f"{_us(r['diff_us_per_step'], True)} ({_us(r['low'], True)} to "
-                f"{_us(r['high'], True)}) |"
-            )
-        lines.append("")
-    else:
-        lines += [f"No {what} appeared, disappeared or changed beyond 0.5% of a step.", ""]
-    step = (
-        f"Time per decode step (the kernels' sum): {_us(k['baseline_step_us'])} -> "
-        f"{_us(k['candidate_step_us'])} us, {_us(k['step_diff_us'], True)} us "
-        f"({_us(k['step_low'], True)} to {_us(k['step_high'], True)}); the {len(rows)} listed "
-        f"account for {_us(k['listed_diff_us'], True)} us, smaller changes elsewhere for "
-        f"{_us(k['step_diff_us'] - k['listed_diff_us'], True)} us."
-    )
-    if tpot is not None:
-        step += (
-            f" End to end, {tpot['label']}: {_pct(tpot['estimate'])} "
-            f"({_pct(tpot['low'])} to {_pct(tpot['high'])})."
-        )
-    return [*lines, step, ""]
-
-
-def render_checks(checks: list[dict[str, Any]]) -> list[str]:
-    """The expect/forbid assertions, one row each with its calls on every profiled start."""
-    by: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
-    for c in checks:
-        by.setdefault((c["arm"], c["kind"], c["pattern"], c["min_calls"]), []).append(c)
-    lines = ["| arm | assertion | pattern | calls (per start) | result |", "|---|---|---|---:|---|"]
-    for (arm, kind, pattern, min_calls), cs in by.items():
-        need = f">= {min_calls}" if kind == "expect" else f"< {min_calls}"
-        mark = "✅ pass" if all(c["ok"] for c in cs) else "❌ **fail**"
-        calls = ", ".join(str(c["calls"]) for c in cs)
-        lines.append(f"| {arm} | {kind} ({need} calls) | {md_code(pattern)} | {calls} | {mark} |")
-    return [*lines, ""]
-
-
-def render_profile_section(
-    profile: dict[str, Any], top: int = 10, tpot: dict[str, Any] | None = None
-) -> list[str]:
-    arms = profile.get("arms") or {}
-    checks = profile.get("checks") or []
-    windows = profile.get("windows") or {}
-    if not arms and not checks:
-        return []
-    lines = []
-    if any(windows.values()):
-        lines += [
-            "**Kernel profile**: a profiled window at the end of every server start (after "
-            "its timed repeats: the profiler never runs during a timed repeat); device time "
-            "per decode step at the window's batch (GPU kernel time; CPU operator time on "
-            "CPU vLLM). Prefill and mixed steps, whose batching depends on arrival timing, "
-            "are counted apart.",
-            "",
-            *render_windows(windows),
-        ]
-    else:  # results from before per-start windows: one profiled start per arm
-        lines += [
-            "**Kernel profile** (a separate, profiled server start per arm; its timings are "
-            "not used)",
-            "",
-        ]
-    if profile.get("kernels"):
-        lines += render_kernel_changes(profile["kernels"], tpot)
-    if checks:
-        lines += render_checks(checks)
-    if "baseline" in arms and "candidate" in arms:
-        lines += [
-            "<details><summary>Largest differences in the first window's totals</summary>",
-            "",
-        ]
-        lines += render_kernel_diff(
-            KernelTable.from_json(arms["baseline"]), KernelTable.from_json(arms["candidate"]), top
-        )
-        lines += ["</details>", ""]
-    for name, table in arms.items():
-        lines += [f"<details><summary>Top {top}: {name} (first window)</summary>", ""]
-        lines += render_kernel_table(table, top)
-        lines += ["</details>", ""]
-    return lines
-
-
 def render_starts(arms: dict[str, Any]) -> list[str]:
     """Where each server start ran and the state of the host and GPU during its repeats."""
     lines = [
@@ -697,12 +348,12 @@ def render_starts(arms: dict[str, Any]) -> list[str]:
             power = [g["median_power_w"] for g in gpus if g.get("median_power_w")]
             cold = facts.get("compile_cache_cold")
             lines.append(
-                f"| {arm} | {i + 1} | {_fmt(srv.get('startup_s'), '{:.0f}')} | "
+                f"| {arm} | {i + 1} | {fmt(srv.get('startup_s'), '{:.0f}')} | "
                 f"{'shared' if cold is None else ('cold' if cold else 'warm')} | {pinned} | "
                 f"{f'{min(sm):.0f}-{max(sm):.0f}' if sm else 'n/a'} | "
                 f"{', '.join(reasons) or 'n/a'} | "
-                f"{_fmt(max(temps) if temps else None, '{:.0f}')} | "
-                f"{_fmt(statistics.median(power) if power else None, '{:.0f}')} |"
+                f"{fmt(max(temps) if temps else None, '{:.0f}')} | "
+                f"{fmt(statistics.median(power) if power else None, '{:.0f}')} |"
             )
     return [*lines, ""] if seen else []
 
