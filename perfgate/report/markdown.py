@@ -178,9 +178,35 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
 
 
 def render_compare_markdown(doc: dict[str, Any]) -> str:
+    """report.md of a compare run, from its stored document: the verdict first, the gated
+    metrics and how the design decided them, pictures, accuracy, kernels, then the details."""
+    rows = doc.get("comparison") or []
     sc = doc["scenario"]
-    arms = doc["arms"]
-    status = doc["status"]
+    lines = _head(doc)
+    if rows:
+        lines += _metric_table(rows)
+        lines += _design_note(doc, rows)
+    lines += start_charts(rows)
+    if doc.get("plots"):
+        lines += [
+            "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in doc["plots"]),
+            "",
+        ]
+    lines += render_accuracy_section(doc.get("accuracy") or {})
+    lines += render_profile_section(
+        doc.get("profile") or {},
+        top=(sc.get("profile") or {}).get("top", 10),
+        tpot=next((r for r in rows if r["metric"] == "median_tpot_ms"), None),
+    )
+    lines += _serving_table(doc["arms"]) + _warnings(doc["arms"]) + _environment(doc)
+    lines += ["Reproduce:", "", *md_block(str(doc["command"])), ""]
+    return "\n".join(lines)
+
+
+def _head(doc: dict[str, Any]) -> list[str]:
+    """The title, the verdict line (or how the run ended), a recomputation's note, the
+    error, and the workload."""
+    sc, arms, status = doc["scenario"], doc["arms"], doc["status"]
     reps = {a: len(arms[a]["repeats"]) for a in ("baseline", "candidate")}
     lines = [f"## perfgate: {md_text(sc['name'])}", ""]
     if status == "complete":
@@ -208,74 +234,66 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         if len(error) > 3000:  # the head names the cause; the full text is in results.json
             error = error[:3000] + "\n... (full text in results.json)"
         lines += ["", *md_block(error)]
-    lines.append("")
     w = sc["workload"]
-    lines.append(
+    return [
+        *lines,
+        "",
         f"Workload: {w['num_prompts']} prompts x {reps['baseline']} + {reps['candidate']} "
         f"repeats (baseline + candidate), {w['input_len']} in / "
         f"{w['output_len']} out, concurrency {w['max_concurrency']}, endpoint "
-        f"`{w['endpoint']}`. Intervals: {_interval_confidence(doc):.1%} confidence."
-    )
-    lines.append("")
+        f"`{w['endpoint']}`. Intervals: {_interval_confidence(doc):.1%} confidence.",
+        "",
+    ]
 
-    rows = doc.get("comparison") or []
-    if rows:
-        lines += [
-            "| metric | baseline | candidate | change (CI) | detectable | noise (CV) "
-            "| tolerance | verdict |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for r in rows:
-            better = "higher" if r["higher_is_better"] else "lower"
-            change = (
-                f"{pct(r['estimate'])} ({pct(r['low'])} to {pct(r['high'])})"
-                if r["estimate"] is not None and math.isfinite(r["estimate"])
-                else "n/a"
-            )
-            lines.append(
-                f"| {r['label']} | {fmt(r['baseline'])} | {fmt(r['candidate'])} | {change} "
-                f"| {size(r.get('min_detectable'))} | {size(r.get('cv_between_units'))} "
-                f"| {r['tolerance'] * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
-            )
-        lines += [
-            "",
-            "detectable: the smallest change this run would have caught (80% power); noise: "
-            "how much a server start's value spreads between starts, about a coefficient of "
-            "variation. A tolerance below the detectable change cannot be decided at this "
-            "noise with this many starts; the plan (starts/arm to decide, at 90% power) is "
-            "given at the noise seen and over that noise's 80% interval.",
-        ]
-        lines.append("")
-        lines += _design_note(doc, rows)
 
-    lines += start_charts(rows)
-    if doc.get("plots"):
-        lines += [
-            "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in doc["plots"]),
-            "",
-        ]
-    lines += render_accuracy_section(doc.get("accuracy") or {})
+def _metric_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| metric | baseline | candidate | change (CI) | detectable | noise (CV) "
+        "| tolerance | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        better = "higher" if r["higher_is_better"] else "lower"
+        change = (
+            f"{pct(r['estimate'])} ({pct(r['low'])} to {pct(r['high'])})"
+            if r["estimate"] is not None and math.isfinite(r["estimate"])
+            else "n/a"
+        )
+        lines.append(
+            f"| {r['label']} | {fmt(r['baseline'])} | {fmt(r['candidate'])} | {change} "
+            f"| {size(r.get('min_detectable'))} | {size(r.get('cv_between_units'))} "
+            f"| {r['tolerance'] * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
+        )
+    return [
+        *lines,
+        "",
+        "detectable: the smallest change this run would have caught (80% power); noise: "
+        "how much a server start's value spreads between starts, about a coefficient of "
+        "variation. A tolerance below the detectable change cannot be decided at this "
+        "noise with this many starts; the plan (starts/arm to decide, at 90% power) is "
+        "given at the noise seen and over that noise's 80% interval.",
+        "",
+    ]
 
-    lines += render_profile_section(
-        doc.get("profile") or {},
-        top=(sc.get("profile") or {}).get("top", 10),
-        tpot=next((r for r in rows if r["metric"] == "median_tpot_ms"), None),
-    )
 
-    if any(arms[a]["repeats"] for a in arms):
-        lines += [
-            "<details><summary>Serving benchmark, side by side (median over repeats)</summary>",
-            "",
-            "| | baseline | candidate |",
-            "|---|---:|---:|",
-        ]
-        for key in registry.SERVING_TABLE:
-            m = registry.get(key)
-            b = _median_over_repeats(arms["baseline"]["repeats"], key)
-            c = _median_over_repeats(arms["candidate"]["repeats"], key)
-            lines.append(f"| {m.label} | {fmt(b, m.fmt)} | {fmt(c, m.fmt)} |")
-        lines += ["", "</details>", ""]
+def _serving_table(arms: dict[str, Any]) -> list[str]:
+    if not any(arms[a]["repeats"] for a in arms):
+        return []
+    lines = [
+        "<details><summary>Serving benchmark, side by side (median over repeats)</summary>",
+        "",
+        "| | baseline | candidate |",
+        "|---|---:|---:|",
+    ]
+    for key in registry.SERVING_TABLE:
+        m = registry.get(key)
+        b = _median_over_repeats(arms["baseline"]["repeats"], key)
+        c = _median_over_repeats(arms["candidate"]["repeats"], key)
+        lines.append(f"| {m.label} | {fmt(b, m.fmt)} | {fmt(c, m.fmt)} |")
+    return [*lines, "", "</details>", ""]
 
+
+def _warnings(arms: dict[str, Any]) -> list[str]:
     warnings = sorted(
         {
             f"{a}: {w['message']}"
@@ -284,12 +302,21 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
             for w in rep.get("warnings") or []
         }
     )
-    if warnings:
-        lines += ["<details><summary>Warnings</summary>", ""]
-        lines += [f"- {md_text(w)}" for w in warnings]
-        lines += ["", "</details>", ""]
+    if not warnings:
+        return []
+    return [
+        "<details><summary>Warnings</summary>",
+        "",
+        *(f"- {md_text(w)}" for w in warnings),
+        "",
+        "</details>",
+        "",
+    ]
 
-    lines += ["<details><summary>Environment</summary>", ""]
+
+def _environment(doc: dict[str, Any]) -> list[str]:
+    arms = doc["arms"]
+    lines = ["<details><summary>Environment</summary>", ""]
     lines += ["| | baseline | candidate |", "|---|---|---|"]
     env_rows = [
         ("vLLM version", lambda a: _first(arms[a]["repeats"], "server", "version")),
@@ -309,7 +336,8 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         if gpus
         else "none (CPU)"
     )
-    lines += [
+    return [
+        *lines,
         "",
         f"Host {md_code(env.get('hostname'), in_table=False)}, {md_text(env.get('platform'))}, "
         f"Python {md_text(env.get('python'))}, GPUs: {md_text(gpu_text)}, perfgate "
@@ -317,12 +345,7 @@ def render_compare_markdown(doc: dict[str, Any]) -> str:
         "",
         "</details>",
         "",
-        "Reproduce:",
-        "",
-        *md_block(str(doc["command"])),
-        "",
     ]
-    return "\n".join(lines)
 
 
 def render_starts(arms: dict[str, Any]) -> list[str]:
