@@ -53,6 +53,11 @@ err_console = _Console(stderr=True, highlight=False, soft_wrap=True, markup=Fals
 out_console = _Console(highlight=False, soft_wrap=True, markup=False)
 
 
+def say(message: str) -> None:
+    """One line of a run's progress, on stderr (a ``SayFn``)."""
+    err_console.print(message)
+
+
 def fail(message: str) -> None:
     """Print an error that names the cause and the fix, and exit 2."""
     err_console.print(Text.assemble(("error:", "bold red"), " ", redact.scrub(message)))

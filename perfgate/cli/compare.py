@@ -15,11 +15,11 @@ from perfgate.cli.common import (
     arm_options,
     ci_output_options,
     ci_outputs,
-    err_console,
     fail,
     interruptible,
     out_console,
     run_dir_and_command,
+    say,
     scenario_from_flags,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -162,9 +162,6 @@ def compare(
     except ScenarioError as exc:
         fail(str(exc))
     run_dir, command = run_dir_and_command(out_dir, scenario.name, "compare")
-
-    def say(message: str) -> None:
-        err_console.print(message)
 
     try:
         with interruptible(), BenchProgress() as bar:

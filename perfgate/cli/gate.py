@@ -14,11 +14,11 @@ from perfgate.cli.common import (
     arm_options,
     ci_output_options,
     ci_outputs,
-    err_console,
     fail,
     interruptible,
     out_console,
     run_dir_and_command,
+    say,
     scenario_from_flags,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -133,9 +133,6 @@ def gate(
     except ScenarioError as exc:
         fail(str(exc))
     run_dir, command = run_dir_and_command(out_dir, scenario.name, "gate")
-
-    def say(message: str) -> None:
-        err_console.print(message)
 
     try:
         with interruptible():
