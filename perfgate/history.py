@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,27 +45,77 @@ from perfgate.documents.spec import ChangeRule
 
 
 def read_history(path: Path) -> list[Night]:
-    """Every night in the file, oldest first; a missing file is an empty history."""
+    """Every night in the file, oldest first; a missing file is an empty history. A damaged
+    file is a ResultError naming the line and how to repair it."""
     if not path.exists():
         return []
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError:
+        raise ResultError(
+            f"{path}: not UTF-8 text, so not a perfgate history; give --history a JSONL file "
+            "that perfgate gate wrote (or a new path to start one)"
+        ) from None
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    lines = text.splitlines()
     nights = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ResultError(f"{path}:{i}: not valid JSON ({exc})") from None
+            cut = i == len(lines) and not text.endswith("\n")
+            what = "cut short (a night whose writing was interrupted)" if cut else "not valid JSON"
+            raise ResultError(
+                f"{path}:{i}: {what} ({exc}); remove that line to go on: sed -i '{i}d' {path}"
+            ) from None
         nights.append(Night.from_json(doc, f"{path}:{i}"))
     return nights
 
 
+def check_history(path: Path) -> None:
+    """Before a night runs: the history (if there is one) is a regular file perfgate can read
+    whole and append to; a ResultError says what is wrong and the fix."""
+    if path.is_symlink():
+        raise ResultError(
+            f"{path}: a symbolic link; give --history the file itself (perfgate does not write "
+            "through links)"
+        )
+    if path.is_dir():
+        raise ResultError(f"{path}: is a directory; give --history a JSONL file path")
+    if path.exists():
+        if not path.is_file():
+            raise ResultError(f"{path}: not a regular file; give --history a JSONL file path")
+        read_history(path)
+        if not os.access(path, os.W_OK):
+            raise ResultError(f"{path}: cannot be written; make it writable or give another path")
+    else:
+        parent = path.parent if str(path.parent) else Path(".")
+        existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ResultError(
+                f"{path}: its folder cannot be created or written ({existing}); give --history "
+                "a path in a writable folder"
+            )
+
+
 def append_night(path: Path, night: Night) -> None:
-    """Append one line (the file is never rewritten: a crash loses at most tonight)."""
+    """Append one line and flush it to disk (the file is never rewritten: a crash loses at most
+    tonight). A last line without its newline (written by hand) gets one first, so two nights
+    are never glued together."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(jsonable(night.to_json()), allow_nan=False)
-    with path.open("a") as f:
-        f.write(line + "\n")
+    with path.open("ab") as f:
+        if f.tell() > 0:
+            with path.open("rb") as last:
+                last.seek(-1, os.SEEK_END)
+                if last.read(1) != b"\n":
+                    f.write(b"\n")
+        f.write(line.encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def noise_sigma(logs: Sequence[float]) -> float:

@@ -47,6 +47,44 @@ def compare(tmp: Path, text: str = BASE, *extra: str) -> list[str]:
     return ["compare", "--scenario", scenario(tmp, text), "--out-dir", str(tmp / "run"), *extra]
 
 
+def _history(tmp: Path, text: str) -> str:
+    path = tmp / "history.jsonl"
+    path.write_text(text)
+    return str(path)
+
+
+_NIGHT = (
+    '{"schema": "perfgate.history/1", "date": "2026-12-01", "commit": "c1", "fingerprint": {}, '
+    '"metrics": {}, "verdict": "pass", "run_dir": null}'
+)
+
+
+def _baseline(tmp: Path, per_start: object) -> str:
+    path = tmp / "baseline.json"
+    metric = {"per_start": per_start, "tolerance": 0.02, "higher_is_better": False}
+    doc = {
+        "schema": "perfgate.baseline/1",
+        "scenario": "case",
+        "machine": {},
+        "metrics": {"median_tpot_ms": metric},
+    }
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def gate(tmp: Path, baseline: str, history: str) -> list[str]:
+    return [
+        "gate", "--scenario", scenario(tmp), "--baseline", baseline, "--history", history,
+        "--out-dir", str(tmp / "run"),
+    ]  # fmt: skip
+
+
+def _linked_history(tmp: Path) -> str:
+    (tmp / "elsewhere.jsonl").write_text("")
+    (tmp / "link.jsonl").symlink_to(tmp / "elsewhere.jsonl")
+    return str(tmp / "link.jsonl")
+
+
 def with_(old: str, new: str) -> str:
     assert old in BASE
     return BASE.replace(old, new)
@@ -446,5 +484,37 @@ BAD_INPUT = [
         ),
         2,
         "compare.primary: 'p99_ttft_ms' is not a gated metric",
+    ),
+    Case(
+        "history-cut-short",
+        "6",
+        "`perfgate gate` with a history whose last night was cut short",
+        lambda t: gate(t, _baseline(t, [3.0, 3.1]), _history(t, _NIGHT + "\n" + _NIGHT[:50])),
+        2,
+        "history.jsonl:2: cut short (a night whose writing was interrupted)",
+    ),
+    Case(
+        "history-symlink",
+        "6",
+        "`perfgate gate` with `--history` a symbolic link",
+        lambda t: gate(t, _baseline(t, [3.0, 3.1]), _linked_history(t)),
+        2,
+        "link.jsonl: a symbolic link",
+    ),
+    Case(
+        "baseline-string-values",
+        "6",
+        "a baseline whose per-start values are a string",
+        lambda t: gate(t, _baseline(t, "12"), str(t / "h.jsonl")),
+        2,
+        "metrics.median_tpot_ms.per_start must be a list of numbers",
+    ),
+    Case(
+        "baseline-negative-values",
+        "6",
+        "a baseline with a negative per-start value",
+        lambda t: gate(t, _baseline(t, [3.0, -1.0]), str(t / "h.jsonl")),
+        2,
+        "metrics.median_tpot_ms.per_start must hold finite positive values",
     ),
 ]

@@ -14,6 +14,7 @@ SECTIONS = {
     "2": "Nothing measured is lost: output paths are checked before any work",
     "4": "Bad input fails before any server starts",
     "5": "Messages, never tracebacks, and the right cause first",
+    "6": "The nightly history and baselines are checked before the night runs",
 }
 
 

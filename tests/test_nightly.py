@@ -202,3 +202,65 @@ def test_an_accuracy_drop_regresses_the_night_it_is_seen_and_an_undecided_one_ho
         same.verdict == "no change"
         and decide_night(calm, Detection(), scenario.gate, same)[0] == "pass"
     )
+
+
+def test_a_history_cut_short_is_refused_before_the_run_with_the_line_and_a_repair(tmp_path):
+    """A crash mid-append leaves a last line without its end: the next night must not be glued
+    onto it (every later gate would fail after its whole run), so the file is checked first."""
+    from perfgate.history import check_history
+
+    path = tmp_path / "h.jsonl"
+    append_night(path, night(1, 1.0))
+    append_night(path, night(2, 1.0))
+    whole = path.read_text()
+    path.write_text(whole + whole.splitlines()[0][:40])  # night 3 cut short
+    with pytest.raises(ResultError, match=r"h\.jsonl:3: .*cut short.*sed -i '3d'"):
+        check_history(path)
+    path.write_text(whole)
+    check_history(path)  # a sound file passes, and so does a missing one
+    check_history(tmp_path / "new.jsonl")
+
+
+def test_a_history_that_cannot_be_read_or_written_is_refused_before_the_run(tmp_path):
+    from perfgate.history import check_history
+
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"\xff\xfe not text\n")
+    with pytest.raises(ResultError, match=r"h\.jsonl: not UTF-8 text"):
+        check_history(path)
+    with pytest.raises(ResultError, match=r"is a directory"):
+        check_history(tmp_path)
+    (tmp_path / "target.jsonl").write_text("")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "target.jsonl")
+    with pytest.raises(ResultError, match=r"link\.jsonl: a symbolic link"):
+        check_history(tmp_path / "link.jsonl")
+
+
+def test_a_last_line_without_its_newline_is_never_glued_to_the_next(tmp_path):
+    path = tmp_path / "h.jsonl"
+    append_night(path, night(1, 1.0))
+    path.write_text(path.read_text().rstrip("\n"))  # written by hand, no final newline
+    append_night(path, night(2, 1.0))
+    assert [n.commit for n in read_history(path)] == ["c1", "c2"]
+
+
+@pytest.mark.parametrize(
+    ("per_start", "why"),
+    [
+        ("12", "a list of numbers"),
+        ([], "no value"),
+        ([1.0, "x"], "a list of numbers"),
+        ([1.0, -2.0], "positive"),
+        ([1.0, None, float("nan")], "a list of numbers"),
+        ([1.0, float("inf")], "positive"),
+    ],
+)
+def test_a_baseline_with_malformed_values_is_refused_when_loaded(tmp_path, per_start, why):
+    b = bl.from_run(read_json(GPU_RUNS / "h200-aa-pinning.json.xz"), "baseline", "aa.json")
+    doc = b.to_json()
+    metric = next(iter(doc["metrics"]))
+    doc["metrics"][metric]["per_start"] = per_start
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(doc).replace("NaN", "null").replace("Infinity", "1e999"))
+    with pytest.raises(ResultError, match=rf"b\.json: metrics\.{metric}\.per_start.*{why}"):
+        bl.load(path)

@@ -95,9 +95,9 @@ class Baseline:
         try:
             metrics = {
                 k: BaselineMetric(
-                    [float(x) for x in v["per_start"] if x is not None],
-                    float(v["tolerance"]),
-                    bool(v["higher_is_better"]),
+                    _per_start(v["per_start"], f"{where}: metrics.{k}.per_start"),
+                    _tolerance(v["tolerance"], f"{where}: metrics.{k}.tolerance"),
+                    _flag(v["higher_is_better"], f"{where}: metrics.{k}.higher_is_better"),
                 )
                 for k, v in d["metrics"].items()
             }
@@ -197,3 +197,34 @@ class GateOutcome:
     @property
     def exit_code(self) -> int:
         return exit_code(COMPLETE, self.verdict)
+
+
+_REFRESH = "record the baseline again with perfgate baseline record"
+
+
+def _per_start(values: Any, where: str) -> list[float]:
+    """A metric's stored per-start values: a non-empty list of finite positive numbers."""
+    if not isinstance(values, list) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in values
+    ):
+        raise ResultError(f"{where} must be a list of numbers, got {values!r:.80}; {_REFRESH}")
+    if not values:
+        raise ResultError(f"{where} holds no value; {_REFRESH}")
+    if not all(math.isfinite(x) and x > 0 for x in values):
+        raise ResultError(
+            f"{where} must hold finite positive values (a metric's per-start values), got "
+            f"{values!r:.80}; {_REFRESH}"
+        )
+    return [float(x) for x in values]
+
+
+def _tolerance(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+        raise ResultError(f"{where} must be a number from 0 to 10, got {value!r:.80}; {_REFRESH}")
+    return float(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ResultError(f"{where} must be true or false, got {value!r:.80}; {_REFRESH}")
+    return value

@@ -46,7 +46,7 @@ from perfgate.documents.compare import (
 from perfgate.documents.io import write_text_private
 from perfgate.documents.nightly import Baseline, Detection, GateOutcome, Night, NightMetric
 from perfgate.documents.spec import Scenario, ScenarioError
-from perfgate.history import append_night, detect, read_history
+from perfgate.history import append_night, check_history, detect, read_history
 from perfgate.report.gate import render_gate_markdown
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
@@ -162,6 +162,7 @@ def run_gate(
 ) -> GateOutcome:
     """Run tonight, append it to the history, detect change points, decide. Raises
     ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete."""
+    check_history(history_path)  # a damaged history would lose tonight after its whole run
     base = bl.load(baseline_path)
     fingerprint = check_baseline(scenario, base, baseline_path, paired=paired)
     if paired:
