@@ -28,6 +28,7 @@ MODES = (
     "http500",
     "http429",
     "malformed",
+    "bad_event_once",
     "drop",
     "stall",
     "no_metrics",
@@ -60,7 +61,7 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     vocab = _Vocab()
-    served = {"requests": 0, "tokens": 0}
+    served = {"requests": 0, "tokens": 0, "posts": 0}
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(status=503 if mode == "never_healthy" else 200)
@@ -105,7 +106,12 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
         n = int(body["max_tokens"])
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        served["posts"] += 1
+        post = served["posts"]  # this request's number, in arrival order
         for i in range(1, n + 1):
+            if mode == "bad_event_once" and post == 20 and i == 2:
+                await resp.write(b'data: {"choices": [1]}\n\n')  # JSON, but not an event
+                continue
             if mode == "malformed" and i == 2:
                 await resp.write(b"data: {not json\n\n")
                 return resp

@@ -47,6 +47,15 @@ FAULTS = [
         "every request's record, with its error; `valid: false`",
     ),
     Fault(
+        "bad-event-once",
+        "one request of 24 gets an event that is JSON but not a stream event "
+        '(`data: {"choices": [1]}`), with one or two client processes',
+        SCRIPTED,
+        2,
+        "1 of 24 requests failed: 1x unexpected stream event: '{\"choices\": [1]}' (request ",
+        "the 23 good records and the failed one, with its error; `valid: false`",
+    ),
+    Fault(
         "drop",
         "the server drops the connection mid-stream",
         SCRIPTED,

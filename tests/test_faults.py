@@ -59,6 +59,21 @@ def test_a_misbehaving_server_is_reported_and_every_record_kept(mode, tmp_path):
         assert rows["generated tokens"]["agrees"] is False
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_one_bad_event_fails_its_own_request_and_the_other_23_are_kept(processes, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["--num-prompts", "24", "--num-warmups", "0", "--random-input-len", "16",
+            "--random-output-len", "8", "--client-processes", processes]  # fmt: skip
+    with FakeServer("bad_event_once") as url:
+        result = CliRunner().invoke(main, ["bench", "--url", url, *args, "--out", str(out)])
+    check("bad-event-once", result)
+    doc = json.loads(out.read_text())
+    failed = [r for r in doc["records"] if r["error"]]
+    assert len(doc["records"]) == 24 and len(failed) == 1
+    assert f"(request {failed[0]['index']})" in flat(result.output)
+    assert all(r["output_tokens"] == 8 for r in doc["records"] if not r["error"])
+
+
 def test_an_output_file_that_cannot_be_written_at_the_end_loses_nothing(tmp_path, monkeypatch):
     out = tmp_path / "r.json"
     real_write = results.write_json

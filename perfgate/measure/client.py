@@ -94,6 +94,24 @@ def _chunk_text(choice: dict[str, Any]) -> str:
     return "".join(p for p in parts if isinstance(p, str))
 
 
+def _well_formed(obj: dict[str, Any]) -> bool:
+    """An event whose parts have the types the OpenAI stream gives them: anything else fails
+    its own request with the event shown, never the run."""
+    choices = obj.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return False
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            return False
+        if not isinstance(choice.get("text"), str | None):
+            return False
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            return False
+    usage = obj.get("usage")
+    return usage is None or isinstance(usage, dict)
+
+
 class StreamParser:
     """Feeds on SSE lines with their arrival times; ``finish()`` gives the ``StreamResult``."""
 
@@ -121,7 +139,7 @@ class StreamParser:
         except ValueError:  # not JSON, or not UTF-8 (orjson's JSONDecodeError is one too)
             self._error = f"malformed stream event: {_show(data)}"
             return
-        if not isinstance(obj, dict):
+        if not isinstance(obj, dict) or not _well_formed(obj):
             self._error = f"unexpected stream event: {_show(data)}"
             return
         if "error" in obj:

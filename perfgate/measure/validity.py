@@ -29,7 +29,7 @@ def check_records(records: Sequence[RequestRecord]) -> list[Problem]:
             Problem(
                 "failed_requests",
                 len(failed),
-                f"{len(failed)} of {len(measured)} requests failed: {shown}",
+                f"{len(failed)} of {len(measured)} requests failed: {shown} ({_which(failed)})",
             )
         )
 
@@ -87,3 +87,10 @@ def check_records(records: Sequence[RequestRecord]) -> list[Problem]:
             )
         )
     return problems
+
+
+def _which(records: Sequence[RequestRecord], most: int = 5) -> str:
+    """The failed requests by their index in the workload (``--out``'s records say more)."""
+    ids = [str(r.index) for r in records[:most]]
+    more = f" and {len(records) - most} more" if len(records) > most else ""
+    return ("request " if len(records) == 1 else "requests ") + ", ".join(ids) + more
