@@ -123,6 +123,27 @@ def _file(tmp: Path) -> Path:
     return f
 
 
+def planted_link(tmp: Path, name: str) -> str:
+    """A symbolic link at an output path, pointing at a file someone else owns."""
+    (tmp / "victim").write_text("not yours to overwrite\n")
+    (tmp / name).symlink_to(tmp / "victim")
+    return str(tmp / name)
+
+
+def _run_dir_with_link(tmp: Path) -> list[str]:
+    run = tmp / "run"
+    run.mkdir()
+    planted_link(run, "report.md")
+    return compare(tmp)
+
+
+def _fifo(tmp: Path) -> str:
+    import os
+
+    os.mkfifo(tmp / "fifo")
+    return str(tmp / "fifo")
+
+
 BAD_INPUT = [
     # -- 4. bad input fails before any server starts
     Case(
@@ -516,5 +537,65 @@ BAD_INPUT = [
         lambda t: gate(t, _baseline(t, [3.0, -1.0]), str(t / "h.jsonl")),
         2,
         "metrics.median_tpot_ms.per_start must hold finite positive values",
+    ),
+    Case(
+        "link-bench-out",
+        "2",
+        "`bench --out` a symbolic link (planted at the output path)",
+        lambda t: ["bench", "--url", "http://127.0.0.1:9", "--out", planted_link(t, "r.json")],
+        2,
+        "r.json: a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
+        "link-bench-timeline",
+        "2",
+        "`bench --timeline` a symbolic link",
+        lambda t: ["bench", "--url", "http://127.0.0.1:9", "--timeline", planted_link(t, "t.png")],
+        2,
+        "t.png: a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
+        "link-eval-out",
+        "2",
+        "`eval --out` a symbolic link",
+        lambda t: ["eval", "--url", "http://127.0.0.1:9", "--out", planted_link(t, "e.json")],
+        2,
+        "e.json: a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
+        "link-compare-junit",
+        "2",
+        "`compare --junit` a symbolic link",
+        lambda t: [*compare(t), "--junit", planted_link(t, "j.xml")],
+        2,
+        "j.xml: a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
+        "link-gate-junit",
+        "2",
+        "`gate --junit` a symbolic link",
+        lambda t: [
+            *gate(t, _baseline(t, [3.0]), str(t / "h.jsonl")),
+            "--junit",
+            planted_link(t, "j.xml"),
+        ],
+        2,
+        "j.xml: a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
+        "link-report-in-out-dir",
+        "2",
+        "a symbolic link planted as report.md in `--out-dir`",
+        _run_dir_with_link,
+        2,
+        "report.md there is a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
+        "fifo-bench-out",
+        "2",
+        "`bench --out` a FIFO",
+        lambda t: ["bench", "--url", "http://127.0.0.1:9", "--out", _fifo(t)],
+        2,
+        "not a regular file (a FIFO, socket or device)",
     ),
 ]

@@ -20,3 +20,5 @@ def test_bad_input_is_stopped_with_a_message_before_any_server_starts(
     assert " ".join(case.message.split()) in output, result.output
     assert "Traceback" not in result.output and "internal error" not in result.output
     assert server_starts == []
+    for victim in tmp_path.rglob("victim"):  # a planted link's target is never written
+        assert victim.read_text() == "not yours to overwrite\n"

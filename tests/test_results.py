@@ -102,3 +102,30 @@ def test_stored_results_are_read_compressed_too(tmp_path):
     garbled.write_bytes(bytes(packed))
     with pytest.raises(ResultError, match="a damaged compressed file"):
         read_json(garbled)
+
+
+def test_no_writer_follows_or_replaces_a_planted_link(tmp_path):
+    """results.json, report.md, JUnit and pictures all go through ``replacing``: a link (or
+    a FIFO) at the path is refused and what it points to is untouched."""
+    import os
+
+    import pytest
+
+    from perfgate.documents.io import replacing, write_json, write_text_private
+
+    victim = tmp_path / "victim"
+    victim.write_text("theirs")
+    (tmp_path / "r.json").symlink_to(victim)
+    (tmp_path / "report.md").symlink_to(victim)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OSError, match="a symbolic link"):
+        write_json(tmp_path / "r.json", {"schema": "perfgate.bench/1"})
+    with pytest.raises(OSError, match="a symbolic link"):
+        write_text_private(tmp_path / "report.md", "x")
+    with pytest.raises(OSError, match="not a regular file"), replacing(tmp_path / "fifo"):
+        pass
+    assert victim.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "r.json", "report.md", "victim"]
+    write_text_private(tmp_path / "new.md", "ours")  # a plain path: written, owner-only
+    assert (tmp_path / "new.md").read_text() == "ours"
+    assert (tmp_path / "new.md").stat().st_mode & 0o777 == 0o600

@@ -14,6 +14,7 @@ from perfgate.cli.common import (
     WORKLOAD,
     BenchProgress,
     ConcurrencyType,
+    check_output_paths,
     client_processes_option,
     err_console,
     fail,
@@ -23,8 +24,6 @@ from perfgate.cli.common import (
 from perfgate.documents.bench import BenchConfig
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.io import (
-    ResultError,
-    check_output_file,
     write_json_or_fallback,
 )
 from perfgate.measure.bench import BenchError, run_bench, run_bench_serving, validate_config
@@ -206,12 +205,7 @@ def bench(
         fail("--url and --serve exclude each other: benchmark a running server, or start one")
     if serve_args and serve_model is None:
         fail("--serve-arg needs --serve MODEL")
-    for path, flag in ((out_path, "--out"), (timeline_path, "--timeline")):
-        if path is not None:
-            try:
-                check_output_file(path, flag)
-            except ResultError as exc:
-                fail(str(exc))
+    check_output_paths((out_path, "--out"), (timeline_path, "--timeline"))
     if url:
         redact.register(redact.url_secret(url))
     redact.register_args(serve_args)

@@ -23,6 +23,7 @@ from rich.text import Text
 from perfgate import limits, redact
 from perfgate.documents.bench import Workload
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
+from perfgate.documents.io import ResultError, check_output_file
 from perfgate.documents.nightly import GateOutcome
 from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.report.gate import write_junit
@@ -307,3 +308,14 @@ def run_dir_and_command(out_dir: Path | None, name: str, what: str) -> tuple[Pat
     run_dir = out_dir or Path("reports") / f"{name}-{kind}{stamp}"
     command = redact.reproduce(["perfgate", *sys.argv[1:]]) if sys.argv[1:] else f"perfgate {what}"
     return run_dir, command
+
+
+def check_output_paths(*outputs: tuple[Path | None, str]) -> None:
+    """Before any work: each given (path, flag) output can be written, and is no link or
+    special file; else exit 2 naming the flag."""
+    for path, flag in outputs:
+        if path is not None:
+            try:
+                check_output_file(path, flag)
+            except ResultError as exc:
+                fail(str(exc))

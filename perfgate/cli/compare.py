@@ -13,6 +13,7 @@ from perfgate import limits
 from perfgate.cli.common import (
     BenchProgress,
     arm_options,
+    check_output_paths,
     ci_output_options,
     ci_outputs,
     fail,
@@ -161,6 +162,7 @@ def compare(
         )
     except ScenarioError as exc:
         fail(str(exc))
+    check_output_paths((junit, "--junit"))
     run_dir, command = run_dir_and_command(out_dir, scenario.name, "compare")
 
     try:

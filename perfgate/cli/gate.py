@@ -12,6 +12,7 @@ from rich.markdown import Markdown
 from perfgate import limits
 from perfgate.cli.common import (
     arm_options,
+    check_output_paths,
     ci_output_options,
     ci_outputs,
     fail,
@@ -132,6 +133,7 @@ def gate(
         )
     except ScenarioError as exc:
         fail(str(exc))
+    check_output_paths((junit, "--junit"))
     run_dir, command = run_dir_and_command(out_dir, scenario.name, "gate")
 
     try:

@@ -8,11 +8,14 @@ has no NaN; readers treat ``null`` as missing, never as zero. Files are written 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,25 +70,45 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
+def special_file_problem(path: Path) -> str | None:
+    """Why perfgate will not write at ``path``: a symbolic link (writing would follow it, or
+    replace it) or something that is not a regular file (a FIFO, socket or device); None when
+    the path is free or a regular file."""
+    if path.is_symlink():
+        return "a symbolic link (perfgate never writes through or over a link)"
+    if path.exists() and not path.is_file():
+        return "not a regular file (a FIFO, socket or device)"
+    return None
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; on success it replaces ``path`` in one
+    rename (a reader never sees half a file), on failure it is removed. Refuses a link or
+    special file at ``path`` (OSError naming it)."""
+    if (problem := special_file_problem(path)) is not None:
+        raise OSError(errno.EPERM, problem, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(redact.scrub(doc)), f, indent=1, allow_nan=False)
-            f.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    with replacing(path) as tmp, tmp.open("w") as f:
+        json.dump(jsonable(redact.scrub(doc)), f, indent=1, allow_nan=False)
+        f.write("\n")
+
+
 def write_text_private(path: Path, text: str) -> None:
     """Write a text file readable by its owner only (reports can name hosts and commands)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(redact.scrub(text))
+    with replacing(path) as tmp:  # mkstemp made it owner-only
+        tmp.write_text(redact.scrub(text))
 
 
 def file_in_the_way(directory: Path) -> Path | None:
@@ -121,8 +144,10 @@ def check_writable_dir(directory: Path, what: str, *, private: bool = False) -> 
 def check_output_file(path: Path, flag: str) -> None:
     """Fail before any work when ``path`` cannot be written (a directory, a parent that is a
     file or read-only): the message names the flag."""
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise ResultError(f"{flag} {path}: is a directory; give a file name")
+    if (problem := special_file_problem(path)) is not None:
+        raise ResultError(f"{flag} {path}: {problem}; give another path")
     check_writable_dir(path.parent, f"{flag} {path}")
 
 

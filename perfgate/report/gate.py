@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import registry
+from perfgate.documents.io import replacing
 from perfgate.documents.nightly import GateOutcome
 from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
 from perfgate.report.mdtext import md_text
@@ -179,7 +180,8 @@ def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], na
     root = ET.Element("testsuites", {"name": f"perfgate {name}", **totals})
     root.append(suite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    with replacing(path) as tmp:
+        ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
 
 
 def _metric_outcome(

@@ -14,6 +14,7 @@ import numpy as np
 
 from perfgate import formulas as metrics
 from perfgate import registry
+from perfgate.documents.io import replacing
 from perfgate.documents.nightly import Detection, Night
 from perfgate.documents.records import RequestRecord
 
@@ -62,7 +63,8 @@ def latency_cdfs(doc: dict[str, Any], out_dir: Path) -> str | None:
     fig.suptitle("Latency CDFs, every measured request")
     fig.tight_layout()
     name = "latency-cdf.png"
-    fig.savefig(out_dir / name, dpi=110)
+    with replacing(out_dir / name) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return name
 
@@ -105,7 +107,8 @@ def request_timeline(
         ax.grid(alpha=0.3, axis="x")
     axes[-1, 0].set_xlabel("seconds from the first send")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -146,7 +149,8 @@ def trend(
         ax.legend(fontsize=8)
     fig.tight_layout()
     name = f"trend-{metric}.png"
-    fig.savefig(out_dir / name, dpi=110)
+    with replacing(out_dir / name) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return name
 

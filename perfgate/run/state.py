@@ -14,6 +14,7 @@ from perfgate import environment
 from perfgate.documents.io import (
     ResultError,
     check_writable_dir,
+    special_file_problem,
     write_json,
     write_text_private,
 )
@@ -46,6 +47,9 @@ def make_run_dir(run_dir: Path) -> None:
         check_writable_dir(run_dir, f"--out-dir {run_dir}", private=True)
     except ResultError as exc:
         raise ScenarioError(str(exc)) from None
+    for name in ("results.json", "report.md"):
+        if (problem := special_file_problem(run_dir / name)) is not None:
+            raise ScenarioError(f"--out-dir {run_dir}: {name} there is {problem}; give another")
 
 
 @dataclass
