@@ -236,3 +236,35 @@ def test_a_stored_run_states_the_alpha_split_it_ran_with_not_todays():
     doc["design"].pop("interim_share")
     doc["design"]["looks"] = []
     assert "the interim looks' share of alpha was not recorded" in render_compare_markdown(doc)
+
+
+def test_text_from_outside_cannot_break_out_of_its_place_or_ping_anyone():
+    """Commits, dates, labels and messages come from flags, servers and files: in report.md
+    (pasted into PRs and issues) they stay literal, and @mentions and #references stay dead."""
+    from perfgate.report.mdtext import md_code, md_text
+
+    hostile = "x` <img src=y onerror=z> | @octocat fixes #12 [link](http://e)"
+    text = md_text(hostile)
+    assert "<img" not in text and "@octocat" not in text and "#12" not in text
+    assert "&#64;octocat" in text and "&#35;12" in text and "\\|" in text and "\\[link\\]" in text
+    code = md_code("abc`def | @x", in_table=True)
+    assert code.startswith("``") and code.endswith("``") and "\\|" in code
+
+
+def test_a_gate_commit_with_a_backtick_stays_inside_its_code_span():
+    from pathlib import Path
+
+    from perfgate.documents.io import read_json
+    from perfgate.documents.nightly import Detection, GateOutcome, Night, NightMetric
+    from perfgate.documents.run import CompareRun
+    from perfgate.report.gate import render_gate_markdown
+
+    stored = Path(__file__).resolve().parents[1] / "docs/gpu/results/h200-aa-pinning.json.xz"
+    run = CompareRun.from_json(read_json(stored))
+    commit = "abc` <b>bold</b> @octocat"
+    m = NightMetric(1.0, 1.0, 0.0, 0.0, "no change", 2)
+    night = Night("2026-12-07", commit, {}, {"median_tpot_ms": m}, "pass", None)
+    outcome = GateOutcome(run, night, [night], Detection(), "pass", "no change point")
+    md = render_gate_markdown(outcome)
+    assert "``abc` <b>bold</b> @octocat``" in md  # inside a longer fence: literal, no mention
+    assert md.count("<b>") == md.count("``abc` <b>bold</b>")

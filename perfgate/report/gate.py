@@ -15,7 +15,7 @@ from perfgate import registry
 from perfgate.documents.io import replacing
 from perfgate.documents.nightly import GateOutcome
 from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
-from perfgate.report.mdtext import md_text
+from perfgate.report.mdtext import md_code, md_text
 
 LAST_NIGHTS = 12
 
@@ -34,7 +34,8 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         "",
         f"{head} (exit {outcome.exit_code}): {md_text(outcome.reason)}.",
         "",
-        f"Night {len(nights)} ({md_text(night.date)}, commit `{night.commit or 'n/a'}`) "
+        f"Night {len(nights)} ({md_text(night.date)}, commit "
+        f"{md_code(night.commit or 'n/a', in_table=False)}) "
         f"against {against}"
         + (
             " (its stored per-start values are the comparison's baseline column)."
@@ -44,11 +45,11 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         "",
     ]
     for c in outcome.detection.regressed:
-        before, after = c.commits
+        span = f"{c.commits[0] or 'n/a'}..{c.commits[1] or 'n/a'}"
         lines += [
             f"❌ **{md_text(registry.get(c.metric).label)}**: {c.step:+.1%} from night "
             f"{c.night + 1} ({md_text(c.first_date)}) on, {c.nights_after} nights. Bisect "
-            f"`{before or 'n/a'}..{after or 'n/a'}`.",
+            f"{md_code(span, in_table=False)}.",
             "",
         ]
     others = [c for c in outcome.detection.changes if not c.regressed]
@@ -74,9 +75,9 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
     for i, n in enumerate(nights[first:], first + 1):
         cells = [_pct(n.metrics[m].ratio - 1) if m in n.metrics else "n/a" for m in metrics]
         lines.append(
-            f"| {i} | {md_text(n.date)} | `{n.commit or 'n/a'}` | "
+            f"| {i} | {md_text(n.date)} | {md_code(n.commit or 'n/a')} | "
             + " | ".join(cells)
-            + f" | {n.verdict} |"
+            + f" | {md_text(n.verdict)} |"
         )
     sigma = ", ".join(
         f"{md_text(registry.get(m).label)} {s:.2%}"

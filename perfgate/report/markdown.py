@@ -260,7 +260,7 @@ def _metric_table(rows: list[dict[str, Any]]) -> list[str]:
             else "n/a"
         )
         lines.append(
-            f"| {r['label']} | {fmt(r['baseline'])} | {fmt(r['candidate'])} | {change} "
+            f"| {md_text(r['label'])} | {fmt(r['baseline'])} | {fmt(r['candidate'])} | {change} "
             f"| {size(r.get('min_detectable'))} | {size(r.get('cv_between_units'))} "
             f"| {r['tolerance'] * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
         )

@@ -9,9 +9,13 @@ from typing import Any
 
 
 def md_text(value: Any) -> str:
-    """Literal inline Markdown text: one line, emphasis/link/table/HTML characters escaped."""
+    """Literal inline Markdown text: one line, emphasis/link/table/HTML characters escaped, and
+    no live @mention or #reference (a report is pasted into PRs and issues: text from a
+    server, a file or a flag must not ping people or link issues)."""
     text = " ".join(str(value).split())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"#(?=\d)", "&#35;", text)
+    text = re.sub(r"@(?=\w)", "&#64;", text)
     return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
 
 
