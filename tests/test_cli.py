@@ -174,3 +174,32 @@ def test_ctrl_c_inside_a_connection_callback_interrupts_the_run_not_the_connecti
             print(run_async(main()))
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_escape_sequences_from_a_file_never_reach_the_terminal(tmp_path):
+    """A stored file's (or a server's) text may carry terminal escapes: retitling the window,
+    moving the cursor, hiding what follows. perfgate prints it without them."""
+    import json
+    import lzma
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    stored = root / "docs" / "gpu" / "results" / "h200-aa-pinning.json.xz"
+    doc = json.loads(lzma.decompress(stored.read_bytes()))
+    doc["error"] = "boom \x1b]0;pwned\x07 \x1b[2J\x1b[31mred\x1b[0m end"
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    for fmt in ("markdown", "text"):
+        result = run("report", str(path), "--format", fmt)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+        assert "pwned" in result.output and "red" in result.output  # the text itself stays
+
+
+def test_an_error_message_with_escapes_is_printed_without_them():
+    from perfgate.cli.common import _scrubbed, printable
+
+    assert printable("a\x1b[31mb\x00c\x9bd\ne\tf") == "a[31mbcd\ne\tf"
+    from rich.text import Text
+
+    assert "\x1b" not in _scrubbed(Text.assemble(("error:", "bold red"), " x\x1b[1m")).plain

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -40,11 +41,25 @@ class _Console(Console):
         super().print(*(_scrubbed(o) for o in objects), **kwargs)
 
 
+# Control characters but newline and tab: a server's or a file's text could otherwise move the
+# cursor, retitle the terminal or hide what follows (ESC sequences pass rich untouched).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its secrets scrubbed and its control characters removed."""
+    return _CONTROL.sub("", redact.scrub(text))
+
+
 def _scrubbed(obj: Any) -> Any:
     if isinstance(obj, str):
-        return redact.scrub(obj)
+        return printable(obj)
     if isinstance(obj, Markdown):
-        return Markdown(redact.scrub(obj.markup))
+        return Markdown(printable(obj.markup))
+    if isinstance(obj, Text):
+        clean = obj.copy()
+        clean.plain = printable(obj.plain)
+        return clean
     return obj
 
 
@@ -61,7 +76,7 @@ def say(message: str) -> None:
 
 def fail(message: str) -> None:
     """Print an error that names the cause and the fix, and exit 2."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", redact.scrub(message)))
+    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(message)))
     sys.exit(EXIT_INVALID)
 
 

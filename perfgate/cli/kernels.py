@@ -9,6 +9,7 @@ import click
 from perfgate import profiling, steps
 from perfgate.cli.common import (
     fail,
+    printable,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.kernels import ProfileError
@@ -55,9 +56,9 @@ def kernels(
     if show_steps:
         for path, doc in zip(files, docs, strict=True):
             source, found = steps.steps_of(doc)
-            click.echo("\n".join(render_steps(str(path), source, steps.groups(found))))
+            click.echo(printable("\n".join(render_steps(str(path), source, steps.groups(found)))))
     if base is None:
         md = "\n".join(render_kernel_table(table.to_json(), top))
     else:
         md = "\n".join(render_kernel_diff(base, table, top))
-    click.echo(md)  # Markdown as text: kernel names are too long for a terminal table
+    click.echo(printable(md))  # Markdown as text: kernel names are too long for a terminal table

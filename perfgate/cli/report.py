@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 from rich.markdown import Markdown
 
-from perfgate import redact
 from perfgate.cli.common import (
     fail,
     out_console,
+    printable,
 )
 from perfgate.decide.judge import recompute as recompute_result
 from perfgate.documents.bench import BenchResult
@@ -78,6 +78,6 @@ def report(result: Path, fmt: str, recompute: bool) -> None:
     if schema == BENCH_SCHEMA:
         out_console.print(text, end="")
     elif fmt == "markdown":
-        click.echo(redact.scrub(md), nl=False)
+        click.echo(printable(md), nl=False)
     else:
         out_console.print(Markdown(md))
