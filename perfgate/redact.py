@@ -21,7 +21,7 @@ import shlex
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 MIN_SCRUB = 6
@@ -44,10 +44,19 @@ _registered: set[str] = set()
 _lock = threading.Lock()
 
 
+# Words that end a run-together name (HFTOKEN, MYAPIKEY, DBPASSWORD) and short ones that only
+# stand alone (GITHUB_PAT, DB_PASS): "tokens" and "tokenizer" are counts and names, not secrets.
+_SECRET_ENDINGS = ("token", "apikey", "secret", "password", "passwd", "credential", "credentials")
+_SECRET_SHORT = {"pat", "pass", "pw", "pin"}
+
+
 def is_secret_name(name: str) -> bool:
-    """``HF_TOKEN``, ``--api-key``, ``aws_secret_access_key``: a word of the name is secret."""
-    words = re.split(r"[^a-z0-9]+", name.lower())
-    return any(w in _SECRET_WORDS for w in words)
+    """``HF_TOKEN``, ``HFTOKEN``, ``--api-key``, ``aws_secret_access_key``, ``GITHUB_PAT``,
+    ``DB_PASS``: a word of the name is secret, or ends as a secret word does."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    return any(
+        w in _SECRET_WORDS or w in _SECRET_SHORT or w.endswith(_SECRET_ENDINGS) for w in words
+    )
 
 
 def register(value: str | None) -> None:
@@ -85,23 +94,46 @@ def scrub_bytes(data: bytes) -> bytes:
     return data
 
 
+def _masked_query(query: str) -> str:
+    """``api_key=abc&x=1`` -> ``api_key=***&x=1``: values of secret-named parameters masked."""
+    return re.sub(
+        r"([^&=]+)=([^&]*)",
+        lambda m: f"{m.group(1)}={MASK}" if is_secret_name(unquote(m.group(1))) else m.group(0),
+        query,
+    )
+
+
 def url(value: str) -> str:
-    """The URL with its password (or lone user-info) masked."""
+    """The URL with its password (or lone user-info) and secret query parameters masked."""
     parts = urlsplit(value)
+    query = _masked_query(parts.query)
     if parts.password is None and parts.username is None:
-        return value
+        if query == parts.query:
+            return value
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     user = parts.username or ""
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     userinfo = f"{user}:{MASK}" if parts.password is not None else MASK
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, query, parts.fragment))
 
 
 def url_secret(value: str) -> str | None:
-    """What ``url`` masks: the password, or the user-info when there is no password."""
+    """What ``url`` masks in the user-info: the password, or the user-info when there is no
+    password."""
     parts = urlsplit(value)
     return parts.password if parts.password is not None else parts.username
+
+
+def register_url(value: str | None) -> None:
+    """Remember every secret of a URL (user-info, secret query parameters) for ``scrub``."""
+    if not value:
+        return
+    register(url_secret(value))
+    for key, val in parse_qsl(urlsplit(value).query):
+        if is_secret_name(key):
+            register(val)
 
 
 def env(values: Mapping[str, str]) -> dict[str, str]:
@@ -159,7 +191,7 @@ def register_env(values: Mapping[str, str]) -> None:
         if is_secret_name(k):
             register(v)
         elif "@" in v:
-            register(url_secret(v))
+            register_url(v)
 
 
 def register_args(argv: Iterable[str]) -> None:

@@ -203,3 +203,12 @@ def test_an_error_message_with_escapes_is_printed_without_them():
     from rich.text import Text
 
     assert "\x1b" not in _scrubbed(Text.assemble(("error:", "bold red"), " x\x1b[1m")).plain
+
+
+def test_a_url_with_credentials_and_an_api_key_is_refused_with_a_message(monkeypatch):
+    """Both would go in the request's Authorization header (aiohttp refused with a traceback)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abcdef12345")
+    result = run("bench", "--url", "http://user:pw123456@127.0.0.1:9", "--num-prompts", "1")
+    assert result.exit_code == 2, result.output
+    assert "carries credentials (user:password@) and an API key is set" in result.output
+    assert "pw123456" not in result.output and "Traceback" not in result.output

@@ -21,6 +21,13 @@ def _fresh_registry(monkeypatch):
         ("DB_PASSWORD", True),
         ("GITHUB_AUTH", True),
         ("GOOGLE_APPLICATION_CREDENTIALS", True),
+        ("HFTOKEN", True),
+        ("GITHUB_PAT", True),
+        ("DB_PASS", True),
+        ("MYAPIKEY", True),
+        ("SERVICE_PASSWD", True),
+        ("PATH", False),
+        ("--max-model-len", False),
         ("--max-num-batched-tokens", False),
         ("--tokenizer", False),
         ("VLLM_CPU_KVCACHE_SPACE", False),
@@ -89,3 +96,11 @@ def test_the_reproduce_command_refers_to_variables_and_still_runs(tmp_path):
     script = line.replace("perfgate compare", echo, 1)
     out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == argv[2:]
+
+
+def test_a_secret_in_a_url_query_is_masked_and_scrubbed():
+    masked = redact.url("http://h:8000/v1?api_key=abcdef123&x=1")
+    assert masked == "http://h:8000/v1?api_key=***&x=1"
+    assert redact.url("http://u:pw123456@h/v1?token=zzzzzz99") == "http://u:***@h/v1?token=***"
+    redact.register_url("http://h:8000/v1?access_token=qqqqqq777&model=m")
+    assert "qqqqqq777" not in redact.scrub("cannot reach http://h:8000/v1?access_token=qqqqqq777")

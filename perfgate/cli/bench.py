@@ -207,7 +207,7 @@ def bench(
         fail("--serve-arg needs --serve MODEL")
     check_output_paths((out_path, "--out"), (timeline_path, "--timeline"))
     if url:
-        redact.register(redact.url_secret(url))
+        redact.register_url(url)
     redact.register_args(serve_args)
     cfg = BenchConfig(
         api_key=redact.server_key(serve_args, {}, started=serve_model is not None),

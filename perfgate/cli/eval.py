@@ -127,7 +127,7 @@ def eval_(
             check_output_file(out_path, "--out")
         urls = {"baseline": url, **({"candidate": candidate_url} if candidate_url else {})}
         for server_url in urls.values():
-            redact.register(redact.url_secret(server_url))
+            redact.register_url(server_url)
         arms = evaluate(
             spec,
             urls,

@@ -97,7 +97,7 @@ class ArmSpec:
         redact.register_env(self.env)
         redact.register_args(self.args)
         if self.url:
-            redact.register(redact.url_secret(self.url))
+            redact.register_url(self.url)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from perfgate import environment, limits
+from perfgate import environment, limits, redact
 from perfgate.documents.bench import (
     BURSTY,
     BenchConfig,
@@ -73,6 +73,12 @@ def name(cfg: BenchConfig, setting: str) -> str:
 
 def validate_config(cfg: BenchConfig) -> None:
     """Flag checks that need no server; each message names the flag."""
+    if cfg.api_key and redact.url_secret(cfg.url) is not None:
+        raise BenchError(
+            f"{redact.url(cfg.url)} carries credentials (user:password@) and an API key is set "
+            "(OPENAI_API_KEY, or the server's --api-key): a request can carry one of them; "
+            "remove the credentials from the URL or unset the key"
+        )
     for setting in ("num_prompts", "input_len", "output_len"):
         value = getattr(cfg, setting)
         if value < 1:
