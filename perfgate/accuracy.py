@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -188,7 +189,12 @@ def _rows(text: str, suffix: str, where: str) -> list[dict[str, Any]]:
 
 
 def preflight(spec: AccuracySpec) -> str:
-    """Check the source before any server starts; returns a description of it."""
+    """Check lm-eval and the source before any server starts; returns a description of it."""
+    if importlib.util.find_spec("lm_eval") is None:
+        raise AccuracyError(
+            "the accuracy phase needs lm-eval, which is not installed here: pip install "
+            "'perfgate[eval]' (or lm-eval[api]), or leave accuracy out (--skip-accuracy)"
+        )
     if spec.source == "bundled":
         return f"bundled synthetic GPQA-format file ({BUNDLED_GPQA.name}; not real GPQA)"
     if spec.source == "local":

@@ -88,7 +88,7 @@ def load(path: Path) -> Baseline:
             f"{path}: no such baseline; record one with perfgate baseline record RESULT "
             f"--out {path}"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ResultError(f"{path}: cannot read it as a baseline ({exc})") from None
     return Baseline.from_json(doc, str(path))
 

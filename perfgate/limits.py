@@ -17,6 +17,8 @@ MAX_CLIENT_PROCESSES = 256  # processes reading the streams: one per core at mos
 # most starts per arm for a budget given as wall time alone (the spending of alpha over looks
 # needs a most)
 BUDGET_STARTS = 20
+# the most a compressed result or trace may decompress to (a decompression bomb is refused)
+MAX_UNPACKED_BYTES = 4 * 2**30
 MAX_SEND_SPAN_S = 24 * 3600.0  # the longest a workload may take just to send its requests
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

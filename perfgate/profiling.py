@@ -55,7 +55,7 @@ def load_trace(path: Path) -> dict[str, Any]:
             raise ProfileError(f"{path}: corrupt or truncated gzip data ({exc})") from None
     try:
         doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ProfileError(f"{path}: not valid JSON, truncated or corrupt ({exc})") from None
     events = doc.get("traceEvents") if isinstance(doc, dict) else None
     if not isinstance(events, list):

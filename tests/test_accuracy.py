@@ -124,3 +124,19 @@ def test_every_question_gets_a_seed_of_its_own_the_same_in_both_arms_and_reruns(
     assert 0 <= s1 < 2**31 and model._create_payload(q1)["prompt"] == q1
     chat = [{"role": "user", "content": "Q?"}]
     assert question_seed(3, chat) == question_seed(3, [{"content": "Q?", "role": "user"}])
+
+
+def test_without_lm_eval_the_accuracy_phase_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from perfgate.accuracy import preflight
+    from perfgate.documents.eval import AccuracyError, AccuracySpec
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "lm_eval" else real(n, *a)
+    )
+    with pytest.raises(AccuracyError, match=r"needs lm-eval.*pip install 'perfgate\[eval\]'"):
+        preflight(AccuracySpec())

@@ -129,3 +129,23 @@ def test_no_writer_follows_or_replaces_a_planted_link(tmp_path):
     write_text_private(tmp_path / "new.md", "ours")  # a plain path: written, owner-only
     assert (tmp_path / "new.md").read_text() == "ours"
     assert (tmp_path / "new.md").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_decompression_bomb_and_deep_nesting_are_refused_with_a_message(tmp_path):
+    import gzip
+    import lzma
+
+    import pytest
+
+    from perfgate.documents.io import read_json, unpacked
+
+    bomb = gzip.compress(b"0" * 5_000_000)  # ~5 KB that would be 5 MB
+    with pytest.raises(ValueError, match="decompresses to more than"):
+        unpacked(bomb, most=1_000_000)
+    assert len(unpacked(bomb)) == 5_000_000  # under the real cap: read
+    with pytest.raises(ValueError, match="cut short"):
+        unpacked(lzma.compress(b"x" * 1000)[:-20])
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"schema": "perfgate.bench/1", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ResultError, match=r"nested too deeply|not valid JSON"):
+        read_json(deep)

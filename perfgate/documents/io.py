@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import lzma
 import math
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from perfgate import __version__, redact
+from perfgate import __version__, limits, redact
 
 BENCH_SCHEMA = "perfgate.bench/1"
 COMPARE_SCHEMA = "perfgate.compare/1"
@@ -169,22 +171,33 @@ def write_json_or_fallback(path: Path, doc: dict[str, Any], prefix: str) -> tupl
 GZIP_MAGIC, XZ_MAGIC = b"\x1f\x8b", b"\xfd7zXZ\x00"
 
 
-def unpacked(raw: bytes) -> bytes:
+def unpacked(raw: bytes, most: int = limits.MAX_UNPACKED_BYTES) -> bytes:
     """``raw`` decompressed when it starts as gzip or xz data does, else as it is; ValueError
-    when the compressed data is damaged or cut short (stored results and profiler traces
-    both come compressed)."""
-    import gzip
-    import lzma
-    import zlib
-
+    when the compressed data is damaged or cut short, or would decompress to more than
+    ``most`` bytes (a decompression bomb; stored results and profiler traces both come
+    compressed)."""
+    if raw.startswith(XZ_MAGIC):
+        engine: Any = lzma.LZMADecompressor()
+    elif raw.startswith(GZIP_MAGIC):
+        engine = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    else:
+        return raw
     try:
-        if raw.startswith(XZ_MAGIC):
-            return lzma.decompress(raw)
-        if raw.startswith(GZIP_MAGIC):
-            return gzip.decompress(raw)
+        if isinstance(engine, lzma.LZMADecompressor):
+            out = engine.decompress(raw, max_length=most + 1)
+            complete = engine.eof
+        else:
+            out = engine.decompress(raw, most + 1)
+            complete = engine.eof
     except (lzma.LZMAError, OSError, EOFError, zlib.error) as exc:
         raise ValueError(str(exc)) from exc
-    return raw
+    if len(out) > most:
+        raise ValueError(
+            f"it decompresses to more than {most / 2**30:g} GiB, more than perfgate reads"
+        )
+    if not complete:
+        raise ValueError("compressed data ended before the end-of-stream marker (cut short)")
+    return out
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -207,6 +220,8 @@ def read_json(path: Path) -> dict[str, Any]:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise ResultError(f"{path}: JSON nested too deeply to be a perfgate result") from None
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if not isinstance(schema, str) or not schema.startswith("perfgate."):
         raise ResultError(f"{path}: not a perfgate result (schema {schema!r})")
