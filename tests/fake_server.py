@@ -31,6 +31,7 @@ MODES = (
     "bad_event_once",
     "drop",
     "stall",
+    "keepalive",
     "no_metrics",
     "wrong_usage",
     "never_healthy",
@@ -119,6 +120,10 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
+            if mode == "keepalive" and i == 2:  # bytes keep coming, tokens do not
+                for _ in range(int(stall_s / 0.2)):
+                    await resp.write(b": keepalive\n\n")
+                    await asyncio.sleep(0.2)
             if mode == "stall" and i == 2:
                 await asyncio.sleep(stall_s)
             reported = i + 1 if mode == "wrong_usage" and i == n else i

@@ -56,6 +56,15 @@ FAULTS = [
         "the 23 good records and the failed one, with its error; `valid: false`",
     ),
     Fault(
+        "keepalive",
+        "a stream sends SSE keepalive comments every 0.2 s but no token past the stall timeout "
+        "(`--stall-timeout 1`)",
+        SCRIPTED,
+        2,
+        "4x no token for 1 s while the server kept the stream open",
+        "every request's record, with the chunk that arrived; `valid: false`",
+    ),
+    Fault(
         "drop",
         "the server drops the connection mid-stream",
         SCRIPTED,

@@ -35,7 +35,8 @@ def check(case_id: str, result) -> None:
 
 
 @pytest.mark.parametrize(
-    "mode", ["http500", "http429", "malformed", "drop", "stall", "no_metrics", "wrong_usage"]
+    "mode",
+    ["http500", "http429", "malformed", "drop", "stall", "keepalive", "no_metrics", "wrong_usage"],
 )
 def test_a_misbehaving_server_is_reported_and_every_record_kept(mode, tmp_path):
     out = tmp_path / "r.json"
@@ -47,7 +48,7 @@ def test_a_misbehaving_server_is_reported_and_every_record_kept(mode, tmp_path):
     measured = [r for r in doc["records"] if not r["warmup"]]
     assert len(measured) == 4
     assert doc["valid"] is (BY_ID[mode].exit_code == 0)
-    if mode in ("http500", "http429", "malformed", "drop", "stall"):
+    if mode in ("http500", "http429", "malformed", "drop", "stall", "keepalive"):
         assert all(r["error"] for r in measured)
     if mode == "drop":
         assert all(len(r["chunk_ns"]) == 1 for r in measured)  # what arrived is kept

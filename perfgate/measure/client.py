@@ -120,6 +120,7 @@ class StreamParser:
         self._usage: dict[str, Any] | None = None
         self._done = False
         self._error: str | None = None
+        self.token_events = 0  # events that carried generated text: the stream's progress
 
     @property
     def done(self) -> bool:
@@ -159,6 +160,7 @@ class StreamParser:
             text = choice.get("text")  # completions; chat puts it in a delta
             has_text = bool(text) if text is not None else bool(_chunk_text(choice))
             self._events.append((t_ns, completion_tokens, has_text))
+            self.token_events += has_text
         elif completion_tokens is not None and self._events:
             # A usage-only chunk (the final one) that reports tokens no choice chunk announced:
             # they arrived with the last chunk we saw.
@@ -302,6 +304,10 @@ async def consume_stream(
     pending = b""
     consumed = 0  # body bytes before ``pending``
     t = 0
+    # The stall timeout counts from the last token, not the last byte: SSE keepalive comments
+    # or a byte every few hundred ms would otherwise keep a stream that produces nothing alive.
+    stall_ns = None if not stall_timeout_s else int(stall_timeout_s * 1e9)
+    progress, progress_ns = 0, None  # tokens seen, and when (from the first read on)
     try:
         async for block in blocks:
             if not pending and not block.strip():
@@ -318,6 +324,15 @@ async def consume_stream(
                     if parser.done:
                         break
             if parser.done:
+                break
+            if progress_ns is None or parser.token_events > progress:
+                progress, progress_ns = parser.token_events, t
+            elif stall_ns is not None and t - progress_ns > stall_ns:
+                parser.fail(
+                    f"no token for {stall_timeout_s:g} s while the server kept the stream open "
+                    "(keepalives or stray bytes; the stall timeout: --stall-timeout, or "
+                    "workload.stall_timeout_s in a scenario)"
+                )
                 break
         else:
             if pending.strip():  # a last line without its newline
