@@ -65,6 +65,14 @@ FAULTS = [
         "every request's record, with the chunk that arrived; `valid: false`",
     ),
     Fault(
+        "bench-signal",
+        "`bench` gets SIGTERM, or SIGINT in a job started with SIGINT ignored, mid-run",
+        SCRIPTED,
+        2,
+        "interrupted: N of 400 measured requests had finished (kept here)",
+        "the requests that finished; `valid: false`, problem `interrupted`",
+    ),
+    Fault(
         "drop",
         "the server drops the connection mid-stream",
         SCRIPTED,

@@ -175,3 +175,47 @@ def test_url_arms_serving_another_model_name_the_scenario_field_to_fix(tmp_path,
     assert f"{scenario}: served_model_name 'llama' is not served at {url}" in message
     assert "it serves fake" in message and "--model" not in message
     assert server_starts == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_bench_stopped_by_a_signal_keeps_the_requests_that_finished(sig, tmp_path):
+    """SIGTERM (a CI job cancelled) or SIGINT (Ctrl-C; here sent to a job started with SIGINT
+    ignored, as a script's background job is): bench stops, writes what finished, exits 2."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    out = tmp_path / "r.json"
+    args = ["--num-prompts", "400", "--num-warmups", "0", "--max-concurrency", "2",
+            "--random-input-len", "8", "--random-output-len", "200", "--out", str(out)]  # fmt: skip
+    with FakeServer("ok") as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "perfgate", "bench", "--url", url, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        try:
+            served = 0.0
+            deadline = time.monotonic() + 120
+            while served < 3 and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+                metrics = urllib.request.urlopen(f"{url}/metrics").read().decode()
+                line = next(x for x in metrics.splitlines() if "request_success_total" in x)
+                served = float(line.split()[-1])
+            assert proc.poll() is None, proc.communicate()[0]
+            proc.send_signal(getattr(signal, sig))
+            output = proc.communicate(timeout=60)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == BY_ID["bench-signal"].exit_code, output
+    assert "interrupted:" in output and "measured requests had finished (kept here)" in output
+    assert "Traceback" not in output
+    doc = json.loads(out.read_text())
+    done = [r for r in doc["records"] if not r["warmup"] and not r["error"]]
+    assert len(done) >= 3 and doc["valid"] is False
+    assert doc["problems"][0]["kind"] == "interrupted"

@@ -18,15 +18,22 @@ from perfgate.cli.common import (
     client_processes_option,
     err_console,
     fail,
+    interruptible,
     out_console,
     parse_percentiles,
 )
-from perfgate.documents.bench import BenchConfig
+from perfgate.documents.bench import BenchConfig, BenchResult
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.io import (
     write_json_or_fallback,
 )
-from perfgate.measure.bench import BenchError, run_bench, run_bench_serving, validate_config
+from perfgate.measure.bench import (
+    BenchError,
+    BenchInterrupted,
+    run_bench,
+    run_bench_serving,
+    validate_config,
+)
 from perfgate.report.bench_text import render_bench_text
 from perfgate.report.plots import request_timeline
 from perfgate.serve.server import ServerError, ServerSpec
@@ -229,7 +236,7 @@ def bench(
     )
     try:
         validate_config(cfg)  # every flag before any server starts
-        with BenchProgress() as progress:
+        with interruptible(), BenchProgress() as progress:
             if serve_model is None:
                 result = run_bench(cfg, progress)
             else:
@@ -243,6 +250,8 @@ def bench(
                 result = run_bench_serving(cfg, spec, err_console.print, progress)
     except (BenchError, ServerError) as exc:
         fail(str(exc))
+    except BenchInterrupted as stop:  # Ctrl-C or SIGTERM: keep what finished, then exit 2
+        _interrupted(stop.result, out_path)
     doc = result.to_json()
     written, problem = None, None
     if out_path is not None:  # before rendering: a render bug must not lose the data
@@ -263,3 +272,16 @@ def bench(
         else:
             err_console.print(f"timeline drawn in {timeline_path}")
     sys.exit(EXIT_PASS if result.valid else EXIT_INVALID)
+
+
+def _interrupted(partial: BenchResult | None, out_path: Path | None) -> None:
+    """Exit 2 after an interrupt, the requests that finished written to ``--out``."""
+    if partial is None:
+        fail("interrupted before any request was sent; nothing was measured")
+        return
+    said = partial.problems[0].message
+    if out_path is None:
+        fail(f"{said}; give --out FILE to keep them")
+        return
+    where, problem = write_json_or_fallback(out_path, partial.to_json(), "perfgate-bench")
+    fail(f"{said}: written to {where}" + (f" ({problem})" if problem else ""))

@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ from perfgate.documents.bench import (
     BenchResult,
     Bursts,
     CrossCheck,
+    Problem,
     RunWarning,
     ServerInfo,
 )
@@ -44,6 +45,15 @@ from perfgate.measure.workload import (
 )
 from perfgate.serve.server import ServerSpec, VllmServer, model_problem
 from perfgate.serve.server_api import EndpointError, Tokenizer, probe, scrape_metrics
+
+
+class BenchInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the benchmark; ``result`` holds the requests that finished
+    (None when none had started), marked invalid."""
+
+    def __init__(self, result: BenchResult | None) -> None:
+        super().__init__("interrupted")
+        self.result = result
 
 
 class BenchError(Exception):
@@ -196,11 +206,51 @@ def collect_warnings(
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
 
-async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) -> BenchResult:
+@dataclass
+class _SoFar:
+    """What a benchmark has gathered, kept outside its coroutine: an interrupt ends the event
+    loop without returning, and the requests that finished must not be lost."""
+
+    cfg: BenchConfig
+    started_at: str = ""
+    env: dict[str, Any] = field(default_factory=dict)
+    info: ServerInfo | None = None
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def result(self) -> BenchResult | None:
+        if self.info is None:
+            return None
+        records = sorted(self.records, key=lambda r: r.index)
+        measured = [r for r in records if not r.warmup]
+        return BenchResult(
+            config=self.cfg,
+            server=self.info,
+            environment=self.env,
+            records=records,
+            metrics=compute_metrics(records, self.cfg.percentiles),
+            problems=[
+                Problem(
+                    "interrupted",
+                    self.cfg.num_prompts - len(measured),
+                    f"interrupted: {len(measured)} of {self.cfg.num_prompts} measured requests "
+                    "had finished (kept here)",
+                ),
+                *check_records(records),
+            ],
+            cross_checks=[],
+            started_at=self.started_at,
+        )
+
+
+async def run_bench_async(
+    cfg: BenchConfig, progress: ProgressFn | None = None, so_far: _SoFar | None = None
+) -> BenchResult:
     validate_config(cfg)
     cfg = replace(cfg, client_processes=client_processes(cfg))  # "auto" as resolved here
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     env = environment.capture()
+    so_far = so_far if so_far is not None else _SoFar(cfg)
+    so_far.cfg, so_far.started_at, so_far.env = cfg, started_at, env
 
     def report(phase: str, done: int, total: int) -> None:
         if progress is not None:
@@ -212,6 +262,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
         except EndpointError as exc:
             raise BenchError(str(exc)) from exc
         check_fits(cfg, info)
+        so_far.info = info
         tokenizer = Tokenizer(session, info.base_url, info.model)
         try:
             report("prompts", 0, cfg.num_prompts + cfg.num_warmups)
@@ -246,7 +297,7 @@ async def run_bench_async(cfg: BenchConfig, progress: ProgressFn | None = None) 
                 except WorkerError as exc:
                     raise BenchError(str(exc)) from exc
             records, before, after, client_stall_ms = await _send_all(
-                cfg, session, info, target, prompts, warmup_prompts, workers, report
+                cfg, session, info, target, prompts, warmup_prompts, workers, report, so_far.records
             )
         if workers is not None:  # stopped now: each told its longest stall
             client_stall_ms = max(client_stall_ms, workers.longest_stall_ms)
@@ -277,6 +328,7 @@ async def _send_all(
     warmup_prompts: list[Prompt],
     workers: StreamWorkers | None,
     report: ProgressFn,
+    finished: list[RequestRecord],
 ) -> tuple[list[RequestRecord], str | None, str | None, float]:
     """The warmups, the timed requests and the /metrics scrapes around them: the records, both
     scrapes, and the longest stall of perfgate's own event loop while the timed ones streamed."""
@@ -286,9 +338,10 @@ async def _send_all(
         if warmup_prompts:
             done = 0
 
-            def warm_done(_: RequestRecord) -> None:
+            def warm_done(record: RequestRecord) -> None:
                 nonlocal done
                 done += 1
+                finished.append(record)
                 report("warmup", done, len(warmup_prompts))
 
             records += await run_load(
@@ -304,12 +357,14 @@ async def _send_all(
             )
 
         before = await scrape_metrics(session, info.base_url)
-        finished = 0
 
-        def measured_done(_: RequestRecord) -> None:
-            nonlocal finished
-            finished += 1
-            report("benchmark", finished, len(prompts))
+        measured = 0
+
+        def measured_done(record: RequestRecord) -> None:
+            nonlocal measured
+            measured += 1
+            finished.append(record)
+            report("benchmark", measured, len(prompts))
 
         report("benchmark", 0, len(prompts))
         if workers is not None:
@@ -323,7 +378,12 @@ async def _send_all(
 
 
 def run_bench(cfg: BenchConfig, progress: ProgressFn | None = None) -> BenchResult:
-    return run_async(run_bench_async(cfg, progress))
+    """The benchmark; ``BenchInterrupted`` (with what finished) on Ctrl-C or SIGTERM."""
+    so_far = _SoFar(cfg)
+    try:
+        return run_async(run_bench_async(cfg, progress, so_far))
+    except KeyboardInterrupt:
+        raise BenchInterrupted(so_far.result()) from None
 
 
 def run_bench_serving(
