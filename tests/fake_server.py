@@ -35,6 +35,10 @@ MODES = (
     "no_metrics",
     "wrong_usage",
     "never_healthy",
+    "models_not_json",
+    "version_not_json",
+    "metrics_not_utf8",
+    "tokenize_odd",
 )
 
 
@@ -68,11 +72,15 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
         return web.Response(status=503 if mode == "never_healthy" else 200)
 
     async def models(_: web.Request) -> web.Response:
+        if mode == "models_not_json":
+            return web.Response(text="<html>proxy error</html>")
         return web.json_response(
             {"data": [{"id": "fake", "root": "/models/fake", "max_model_len": 4096}]}
         )
 
     async def version(_: web.Request) -> web.Response:
+        if mode == "version_not_json":
+            return web.Response(body=b"\xff\xfe not json")
         return web.json_response({"version": "fake-0"})
 
     async def tokenize(request: web.Request) -> web.Response:
@@ -83,6 +91,8 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
             ids = vocab.encode(body["prompt"])
             if body.get("add_special_tokens"):
                 ids = [0, *ids]
+        if mode == "tokenize_odd":
+            return web.json_response({"tokens": "abc", "count": "many"})
         return web.json_response({"tokens": ids, "count": len(ids)})
 
     async def detokenize(request: web.Request) -> web.Response:
@@ -95,6 +105,8 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
             f'vllm:generation_tokens_total{{model_name="fake"}} {served["tokens"]}.0\n'
             f'vllm:request_success_total{{model_name="fake"}} {served["requests"]}.0\n'
         )
+        if mode == "metrics_not_utf8":
+            return web.Response(body=text.encode() + b"# \xff\xfe stray bytes\n")
         return web.Response(text=text)
 
     async def completions(request: web.Request) -> web.StreamResponse:

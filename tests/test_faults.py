@@ -60,6 +60,20 @@ def test_a_misbehaving_server_is_reported_and_every_record_kept(mode, tmp_path):
         assert rows["generated tokens"]["agrees"] is False
 
 
+@pytest.mark.parametrize(
+    "mode", ["models_not_json", "version_not_json", "metrics_not_utf8", "tokenize_odd"]
+)
+def test_odd_replies_from_the_servers_other_endpoints_are_messages(mode, tmp_path):
+    out = tmp_path / "r.json"
+    with FakeServer(mode) as url:
+        result = CliRunner().invoke(main, ["bench", "--url", url, *BENCH, "--out", str(out)])
+    check(mode, result)
+    assert out.exists() is (BY_ID[mode].exit_code == 0)
+    if mode == "metrics_not_utf8":
+        rows = {c["name"]: c for c in json.loads(out.read_text())["server_cross_check"]}
+        assert rows["generated tokens"]["agrees"] is True
+
+
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_one_bad_event_fails_its_own_request_and_the_other_23_are_kept(processes, tmp_path):
     out = tmp_path / "r.json"

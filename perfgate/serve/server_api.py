@@ -8,6 +8,7 @@ Model list and context length (``/v1/models``), version (``/version``), tokenize
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -23,13 +24,31 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+async def _json_of(resp: aiohttp.ClientResponse, what: str) -> Any:
+    """The reply's JSON; EndpointError naming the endpoint when it is not JSON (or not text)."""
+    raw = await resp.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
+        shown = raw[:120].decode("utf-8", "replace")
+        raise EndpointError(
+            f"{what} answered with something that is not JSON ({shown!r}); is this a vLLM "
+            "(OpenAI-compatible) server?"
+        ) from None
+
+
+async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    return (await resp.read())[:300].decode("utf-8", "replace").strip()
+
+
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
     try:
         async with session.get(url) as resp:
             if resp.status != 200:
-                body = (await resp.text())[:300]
-                raise EndpointError(f"GET {url} answered HTTP {resp.status}: {body.strip()}")
-            return await resp.json(content_type=None)
+                raise EndpointError(
+                    f"GET {url} answered HTTP {resp.status}: {await _error_text(resp)}"
+                )
+            return await _json_of(resp, f"GET {url}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise EndpointError(
             f"cannot reach {url} ({_short(exc)}); is the server running and is --url right?"
@@ -40,11 +59,23 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: dict[str, An
     try:
         async with session.post(url, json=body) as resp:
             if resp.status != 200:
-                text = (await resp.text())[:300]
-                raise EndpointError(f"POST {url} answered HTTP {resp.status}: {text.strip()}")
-            return await resp.json(content_type=None)
+                raise EndpointError(
+                    f"POST {url} answered HTTP {resp.status}: {await _error_text(resp)}"
+                )
+            return await _json_of(resp, f"POST {url}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise EndpointError(f"cannot reach {url} ({_short(exc)})") from exc
+
+
+def _field(doc: Any, key: str, kind: type, what: str) -> Any:
+    """``doc[key]`` checked to be a ``kind``; EndpointError naming the endpoint otherwise."""
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise EndpointError(
+            f"{what} answered without a {kind.__name__} {key!r} ({str(doc)[:120]!r}); is this "
+            "a vLLM server? perfgate counts tokens with vLLM's /tokenize and /detokenize"
+        )
+    return value
 
 
 async def probe(
@@ -113,7 +144,10 @@ class Tokenizer:
             f"{self._base}/tokenize",
             {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens},
         )
-        return [int(t) for t in doc["tokens"]]
+        tokens = _field(doc, "tokens", list, f"{self._base}/tokenize")
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise EndpointError(f"{self._base}/tokenize answered tokens that are not integers")
+        return tokens
 
     async def count_prompt(self, text: str) -> int:
         """Tokens the server will count for ``text`` sent to /v1/completions."""
@@ -122,7 +156,7 @@ class Tokenizer:
             f"{self._base}/tokenize",
             {"model": self._model, "prompt": text, "add_special_tokens": True},
         )
-        return int(doc["count"])
+        return int(_field(doc, "count", int, f"{self._base}/tokenize"))
 
     async def count_chat(self, text: str) -> int:
         """Tokens the server will count for ``text`` as the one user message of a chat request."""
@@ -135,13 +169,13 @@ class Tokenizer:
                 "add_generation_prompt": True,
             },
         )
-        return int(doc["count"])
+        return int(_field(doc, "count", int, f"{self._base}/tokenize"))
 
     async def decode(self, ids: list[int]) -> str:
         doc = await post_json(
             self._session, f"{self._base}/detokenize", {"model": self._model, "tokens": ids}
         )
-        return str(doc["prompt"])
+        return str(_field(doc, "prompt", str, f"{self._base}/detokenize"))
 
 
 async def scrape_metrics(session: aiohttp.ClientSession, base_url: str) -> str | None:
@@ -150,6 +184,7 @@ async def scrape_metrics(session: aiohttp.ClientSession, base_url: str) -> str |
         async with session.get(base_url.rstrip("/") + "/metrics") as resp:
             if resp.status != 200:
                 return None
-            return await resp.text()
+            # Prometheus text is UTF-8; a byte that is not cannot hide the rest
+            return (await resp.read()).decode("utf-8", "replace")
     except (aiohttp.ClientError, TimeoutError):
         return None
