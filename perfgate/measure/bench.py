@@ -47,9 +47,10 @@ from perfgate.serve.server import ServerSpec, VllmServer, model_problem
 from perfgate.serve.server_api import EndpointError, Tokenizer, probe, scrape_metrics
 
 
-class BenchInterrupted(Exception):
+class BenchInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped the benchmark; ``result`` holds the requests that finished
-    (None when none had started), marked invalid."""
+    (None when none had started), marked invalid. Still an interrupt: a compare run that was
+    measuring ends "interrupted", as it did before the partial result was kept."""
 
     def __init__(self, result: BenchResult | None) -> None:
         super().__init__("interrupted")
