@@ -183,19 +183,14 @@ def unpacked(raw: bytes, most: int = limits.MAX_UNPACKED_BYTES) -> bytes:
     else:
         return raw
     try:
-        if isinstance(engine, lzma.LZMADecompressor):
-            out = engine.decompress(raw, max_length=most + 1)
-            complete = engine.eof
-        else:
-            out = engine.decompress(raw, most + 1)
-            complete = engine.eof
+        out = engine.decompress(raw, most + 1)  # both take the most to return second
     except (lzma.LZMAError, OSError, EOFError, zlib.error) as exc:
         raise ValueError(str(exc)) from exc
     if len(out) > most:
         raise ValueError(
             f"it decompresses to more than {most / 2**30:g} GiB, more than perfgate reads"
         )
-    if not complete:
+    if not engine.eof:
         raise ValueError("compressed data ended before the end-of-stream marker (cut short)")
     return out
 

@@ -87,11 +87,9 @@ class Baseline:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str) -> Baseline:
-        if d.get("schema") != BASELINE_SCHEMA:
-            raise ResultError(
-                f"{where}: schema {d.get('schema')!r}, expected {BASELINE_SCHEMA!r} (record one "
-                "with perfgate baseline record RESULT --out FILE)"
-            )
+        _expect_schema(
+            d, BASELINE_SCHEMA, where, "record one with perfgate baseline record RESULT --out FILE"
+        )
         try:
             metrics = {
                 k: BaselineMetric(
@@ -145,11 +143,12 @@ class Night:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str) -> Night:
-        if d.get("schema") != HISTORY_SCHEMA:
-            raise ResultError(
-                f"{where}: schema {d.get('schema')!r}, expected {HISTORY_SCHEMA!r} (a history "
-                "file written by another perfgate version, or not a perfgate history)"
-            )
+        _expect_schema(
+            d,
+            HISTORY_SCHEMA,
+            where,
+            "a history file written by another perfgate version, or not a perfgate history",
+        )
         try:
             metrics = {k: NightMetric(**v) for k, v in d["metrics"].items()}
             return cls(
@@ -228,3 +227,8 @@ def _flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ResultError(f"{where} must be true or false, got {value!r:.80}; {_REFRESH}")
     return value
+
+
+def _expect_schema(d: dict[str, Any], schema: str, where: str, hint: str) -> None:
+    if d.get("schema") != schema:
+        raise ResultError(f"{where}: schema {d.get('schema')!r}, expected {schema!r} ({hint})")
