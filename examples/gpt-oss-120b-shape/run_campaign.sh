@@ -13,7 +13,9 @@
 #   tinygemm-broken  stock vs the same with the dispatch outside the op: must end invalid
 #   tiled | op       stock vs the plugin's Triton kernels (a known slower / faster one)
 # PERFGATE_STARTS=N replaces the scenario's budget by a fixed design of N starts per arm; a mode
-# written MODE:N (tinygemm:3) takes its own N.
+# written MODE:N (tinygemm:3) takes its own N. A mode that needs no change to the scenario
+# (tinygemm, tinygemm-broken without N, on GPU 0) runs the README's headline command,
+# `perfgate compare --model gpt-oss-120b`, with the scenario's own budget.
 # PERFGATE_WEIGHTS (default: this folder) is both arms' --weights: a checkpoint, or a shape-only
 # folder such as the bf16 variant that bf16_variant.py writes.
 # PERFGATE_FALLBACK_LAYERS=N: when the first mode's first server ends before becoming healthy
@@ -59,7 +61,12 @@ run_mode() {  # run_mode SPEC: one comparison; its exit code in OUT/exits
                --candidate-env "VLLM_PLUGINS=perfgate_router_gemm"
                --candidate-env "PERFGATE_ROUTER_GEMM=$mode")
     fi
-    python3 -m perfgate compare --scenario "$scenario" --weights "$weights" \
+    local -a which=(--scenario "$scenario")
+    if cmp -s "$scenario" scenarios/gpt-oss-120b.toml; then  # the scenario as shipped: the
+        which=(--model gpt-oss-120b)                         # README's headline command
+    fi
+    echo "perfgate compare ${which[*]} --weights $weights --skip-accuracy ${extra[*]}" >"$out/$mode.cmd"
+    python3 -m perfgate compare "${which[@]}" --weights "$weights" \
         --skip-accuracy --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
     echo "$mode $? $weights" >>"$out/exits"
 }
