@@ -101,14 +101,15 @@ def test_every_stored_report_fits_a_github_comment_and_draws_inline():
     and (recomputed with this perfgate, so the per-start values are recorded) carrying the
     per-start chart that GitHub renders in place of the PNGs beside report.md."""
     from perfgate.decide.judge import recompute
+    from perfgate.documents.run import CompareRun
     from perfgate.report.markdown import render_compare_markdown
 
     sizes = {}
     for path in sorted(RESULTS.glob("*.json.xz")):
         doc = read_json(path)
-        sizes[path.name] = len(render_compare_markdown(doc))
+        sizes[path.name] = len(render_compare_markdown(CompareRun.from_json(doc)))
         if doc["status"] == "complete":
-            again = render_compare_markdown(recompute(doc))
+            again = render_compare_markdown(*recompute(doc))
             sizes[path.name + " recomputed"] = len(again)
             assert again.count("```mermaid") == len(doc["comparison"]), path.name
     largest = max(sizes, key=sizes.get)

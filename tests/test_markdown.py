@@ -69,26 +69,29 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=No
     return run.to_json()
 
 
+def render(doc: dict) -> str:
+    """report.md of a compare document, as ``perfgate report`` renders its file."""
+    return render_compare_markdown(CompareRun.from_json(doc))
+
+
 def test_regression_report_matches_golden_file():
-    assert_golden("report_regressed.md", render_compare_markdown(run_doc(6.0)))
+    assert_golden("report_regressed.md", render(run_doc(6.0)))
 
 
 def test_report_says_what_the_unit_was_and_when_starts_went_unsampled():
     one_start = {"baseline": [0, 0], "candidate": [0, 0]}
-    md = render_compare_markdown(run_doc(3.0, starts=one_start))
+    md = render(run_doc(3.0, starts=one_start))
     assert "Start-to-start variation is not sampled" in md
     assert "Unit of replication: the server start (1 baseline, 1 candidate)" in md
     assert "inconclusive: start-to-start variation unsampled" in md
-    md = render_compare_markdown(run_doc(3.0))
+    md = render(run_doc(3.0))
     assert "Unit of replication: the server start (2 baseline, 2 candidate)" in md
     assert "seed 1" in md and "Holm" in md
     assert "not sampled" not in md
 
 
 def test_report_of_a_failed_run_shows_the_error_and_what_was_measured():
-    md = render_compare_markdown(
-        run_doc(3.0, status="failed", error="server 'candidate' exited with code 1")
-    )
+    md = render(run_doc(3.0, status="failed", error="server 'candidate' exited with code 1"))
     assert "⛔ **run failed** (exit 2)" in md
     assert "server 'candidate' exited with code 1" in md
     assert "| Median TPOT (ms) |" in md
@@ -112,13 +115,7 @@ def test_accuracy_table_shows_scores_difference_p_and_verdict():
         for name, rows in (("baseline", base), ("candidate", cand))
     }
     comparison = paired_accuracy(base, cand, max_drop=0.01)
-    from dataclasses import asdict
-
-    md = "\n".join(
-        render_accuracy_section(
-            {"arms": {n: a.to_json() for n, a in arms.items()}, "comparison": asdict(comparison)}
-        )
-    )
+    md = "\n".join(render_accuracy_section(arms, comparison))
     assert "**Accuracy** (GPQA via lm-eval, bundled synthetic)" in md
     assert "| accuracy | 50.0% (" in md and "| 37.5% (" in md
     assert "-12.5 pp (" in md
@@ -132,7 +129,7 @@ def test_unbounded_and_missing_interval_ends_render_without_crashing(tmp_path):
     doc = run_doc(3.0)
     doc["comparison"][0].update(low=float("-inf"), high=float("inf"))
     write_json(tmp_path / "r.json", doc)  # JSON has no infinity: written as null
-    md = render_compare_markdown(read_json(tmp_path / "r.json"))
+    md = render(read_json(tmp_path / "r.json"))
     assert "(n/a to n/a)" in md
 
 
@@ -146,18 +143,19 @@ def test_recompute_infers_server_starts_from_the_schedule_and_keeps_the_old_verd
     del doc["design"]
     doc["scenario"].update(repeats=2, restart_between_repeats=False)  # perfgate.compare/1
     doc["scenario"]["colocate"] = False  # sequential: A | B B | A
-    again = recompute(doc)
+    run, was = recompute(doc)
+    again = run.to_json()
     starts = {a: [r["start"] for r in again["arms"][a]["repeats"]] for a in again["arms"]}
     assert starts == {"baseline": [0, 1], "candidate": [0, 0]}
     assert all(r["unit"] == "server start" for r in again["comparison"])
     # the candidate's one start gives no confident verdict any more
     assert all(r["verdict"] == "inconclusive" for r in again["comparison"])
-    assert again["recomputed"]["verdict"] == doc["verdict"]
+    assert was.verdict == doc["verdict"]
     assert "start" not in doc["arms"]["baseline"]["repeats"][0]  # the input is left alone
-    md = render_compare_markdown(again)
+    md = render_compare_markdown(run, was)
     assert f"the run itself reported **{doc['verdict']}** (exit {doc['exit_code']})" in md
     doc["scenario"]["colocate"] = True
-    colocated = recompute(doc)
+    colocated = recompute(doc)[0].to_json()
     assert {
         r["start"] for a in ("baseline", "candidate") for r in colocated["arms"][a]["repeats"]
     } == {0}
@@ -169,7 +167,7 @@ def test_user_and_server_text_cannot_inject_markup_or_break_the_report():
     doc["scenario"]["description"] = "a | b [link](http://evil) **bold**"
     doc["command"] = "perfgate compare ``` --x"
     doc["environment"]["hostname"] = "host`name|x"
-    md = render_compare_markdown(doc)
+    md = render(doc)
     lines = md.splitlines()
     # the name stays one heading line, its HTML neutralised
     assert lines[0] == "## perfgate: x ## &lt;script&gt;alert(1)&lt;/script&gt;"
@@ -187,8 +185,6 @@ def test_user_and_server_text_cannot_inject_markup_or_break_the_report():
 
 
 def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply():
-    from dataclasses import asdict
-
     from perfgate.decide.accuracy import paired_accuracy
     from perfgate.documents.eval import ArmAccuracy
     from perfgate.report.accuracy_md import render_accuracy_section
@@ -207,11 +203,7 @@ def test_the_paired_comparison_lists_the_most_changed_questions_with_every_reply
         arms[arm] = ArmAccuracy("bundled", "perfgate_gpqa", 2, ["q0", "q1", "q2"], correct,
                                 samples=samples)  # fmt: skip
     c = paired_accuracy(arms["baseline"].correct, arms["candidate"].correct, max_drop=0.01)
-    md = "\n".join(
-        render_accuracy_section(
-            {"arms": {n: a.to_json() for n, a in arms.items()}, "comparison": asdict(c)}
-        )
-    )
+    md = "\n".join(render_accuracy_section(arms, c))
     assert "the candidate did worse on 1, better on 0 and the same on 2 of 3 questions" in md
     assert "| q0 | A | 2/2 | 0/2 | -100.0 pp | A A | C - |" in md
     assert "| q1 |" not in md  # unchanged questions stay out of the table
@@ -227,15 +219,15 @@ def test_a_stored_run_states_the_alpha_split_it_ran_with_not_todays():
         doc = read_json(gpu / "results" / f"{name}.json.xz")
         assert "interim_share" not in doc["design"]
         line = "interim looks share 20% of alpha, the final look keeps the rest"
-        assert line in render_compare_markdown(doc) and line in (gpu / f"{name}.md").read_text()
+        assert line in render(doc) and line in (gpu / f"{name}.md").read_text()
     # a run that recorded another split renders that split
     doc = read_json(gpu / "results" / "h200-decode-plugin.json.xz")
     doc["design"]["interim_share"] = 0.1
-    assert "interim looks share 10% of alpha" in render_compare_markdown(doc)
+    assert "interim looks share 10% of alpha" in render(doc)
     # nothing to derive it from: said, not guessed
     doc["design"].pop("interim_share")
     doc["design"]["looks"] = []
-    assert "the interim looks' share of alpha was not recorded" in render_compare_markdown(doc)
+    assert "the interim looks' share of alpha was not recorded" in render(doc)
 
 
 def test_text_from_outside_cannot_break_out_of_its_place_or_ping_anyone():

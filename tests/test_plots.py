@@ -4,6 +4,7 @@ from pathlib import Path
 
 from perfgate.documents.io import read_json
 from perfgate.documents.nightly import Night, NightMetric
+from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import ChangeRule
 from perfgate.history import detect
 from perfgate.report import plots
@@ -19,7 +20,7 @@ def test_a_compare_run_gets_latency_cdfs_and_a_timeline_linked_from_the_report(t
     assert names == ["latency-cdf.png", "timeline.png"]
     for n in names:
         assert (tmp_path / n).read_bytes().startswith(PNG)
-    report = render_compare_markdown({**doc, "plots": names})
+    report = render_compare_markdown(CompareRun.from_json({**doc, "plots": names}))
     assert "Pictures: [latency-cdf](latency-cdf.png), [timeline](timeline.png)" in report
 
 

@@ -45,7 +45,7 @@ def issue_run(name: str) -> dict:
 
 
 def verdicts(doc: dict) -> dict[str, str]:
-    again = recompute(doc)
+    again = recompute(doc)[0].to_json()
     return {r["metric"]: r["verdict"] for r in again["comparison"]}
 
 
@@ -95,7 +95,7 @@ def run13(name: str) -> dict:
 
 def test_aa_on_the_gpu_decides_no_change_on_kernel_time_per_step():
     doc = run13("aa-pinning")
-    again = recompute(doc)
+    again = recompute(doc)[0].to_json()
     rows = {r["metric"]: r for r in again["comparison"]}
     step = rows["device_time_per_step_us"]
     assert step["verdict"] == "no change" and step["n_baseline"] == step["n_candidate"] == 6
@@ -108,7 +108,7 @@ def test_aa_on_the_gpu_decides_no_change_on_kernel_time_per_step():
 
 def test_the_slower_plugin_is_a_regression_explained_by_the_router_gemm():
     doc = run13("tiled-plugin")
-    again = recompute(doc)
+    again = recompute(doc)[0].to_json()
     step = {r["metric"]: r for r in again["comparison"]}["device_time_per_step_us"]
     assert step["verdict"] == "regressed" and step["low"] > step["tolerance"]
     assert step["n_baseline"] == step["n_candidate"] <= 4
@@ -118,15 +118,14 @@ def test_the_slower_plugin_is_a_regression_explained_by_the_router_gemm():
     assert router["low"] > 20  # +22.9 us per step, its interval far from 0
     cublas = next(r for n, r in rows.items() if "splitK_bias" in n)
     assert cublas["change"] == "disappeared"
-    report = render_compare_markdown(again)
+    report = render_compare_markdown(*recompute(doc))
     assert "`gpt_oss_router_gemm_kernel` | appeared | n/a -> 11.44 |" in report
     assert "| Device time per decode step (us) |" in report and "❌ **regressed**" in report
 
 
 def test_the_decode_kernel_plugin_is_no_worse_and_the_broken_twin_is_still_invalid():
-    step = {r["metric"]: r for r in recompute(run13("decode-plugin"))["comparison"]}[
-        "device_time_per_step_us"
-    ]
+    rows = recompute(run13("decode-plugin"))[0].comparison
+    step = next(r for r in rows if r.metric == "device_time_per_step_us").to_json()
     # faster per call than cuBLAS's pair, but ~2 us of an 830 us step: not decided as improved
     assert step["verdict"] == "no change" and step["estimate"] < 0
     broken = run13("broken-plugin-windows")
@@ -141,7 +140,7 @@ def test_the_split_k_plugin_is_improved_on_two_gpus_in_crossover():
     the machine's two H200s, GPUs swapped by round: improved, with the GPU a block effect
     (the two GPUs differ by ~0.5% per step, more than the change)."""
     doc = run13("splitk-plugin")
-    again = recompute(doc)
+    again = recompute(doc)[0].to_json()
     rows = {r["metric"]: r for r in again["comparison"]}
     step = rows["device_time_per_step_us"]
     assert step["verdict"] == "improved" and step["high"] < 0
@@ -153,7 +152,7 @@ def test_the_split_k_plugin_is_improved_on_two_gpus_in_crossover():
     # passed when it ran; undecided guards now hold a pass back: a +6% TPOT could hide more
     assert {rows[m]["verdict"] for m in ("median_tpot_ms", "output_throughput")} == {"inconclusive"}
     assert doc["verdict"] == "pass" and again["verdict"] == "inconclusive"
-    head = render_compare_markdown(again).splitlines()[2]
+    head = render_compare_markdown(*recompute(doc)).splitlines()[2]
     assert "inconclusive: guards unverified" in head
     assert "Median TPOT (ms), Output token throughput" in head
     kernels = {r["name"]: r for r in doc["profile"]["kernels"]["rows"]}
@@ -167,9 +166,8 @@ def test_the_split_k_plugin_is_improved_on_two_gpus_in_crossover():
 def test_the_split_k_plugin_under_the_budget_stops_at_no_change_and_its_twin_is_invalid():
     """The same change under the scenario's budget: the interim look at 4 starts called it
     "no change" (its stringent share of alpha), a true statement that does not show the gain."""
-    step = {r["metric"]: r for r in recompute(run13("splitk-plugin-budget"))["comparison"]}[
-        "device_time_per_step_us"
-    ]
+    rows = recompute(run13("splitk-plugin-budget"))[0].comparison
+    step = next(r for r in rows if r.metric == "device_time_per_step_us").to_json()
     assert step["verdict"] == "no change" and step["n_baseline"] == 4 and step["estimate"] < 0
     broken = read_json(ISSUE13 / "h200-splitk-broken.json.xz")
     assert broken["status"] == "invalid" and broken["exit_code"] == 2

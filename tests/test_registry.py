@@ -8,6 +8,7 @@ import pytest
 
 from perfgate import registry
 from perfgate.decide.comparison import compare
+from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import ScenarioError, Threshold
 from perfgate.formulas import NS_PER_MS
 from perfgate.registry import Latency
@@ -44,7 +45,7 @@ def test_a_registered_metric_is_gated_summarized_compared_and_reported(first_gap
     assert row.estimate == pytest.approx(1.0, abs=0.3)  # twice as slow
 
     doc = run_doc(3.0, thresholds=[Threshold("median_first_gap_ms", 0.1)])
-    assert "| Median first gap (ms) |" in render_compare_markdown(doc)
+    assert "| Median first gap (ms) |" in render_compare_markdown(CompareRun.from_json(doc))
 
 
 def test_an_unregistered_metric_is_not_gateable():

@@ -24,6 +24,7 @@ from perfgate.cli.common import (
     scenario_from_flags,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
+from perfgate.documents.run import recorded
 from perfgate.documents.spec import ScenarioError
 from perfgate.report.markdown import (
     render_compare_markdown,
@@ -186,7 +187,7 @@ def compare(
             ci_outputs(junit, None, exc.run.to_json(), scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where})")
     doc = run.to_json()
-    out_console.print(Markdown(render_compare_markdown(doc)))
+    out_console.print(Markdown(render_compare_markdown(recorded(run))))
     if run.save_error:
         say(f"warning: {run.save_error}; results went to {run.results_path.parent} instead")
     ci_outputs(junit, None, doc, scenario.name, run.report_path, say)

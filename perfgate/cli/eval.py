@@ -23,6 +23,7 @@ from perfgate.documents.eval import AccuracyError, AccuracySpec, EvalRun
 from perfgate.documents.io import (
     ResultError,
     check_output_file,
+    jsonable,
     write_json_or_fallback,
 )
 from perfgate.report.accuracy_md import render_accuracy_section
@@ -145,7 +146,8 @@ def eval_(
     written, problem = (None, None)
     if out_path is not None:
         written, problem = write_json_or_fallback(out_path, doc, "perfgate-eval")
-    out_console.print(Markdown("\n".join(render_accuracy_section(doc["accuracy"]))))
+    shown = EvalRun.from_json(jsonable(doc))  # as the file records it
+    out_console.print(Markdown("\n".join(render_accuracy_section(shown.arms, shown.comparison))))
     if problem is not None:
         err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
     if written is not None:

@@ -58,7 +58,7 @@ def kernels(
             source, found = steps.steps_of(doc)
             click.echo(printable("\n".join(render_steps(str(path), source, steps.groups(found)))))
     if base is None:
-        md = "\n".join(render_kernel_table(table.to_json(), top))
+        md = "\n".join(render_kernel_table(table, top))
     else:
         md = "\n".join(render_kernel_diff(base, table, top))
     click.echo(printable(md))  # Markdown as text: kernel names are too long for a terminal table

@@ -59,11 +59,13 @@ def report(result: Path, fmt: str, recompute: bool) -> None:
     try:
         # read typed first: a damaged file is a message naming what is missing
         if schema == COMPARE_SCHEMA:
-            CompareRun.from_json(doc)
-            md = render_compare_markdown(recompute_result(doc) if recompute else doc)
+            if recompute:
+                md = render_compare_markdown(*recompute_result(doc))
+            else:
+                md = render_compare_markdown(CompareRun.from_json(doc))
         elif schema == EVAL_SCHEMA:
-            EvalRun.from_json(doc)
-            md = "\n".join(render_accuracy_section(doc["accuracy"]))
+            evaluated = EvalRun.from_json(doc)
+            md = "\n".join(render_accuracy_section(evaluated.arms, evaluated.comparison))
         else:
             BenchResult.from_json(doc)
             text = render_bench_text(doc)

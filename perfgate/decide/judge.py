@@ -13,7 +13,7 @@ from perfgate.decide import family, kernels
 from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare
 from perfgate.documents.compare import COMPLETE, INCONCLUSIVE, AccuracyComparison
-from perfgate.documents.run import ARMS, CompareRun
+from perfgate.documents.run import ARMS, CompareRun, Recomputed, recorded
 
 # The bursty-stream rule: when tokens reached the client in bursts (``documents.bench.Bursts``),
 # chunk gaps describe delivery, not generation, so these metrics are no basis for a verdict.
@@ -22,21 +22,21 @@ ITL_METRICS = tuple(
 )
 
 
-def recompute(doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a stored compare result whose comparison and verdict this perfgate's
-    statistics compute again from the stored repeats (the file itself is not changed); old
-    files pass through ``migrate`` first. A sequential run is judged again at the alpha share
-    its final look used."""
+def recompute(doc: dict[str, Any]) -> tuple[CompareRun, Recomputed]:
+    """A stored compare result whose comparison and verdict this perfgate's statistics compute
+    again from the stored repeats (the file itself is not changed), with what the run itself
+    reported; old files pass through ``migrate`` first. A sequential run is judged again at
+    the alpha share its final look used."""
     run = CompareRun.from_json(doc)
-    was = {
-        "perfgate_version": __version__,
-        "verdict": run.verdict if run.status == COMPLETE else run.status,
-        "exit_code": run.exit_code,
-    }
+    was = Recomputed(
+        perfgate_version=__version__,
+        verdict=run.verdict if run.status == COMPLETE else run.status,
+        exit_code=run.exit_code,
+    )
     judge_run(run, accuracy=all(arm in run.accuracy for arm in ARMS))
     if run.status != COMPLETE:  # a run that did not complete keeps its status
         run.verdict = None
-    return {**run.to_json(), "recomputed": was}
+    return recorded(run), was
 
 
 def compare_repeats(run: CompareRun) -> None:

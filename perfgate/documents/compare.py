@@ -139,9 +139,14 @@ class MetricComparison:
     starts_to_decide_high: int | None = None
     values_baseline: tuple[float, ...] = ()  # the per-start values compared, in start order
     values_candidate: tuple[float, ...] = ()
+    # files of perfgate before server starts were the unit: the plan in repeats per arm
+    repeats_to_decide: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        if self.repeats_to_decide is None:  # written only where an old file had it
+            del doc["repeats_to_decide"]
+        return doc
 
 
 @dataclass(frozen=True)

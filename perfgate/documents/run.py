@@ -14,7 +14,7 @@ from typing import Any
 from perfgate.documents.bench import BenchResult
 from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
 from perfgate.documents.eval import ArmAccuracy
-from perfgate.documents.io import COMPARE_SCHEMA, from_fields, need
+from perfgate.documents.io import COMPARE_SCHEMA, from_fields, jsonable, need
 from perfgate.documents.kernels import KernelInStep, KernelTable, StepGroup, Window
 from perfgate.documents.records import RequestRecord
 from perfgate.documents.spec import Scenario
@@ -87,7 +87,8 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     input is not changed). perfgate.compare/1 files from before server starts were recorded
     get each repeat's ``start`` from the schedule that ran them (A B B A ..., consecutive
     repeats of an arm sharing a start unless ``restart_between_repeats``); files from before
-    rounds keep their fixed design (alpha share 1)."""
+    rounds keep their fixed design (alpha share 1), and their comparison rows the unit they
+    were made in, the repeat."""
     doc = copy.deepcopy(doc)
     where = "compare result"
     sc, arms = need(doc, "scenario", where), need(doc, "arms", where)
@@ -104,6 +105,8 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
             if rep.get("start") is None:
                 rep["start"] = 0 if single else starts[arm][k]
     doc.setdefault("design", None)
+    for row in doc.get("comparison") or []:  # rows from before the start was the unit
+        row.setdefault("unit", "repeat")
     return doc
 
 
@@ -233,3 +236,20 @@ class CompareRun:
         }
         run.kernel_comparison = prof.get("kernels")
         return run
+
+
+def recorded(run: CompareRun) -> CompareRun:
+    """``run`` as its results.json records it (what cannot be measured as null, tuples as
+    lists), read back: what report.md renders, so a live run's report and ``perfgate report``
+    on its file say the same."""
+    return CompareRun.from_json(jsonable(run.to_json()))
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """What a stored run itself reported, beside a comparison this perfgate computed again
+    from its stored repeats (``perfgate report --recompute``)."""
+
+    perfgate_version: str
+    verdict: str | None
+    exit_code: int

@@ -14,6 +14,7 @@ from typing import Any
 from perfgate import registry
 from perfgate.documents.io import replacing
 from perfgate.documents.nightly import GateOutcome
+from perfgate.documents.run import recorded
 from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
 from perfgate.report.mdtext import md_code, md_text
 
@@ -96,7 +97,7 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         "",
         "Tonight's comparison:",
         "",
-        render_compare_markdown(outcome.run.to_json()),
+        render_compare_markdown(recorded(outcome.run)),
     ]
     return "\n".join(lines)
 

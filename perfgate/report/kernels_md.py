@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from perfgate.documents.compare import KernelChange, KernelComparison, MetricComparison
+from perfgate.documents.io import from_fields
 from perfgate.documents.kernels import KernelTable, short_name
+from perfgate.documents.run import CompareRun, ProfiledStart
 from perfgate.profiling import diff_tables
 from perfgate.report.mdtext import fmt, md_code, md_text, pct, us
 
@@ -30,22 +33,22 @@ def render_steps(trace: str, source: str, groups: list[Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render_kernel_table(table: dict[str, Any], top: int, title: str = "") -> list[str]:
-    what = "GPU kernel" if table["source"] == "kernel" else "CPU operator (self time)"
+def render_kernel_table(table: KernelTable, top: int, title: str = "") -> list[str]:
+    what = "GPU kernel" if table.source == "kernel" else "CPU operator (self time)"
     lines = [title] if title else []
-    graphs = table.get("graph_launches") or 0
+    graphs = table.graph_launches or 0
     lines += [
-        f"{len(table['rows'])} distinct names ({what}), {table['total_us'] / 1000:.2f} ms in all"
+        f"{len(table.rows)} distinct names ({what}), {table.total_us / 1000:.2f} ms in all"
         + (f", {graphs} CUDA graph launches" if graphs else "")
         + ".",
         "",
         f"| {what} | calls | total (ms) | mean (us) | share |",
         "|---|---:|---:|---:|---:|",
     ]
-    for r in table["rows"][:top]:
+    for r in table.rows[:top]:
         lines.append(
-            f"| {md_code(short_name(r['name']))} | {r['calls']} | {r['total_us'] / 1000:.3f} "
-            f"| {r['mean_us']:.1f} | {r['share']:.1%} |"
+            f"| {md_code(short_name(r.name))} | {r.calls} | {r.total_us / 1000:.3f} "
+            f"| {r.mean_us:.1f} | {r.share:.1%} |"
         )
     return [*lines, ""]
 
@@ -63,7 +66,7 @@ def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[s
     return [*lines, ""]
 
 
-def render_windows(windows: dict[str, list[dict[str, Any]]]) -> list[str]:
+def render_windows(windows: dict[str, list[ProfiledStart]]) -> list[str]:
     """Each start's profiled-window figures, arm by arm."""
     lines = [
         "| arm | start | decode steps | time / step (us) | per token (us) | launches / step "
@@ -71,35 +74,36 @@ def render_windows(windows: dict[str, list[dict[str, Any]]]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for arm in ("baseline", "candidate"):
-        for w in windows.get(arm) or []:
+        for profiled in windows.get(arm) or []:
+            w = profiled.window
             others = ", ".join(
-                f"{g['kind']} x {g['tokens']}: {g['steps']}"
-                for g in w.get("groups") or []
-                if not (g["kind"] == "decode" and g["tokens"] == w["batch"])
+                f"{g.kind} x {g.tokens}: {g.steps}"
+                for g in w.groups or ()
+                if not (g.kind == "decode" and g.tokens == w.batch)
             )
             lines.append(
-                f"| {arm} | {w['start'] + 1} | {w['decode_steps']} | "
-                f"{us(w.get('time_per_step_us'))} | {us(w.get('time_per_token_us'))} | "
-                f"{fmt(w.get('launches_per_step'), '{:.0f}')} | "
-                f"{fmt(w.get('graph_replays_per_step'), '{:.0f}')} | {others or '-'} |"
+                f"| {arm} | {profiled.start + 1} | {w.decode_steps} | "
+                f"{us(w.time_per_step_us)} | {us(w.time_per_token_us)} | "
+                f"{fmt(w.launches_per_step, '{:.0f}')} | "
+                f"{fmt(w.graph_replays_per_step, '{:.0f}')} | {others or '-'} |"
             )
     return [*lines, ""]
 
 
-def render_kernel_changes(k: dict[str, Any], tpot: dict[str, Any] | None) -> list[str]:
+def render_kernel_changes(k: KernelComparison, tpot: MetricComparison | None) -> list[str]:
     """The kernel-level A/B table: what changed per decode step, with intervals across
     starts, and how much of the step's change it explains, beside the end-to-end change."""
-    what = "kernel" if k["source"] == "kernel" else "CPU operator"
-    if k.get("problem"):
-        return [f"No kernel-level comparison: {md_text(k['problem'])}.", ""]
-    conf = f"{k['confidence']:.0%}"
+    what = "kernel" if k.source == "kernel" else "CPU operator"
+    if k.problem:
+        return [f"No kernel-level comparison: {md_text(k.problem)}.", ""]
+    conf = f"{k.confidence:.0%}"
     lines = [
-        f"**{what[0].upper() + what[1:]} changes per decode step** (batch {k['batch']}; "
-        f"{k['starts'][0]} + {k['starts'][1]} starts; mean over starts, {conf} interval of "
+        f"**{what[0].upper() + what[1:]} changes per decode step** (batch {k.batch}; "
+        f"{k.starts[0]} + {k.starts[1]} starts; mean over starts, {conf} interval of "
         "the change across starts)",
         "",
     ]
-    rows = k.get("rows") or []
+    rows = k.rows
     if rows:
         lines += [
             f"| {what} | change | us / call | calls / step | us / step | change / step (CI) |",
@@ -107,27 +111,27 @@ def render_kernel_changes(k: dict[str, Any], tpot: dict[str, Any] | None) -> lis
         ]
         for r in rows:
             lines.append(
-                f"| {md_code(short_name(r['name'], 70))} | {r['change']} | "
-                f"{us(r['baseline_us_per_call'])} -> {us(r['candidate_us_per_call'])} | "
-                f"{r['baseline_calls_per_step']:.1f} -> {r['candidate_calls_per_step']:.1f} | "
-                f"{us(r['baseline_us_per_step'])} -> {us(r['candidate_us_per_step'])} | "
-                f"{us(r['diff_us_per_step'], True)} ({us(r['low'], True)} to "
-                f"{us(r['high'], True)}) |"
+                f"| {md_code(short_name(r.name, 70))} | {r.change} | "
+                f"{us(r.baseline_us_per_call)} -> {us(r.candidate_us_per_call)} | "
+                f"{r.baseline_calls_per_step:.1f} -> {r.candidate_calls_per_step:.1f} | "
+                f"{us(r.baseline_us_per_step)} -> {us(r.candidate_us_per_step)} | "
+                f"{us(r.diff_us_per_step, True)} ({us(r.low, True)} to "
+                f"{us(r.high, True)}) |"
             )
         lines.append("")
     else:
         lines += [f"No {what} appeared, disappeared or changed beyond 0.5% of a step.", ""]
     step = (
-        f"Time per decode step (the kernels' sum): {us(k['baseline_step_us'])} -> "
-        f"{us(k['candidate_step_us'])} us, {us(k['step_diff_us'], True)} us "
-        f"({us(k['step_low'], True)} to {us(k['step_high'], True)}); the {len(rows)} listed "
-        f"account for {us(k['listed_diff_us'], True)} us, smaller changes elsewhere for "
-        f"{us(k['step_diff_us'] - k['listed_diff_us'], True)} us."
+        f"Time per decode step (the kernels' sum): {us(k.baseline_step_us)} -> "
+        f"{us(k.candidate_step_us)} us, {us(k.step_diff_us, True)} us "
+        f"({us(k.step_low, True)} to {us(k.step_high, True)}); the {len(rows)} listed "
+        f"account for {us(k.listed_diff_us, True)} us, smaller changes elsewhere for "
+        f"{us(k.step_diff_us - k.listed_diff_us, True)} us."
     )
     if tpot is not None:
         step += (
-            f" End to end, {tpot['label']}: {pct(tpot['estimate'])} "
-            f"({pct(tpot['low'])} to {pct(tpot['high'])})."
+            f" End to end, {tpot.label}: {pct(tpot.estimate)} "
+            f"({pct(tpot.low)} to {pct(tpot.high)})."
         )
     return [*lines, step, ""]
 
@@ -147,11 +151,9 @@ def render_checks(checks: list[dict[str, Any]]) -> list[str]:
 
 
 def render_profile_section(
-    profile: dict[str, Any], top: int = 10, tpot: dict[str, Any] | None = None
+    run: CompareRun, top: int = 10, tpot: MetricComparison | None = None
 ) -> list[str]:
-    arms = profile.get("arms") or {}
-    checks = profile.get("checks") or []
-    windows = profile.get("windows") or {}
+    arms, checks, windows = run.profiles, run.kernel_checks, run.windows
     if not arms and not checks:
         return []
     lines = []
@@ -171,8 +173,8 @@ def render_profile_section(
             "not used)",
             "",
         ]
-    if profile.get("kernels"):
-        lines += render_kernel_changes(profile["kernels"], tpot)
+    if run.kernel_comparison:
+        lines += render_kernel_changes(kernel_comparison(run.kernel_comparison), tpot)
     if checks:
         lines += render_checks(checks)
     if "baseline" in arms and "candidate" in arms:
@@ -180,12 +182,22 @@ def render_profile_section(
             "<details><summary>Largest differences in the first window's totals</summary>",
             "",
         ]
-        lines += render_kernel_diff(
-            KernelTable.from_json(arms["baseline"]), KernelTable.from_json(arms["candidate"]), top
-        )
+        lines += render_kernel_diff(arms["baseline"], arms["candidate"], top)
         lines += ["</details>", ""]
     for name, table in arms.items():
         lines += [f"<details><summary>Top {top}: {name} (first window)</summary>", ""]
         lines += render_kernel_table(table, top)
         lines += ["</details>", ""]
     return lines
+
+
+def kernel_comparison(doc: dict[str, Any]) -> KernelComparison:
+    """The kernel table as results.json stores it (``profile.kernels``), typed."""
+    where = "profile.kernels"
+    return from_fields(
+        KernelComparison,
+        doc,
+        where,
+        starts=tuple(doc.get("starts") or (0, 0)),
+        rows=[from_fields(KernelChange, r, f"{where}.rows") for r in doc.get("rows") or []],
+    )

@@ -1,23 +1,25 @@
 """report.md: a compare result as a Markdown section to paste into a pull request.
 
-A pure function of the result document (``results.json``), so ``perfgate report`` renders a
-stored run exactly as the run itself did. Everything a user or a server supplied (names,
-descriptions, commands, errors, kernel names, versions) goes in escaped as text or fenced as
-code, so it can neither break the layout nor smuggle markup or HTML into a pull request.
+A pure function of the run as ``results.json`` records it (``documents.run.CompareRun``, read
+back from its JSON), so ``perfgate report`` renders a stored run exactly as the run itself did.
+Everything a user or a server supplied (names, descriptions, commands, errors, kernel names,
+versions) goes in escaped as text or fenced as code, so it can neither break the layout nor
+smuggle markup or HTML into a pull request.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from perfgate import registry
 from perfgate.decide import family
 from perfgate.decide.comparison import group_by_start
-from perfgate.documents.compare import MetricComparison
-from perfgate.documents.io import from_fields
+from perfgate.documents.compare import INCONCLUSIVE, MetricComparison
+from perfgate.documents.run import ARMS, CompareRun, Recomputed, Repeat
 from perfgate.documents.spec import Budget
 from perfgate.report.accuracy_md import render_accuracy_section
 from perfgate.report.kernels_md import render_profile_section
@@ -37,50 +39,47 @@ STATUS_LINE = {
 }
 
 
-def _median_over_repeats(repeats: list[dict[str, Any]], key: str) -> float | None:
-    values = [r["metrics"].get(key) for r in repeats]
-    values = [float(v) for v in values if v is not None]
+def _median_over_repeats(repeats: list[Repeat], key: str) -> float | None:
+    values = [float(v) for r in repeats if (v := r.metrics.get(key)) is not None]
     return statistics.median(values) if values else None
 
 
-def _verdict_cell(row: dict[str, Any]) -> str:
-    verdict = str(row["verdict"])
-    if row.get("primary") is False:
+def _verdict_cell(row: MetricComparison) -> str:
+    verdict = str(row.verdict)
+    if row.primary is False:
         verdict += " (secondary)"
-    if row["verdict"] != "inconclusive":
+    if row.verdict != INCONCLUSIVE:
         return verdict
-    reason = str(row.get("reason") or "")
+    reason = str(row.reason or "")
     if reason.startswith("start-to-start variation unsampled"):
         return verdict + ": start-to-start variation unsampled"
     if reason.startswith("beyond the tolerance"):
         return verdict + ": beyond the tolerance, not significant after multiplicity (Holm)"
-    n, low, high = (
-        row.get(k) for k in ("starts_to_decide", "starts_to_decide_low", "starts_to_decide_high")
-    )
+    n, low, high = row.starts_to_decide, row.starts_to_decide_low, row.starts_to_decide_high
     if n or high or low:
         span = f"{low or '?'}-{high or '>10000'}"
         return f"{verdict} (~{n or '>10000'} starts/arm to decide, range {span})"
-    if row.get("repeats_to_decide"):  # a result file of an earlier perfgate
-        unit = row.get("unit") or "repeat"
-        return f"{verdict} (~{row['repeats_to_decide']} {unit}s/arm to decide)"
+    if row.repeats_to_decide:  # a result file of an earlier perfgate
+        unit = row.unit or "repeat"
+        return f"{verdict} (~{row.repeats_to_decide} {unit}s/arm to decide)"
     return verdict
 
 
-def start_charts(rows: list[dict[str, Any]]) -> list[str]:
+def start_charts(rows: list[MetricComparison]) -> list[str]:
     """What decided the verdict, drawn where GitHub draws it (a PR comment cannot show the PNGs
     beside report.md): each gated metric's per-start values, baseline starts then candidate
     starts, as a Mermaid bar chart, in a collapsed section. Rows of a stored run that did not
     record their values draw nothing."""
     charts = []
     for r in rows:
-        b, c = r.get("values_baseline") or [], r.get("values_candidate") or []
+        b, c = r.values_baseline or (), r.values_candidate or ()
         values = [v for v in (*b, *c) if isinstance(v, int | float) and math.isfinite(v)]
         if len(values) != len(b) + len(c) or not b or not c:
             continue
         low, high = min(values), max(values)
         pad = (high - low) * 0.1 or abs(high) * 0.01 or 1.0
         labels = [f"B{i}" for i in range(1, len(b) + 1)] + [f"C{i}" for i in range(1, len(c) + 1)]
-        title = f"{r['label']} per server start: B baseline, C candidate ({r['verdict']})"
+        title = f"{r.label} per server start: B baseline, C candidate ({r.verdict})"
         charts += [
             "```mermaid",
             "xychart-beta",
@@ -103,12 +102,12 @@ def start_charts(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _unverified_guards(doc: dict[str, Any]) -> list[str]:
+def _unverified_guards(run: CompareRun) -> list[str]:
     """The guards that made a complete run inconclusive while every primary metric and
     accuracy was decided (``family.unverified_guards`` over the stored rows)."""
-    rows = [from_fields(MetricComparison, r, "comparison") for r in doc.get("comparison") or []]
-    accuracy = (((doc.get("accuracy") or {}).get("comparison")) or {}).get("verdict")
-    if doc.get("verdict") != "inconclusive" or accuracy == "inconclusive":
+    rows = run.comparison
+    accuracy = run.accuracy_comparison.verdict if run.accuracy_comparison else None
+    if run.verdict != INCONCLUSIVE or accuracy == INCONCLUSIVE:
         return []
     if any(r.primary and family.holds_back(r) for r in rows):
         return []
@@ -129,22 +128,22 @@ def _interim_split(design: dict[str, Any]) -> str:
     return f"interim looks share {float(share):.0%} of alpha, the final look keeps the rest"
 
 
-def _interval_confidence(doc: dict[str, Any]) -> float:
+def _interval_confidence(run: CompareRun) -> float:
     """The confidence of the timed metrics' intervals: the scenario's, or above it when the
     final look of a budget spent only part of alpha."""
-    share = float((doc.get("design") or {}).get("share") or 1.0)
-    return 1 - (1 - doc["scenario"]["confidence"]) * share
+    share = float(run.design.get("share") or 1.0)
+    return 1 - (1 - run.scenario.confidence) * share
 
 
-def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+def _design_note(run: CompareRun) -> list[str]:
     """How the run was designed and judged: starts, order, looks, alpha, multiplicity."""
-    arms = doc["arms"]
-    starts = {
-        a: len(group_by_start([r.get("start") for r in arms[a]["repeats"]]))
-        for a in ("baseline", "candidate")
-    }
-    design = doc.get("design") or {}
-    alpha = 1 - _interval_confidence(doc)
+    rows = run.comparison
+    if rows and rows[0].unit == "repeat":  # a file of a perfgate that compared repeats
+        starts = {a: len(run.repeats[a]) for a in ARMS}
+    else:
+        starts = {a: len(group_by_start([r.start for r in run.repeats[a]])) for a in ARMS}
+    design = run.design
+    alpha = 1 - _interval_confidence(run)
     text = (
         f"Unit of replication: the server start ({starts['baseline']} baseline, "
         f"{starts['candidate']} candidate); each metric is one value per start (repeats on a "
@@ -159,14 +158,14 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             f"decided; this analysis spends {float(design.get('share') or 1.0):.0%} of alpha "
             f"({_interim_split(design)}), so its intervals are at {1 - alpha:.1%} confidence."
         )
-    tests = len(rows) + (1 if (doc.get("accuracy") or {}).get("comparison") else 0)
+    tests = len(rows) + (1 if run.accuracy_comparison else 0)
     text += (
         f" Gate: regressed only when Holm's procedure over the {tests} gated test(s) rejects "
         f'"worse by at most the tolerance" at alpha {alpha:.3g} (family-wise false-fail '
         f"at most {alpha:.1%})."
     )
     lines = [text, ""]
-    if min(starts.values()) < 2 and any(not r.get("starts_sampled", True) for r in rows):
+    if min(starts.values()) < 2 and any(not r.starts_sampled for r in rows):
         lines += [
             "⚠️ Start-to-start variation is not sampled: an arm ran on a single server start. "
             "Starts of one build differed by ~9% in median TPOT on an H200, so no speed "
@@ -177,92 +176,90 @@ def _design_note(doc: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_compare_markdown(doc: dict[str, Any]) -> str:
-    """report.md of a compare run, from its stored document: the verdict first, the gated
-    metrics and how the design decided them, pictures, accuracy, kernels, then the details."""
-    rows = doc.get("comparison") or []
-    sc = doc["scenario"]
-    lines = _head(doc)
+def render_compare_markdown(run: CompareRun, recomputed: Recomputed | None = None) -> str:
+    """report.md of a compare run, as results.json records it (``documents.run.recorded``):
+    the verdict first, the gated metrics and how the design decided them, pictures, accuracy,
+    kernels, then the details. ``recomputed``: what the run itself reported, when this
+    perfgate judged its stored repeats again."""
+    rows = run.comparison
+    lines = _head(run, recomputed)
     if rows:
         lines += _metric_table(rows)
-        lines += _design_note(doc, rows)
+        lines += _design_note(run)
     lines += start_charts(rows)
-    if doc.get("plots"):
+    if run.plots:
         lines += [
-            "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in doc["plots"]),
+            "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in run.plots),
             "",
         ]
-    lines += render_accuracy_section(doc.get("accuracy") or {})
+    lines += render_accuracy_section(run.accuracy, run.accuracy_comparison)
     lines += render_profile_section(
-        doc.get("profile") or {},
-        top=(sc.get("profile") or {}).get("top", 10),
-        tpot=next((r for r in rows if r["metric"] == "median_tpot_ms"), None),
+        run,
+        top=run.scenario.profile.top,
+        tpot=next((r for r in rows if r.metric == "median_tpot_ms"), None),
     )
-    lines += _serving_table(doc["arms"]) + _warnings(doc["arms"]) + _environment(doc)
-    lines += ["Reproduce:", "", *md_block(str(doc["command"])), ""]
+    lines += _serving_table(run) + _warnings(run) + _environment(run)
+    lines += ["Reproduce:", "", *md_block(str(run.command)), ""]
     return "\n".join(lines)
 
 
-def _head(doc: dict[str, Any]) -> list[str]:
+def _head(run: CompareRun, recomputed: Recomputed | None) -> list[str]:
     """The title, the verdict line (or how the run ended), a recomputation's note, the
     error, and the workload."""
-    sc, arms, status = doc["scenario"], doc["arms"], doc["status"]
-    reps = {a: len(arms[a]["repeats"]) for a in ("baseline", "candidate")}
-    lines = [f"## perfgate: {md_text(sc['name'])}", ""]
-    if status == "complete":
-        head = VERDICT_LINE.get(doc["verdict"], str(doc["verdict"]))
-        if guards := _unverified_guards(doc):
+    sc = run.scenario
+    reps = {a: len(run.repeats[a]) for a in ARMS}
+    lines = [f"## perfgate: {md_text(sc.name)}", ""]
+    if run.status == "complete":
+        head = VERDICT_LINE.get(str(run.verdict), str(run.verdict))
+        if guards := _unverified_guards(run):
             head = (
                 "⚠️ **inconclusive: guards unverified**: the primary metrics are decided, but "
                 f"{', '.join(guards)} could still hide a regression beyond the tolerance"
             )
     else:
-        head = STATUS_LINE.get(status, status)
-    lines.append(
-        f"{head} (exit {doc['exit_code']}). {md_text(sc.get('description') or '')}".rstrip()
-    )
-    if doc.get("recomputed"):
-        was = doc["recomputed"]
+        head = STATUS_LINE.get(run.status, run.status)
+    lines.append(f"{head} (exit {run.exit_code}). {md_text(sc.description or '')}".rstrip())
+    if recomputed is not None:
         lines += [
             "",
             f"Comparison recomputed from the stored repeats by perfgate "
-            f"{was['perfgate_version']}'s statistics; the run itself reported "
-            f"**{was['verdict']}** (exit {was['exit_code']}).",
+            f"{recomputed.perfgate_version}'s statistics; the run itself reported "
+            f"**{recomputed.verdict}** (exit {recomputed.exit_code}).",
         ]
-    if doc.get("error"):
-        error = str(doc["error"]).strip()
+    if run.error:
+        error = str(run.error).strip()
         if len(error) > 3000:  # the head names the cause; the full text is in results.json
             error = error[:3000] + "\n... (full text in results.json)"
         lines += ["", *md_block(error)]
-    w = sc["workload"]
+    w = sc.workload
     return [
         *lines,
         "",
-        f"Workload: {w['num_prompts']} prompts x {reps['baseline']} + {reps['candidate']} "
-        f"repeats (baseline + candidate), {w['input_len']} in / "
-        f"{w['output_len']} out, concurrency {w['max_concurrency']}, endpoint "
-        f"`{w['endpoint']}`. Intervals: {_interval_confidence(doc):.1%} confidence.",
+        f"Workload: {w.num_prompts} prompts x {reps['baseline']} + {reps['candidate']} "
+        f"repeats (baseline + candidate), {w.input_len} in / "
+        f"{w.output_len} out, concurrency {w.max_concurrency}, endpoint "
+        f"`{w.endpoint}`. Intervals: {_interval_confidence(run):.1%} confidence.",
         "",
     ]
 
 
-def _metric_table(rows: list[dict[str, Any]]) -> list[str]:
+def _metric_table(rows: list[MetricComparison]) -> list[str]:
     lines = [
         "| metric | baseline | candidate | change (CI) | detectable | noise (CV) "
         "| tolerance | verdict |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        better = "higher" if r["higher_is_better"] else "lower"
+        better = "higher" if r.higher_is_better else "lower"
         change = (
-            f"{pct(r['estimate'])} ({pct(r['low'])} to {pct(r['high'])})"
-            if r["estimate"] is not None and math.isfinite(r["estimate"])
+            f"{pct(r.estimate)} ({pct(r.low)} to {pct(r.high)})"
+            if r.estimate is not None and math.isfinite(r.estimate)
             else "n/a"
         )
         lines.append(
-            f"| {md_text(r['label'])} | {fmt(r['baseline'])} | {fmt(r['candidate'])} | {change} "
-            f"| {size(r.get('min_detectable'))} | {size(r.get('cv_between_units'))} "
-            f"| {r['tolerance'] * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
+            f"| {md_text(r.label)} | {fmt(r.baseline)} | {fmt(r.candidate)} | {change} "
+            f"| {size(r.min_detectable)} | {size(r.cv_between_units)} "
+            f"| {r.tolerance * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
         )
     return [
         *lines,
@@ -276,8 +273,8 @@ def _metric_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _serving_table(arms: dict[str, Any]) -> list[str]:
-    if not any(arms[a]["repeats"] for a in arms):
+def _serving_table(run: CompareRun) -> list[str]:
+    if not any(run.repeats[a] for a in ARMS):
         return []
     lines = [
         "<details><summary>Serving benchmark, side by side (median over repeats)</summary>",
@@ -287,20 +284,15 @@ def _serving_table(arms: dict[str, Any]) -> list[str]:
     ]
     for key in registry.SERVING_TABLE:
         m = registry.get(key)
-        b = _median_over_repeats(arms["baseline"]["repeats"], key)
-        c = _median_over_repeats(arms["candidate"]["repeats"], key)
+        b = _median_over_repeats(run.repeats["baseline"], key)
+        c = _median_over_repeats(run.repeats["candidate"], key)
         lines.append(f"| {m.label} | {fmt(b, m.fmt)} | {fmt(c, m.fmt)} |")
     return [*lines, "", "</details>", ""]
 
 
-def _warnings(arms: dict[str, Any]) -> list[str]:
+def _warnings(run: CompareRun) -> list[str]:
     warnings = sorted(
-        {
-            f"{a}: {w['message']}"
-            for a in arms
-            for rep in arms[a]["repeats"]
-            for w in rep.get("warnings") or []
-        }
+        {f"{a}: {w.message}" for a in ARMS for rep in run.repeats[a] for w in rep.result.warnings}
     )
     if not warnings:
         return []
@@ -314,22 +306,21 @@ def _warnings(arms: dict[str, Any]) -> list[str]:
     ]
 
 
-def _environment(doc: dict[str, Any]) -> list[str]:
-    arms = doc["arms"]
+def _environment(run: CompareRun) -> list[str]:
     lines = ["<details><summary>Environment</summary>", ""]
     lines += ["| | baseline | candidate |", "|---|---|---|"]
     env_rows = [
-        ("vLLM version", lambda a: _first(arms[a]["repeats"], "server", "version")),
-        ("model", lambda a: _first(arms[a]["repeats"], "server", "model")),
-        ("launch", lambda a: _launch(arms[a])),
+        ("vLLM version", lambda a: _first(r.result.server.version for r in run.repeats[a])),
+        ("model", lambda a: _first(r.result.server.model for r in run.repeats[a])),
+        ("launch", lambda a: _launch(run, a)),
     ]
     for label, fn in env_rows:
         lines.append(f"| {label} | {fn('baseline')} | {fn('candidate')} |")
-    starts = render_starts(arms)
+    starts = render_starts(run.servers)
     if starts:
         lines += ["", "Server starts (the GPU sampled by nvidia-smi during the timed repeats):"]
         lines += ["", *starts[:-1]]
-    env = doc.get("environment") or {}
+    env = run.environment
     gpus = env.get("gpus")
     gpu_text = (
         ", ".join(f"{g.get('name')} (driver {g.get('driver_version')})" for g in gpus)
@@ -348,7 +339,7 @@ def _environment(doc: dict[str, Any]) -> list[str]:
     ]
 
 
-def render_starts(arms: dict[str, Any]) -> list[str]:
+def render_starts(servers: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Where each server start ran and the state of the host and GPU during its repeats."""
     lines = [
         "| arm | start | startup (s) | compile cache | pinned (engine / API / client) "
@@ -357,7 +348,7 @@ def render_starts(arms: dict[str, Any]) -> list[str]:
     ]
     seen = False
     for arm in ("baseline", "candidate"):
-        for i, srv in enumerate(arms[arm].get("servers") or []):
+        for i, srv in enumerate(servers.get(arm) or []):
             facts = srv.get("facts")
             if not facts:
                 continue
@@ -381,21 +372,15 @@ def render_starts(arms: dict[str, Any]) -> list[str]:
     return [*lines, ""] if seen else []
 
 
-def _first(repeats: list[dict[str, Any]], *path: str) -> str:
-    for r in repeats:
-        v: Any = r
-        for p in path:
-            v = v.get(p) if isinstance(v, dict) else None
-        if v:
-            return md_code(v)
-    return "n/a"
+def _first(values: Iterable[str | None]) -> str:
+    return next((md_code(v) for v in values if v), "n/a")
 
 
-def _launch(arm: dict[str, Any]) -> str:
-    spec = arm["spec"]
-    if spec.get("url"):
-        return f"running server {md_code(spec['url'])}"
-    servers = arm.get("servers") or []
+def _launch(run: CompareRun, arm: str) -> str:
+    spec = run.scenario.arms[arm]
+    if spec.url:
+        return f"running server {md_code(spec.url)}"
+    servers = run.servers[arm]
     if servers:
         argv = " ".join(servers[0]["argv"])
         env = " ".join(f"{k}={v}" for k, v in (servers[0].get("env") or {}).items())

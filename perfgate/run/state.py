@@ -18,7 +18,7 @@ from perfgate.documents.io import (
     write_json,
     write_text_private,
 )
-from perfgate.documents.run import CompareRun
+from perfgate.documents.run import CompareRun, recorded
 from perfgate.documents.spec import ScenarioError
 from perfgate.measure.bench import ProgressFn
 from perfgate.report.markdown import render_compare_markdown
@@ -74,7 +74,7 @@ class LiveRun(CompareRun):
 
     def write_report(self) -> None:
         """report.md beside results.json, rendered from what results.json holds."""
-        write_text_private(self.report_path, render_compare_markdown(self.to_json()))
+        write_text_private(self.report_path, render_compare_markdown(recorded(self)))
 
     def save(self) -> None:
         """Write results.json; if the run directory cannot take it, write it to a private
