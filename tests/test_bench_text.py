@@ -44,19 +44,21 @@ def records():
 
 
 def test_bench_summary_matches_golden_file():
-    assert_golden("bench_summary.txt", render_bench_text(sample_doc(records())))
+    assert_golden(
+        "bench_summary.txt", render_bench_text(BenchResult.from_json(sample_doc(records())))
+    )
 
 
 def test_invalid_run_summary_says_why():
     bad = [*records(), rec(index=2, send=0, error="HTTP 500: engine dead")]
-    text = render_bench_text(sample_doc(bad))
+    text = render_bench_text(BenchResult.from_json(sample_doc(bad)))
     assert "INVALID RUN (exit 2):" in text
     assert "1 of 3 requests failed: 1x HTTP 500: engine dead" in text
 
 
 def test_all_failed_renders_na_not_zero():
     bad = [rec(index=i, send=0, error="boom") for i in range(2)]
-    text = render_bench_text(sample_doc(bad))
+    text = render_bench_text(BenchResult.from_json(sample_doc(bad)))
     assert "Mean TTFT (ms):                              n/a" in text
 
 

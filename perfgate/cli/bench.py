@@ -25,6 +25,7 @@ from perfgate.cli.common import (
 from perfgate.documents.bench import BenchConfig, BenchResult
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.io import (
+    jsonable,
     write_json_or_fallback,
 )
 from perfgate.measure.bench import (
@@ -256,7 +257,8 @@ def bench(
     written, problem = None, None
     if out_path is not None:  # before rendering: a render bug must not lose the data
         written, problem = write_json_or_fallback(out_path, doc, "perfgate-bench")
-    out_console.print(render_bench_text(doc), end="")
+    shown = BenchResult.from_json(jsonable(doc))  # as the file records it
+    out_console.print(render_bench_text(shown), end="")
     if problem is not None:
         err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
     if written is not None:

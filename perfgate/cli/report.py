@@ -67,8 +67,7 @@ def report(result: Path, fmt: str, recompute: bool) -> None:
             evaluated = EvalRun.from_json(doc)
             md = "\n".join(render_accuracy_section(evaluated.arms, evaluated.comparison))
         else:
-            BenchResult.from_json(doc)
-            text = render_bench_text(doc)
+            text = render_bench_text(BenchResult.from_json(doc))
     except ResultError as exc:
         fail(f"{result}: {exc}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:

@@ -1,13 +1,15 @@
 """Plain-text summary of a bench result, laid out like ``vllm bench serve``'s, plus perfgate rows.
 
-A pure function of the result document (the JSON written by ``perfgate bench``), so a stored
-result renders the same as a fresh one.
+A pure function of the result as its JSON records it (``documents.bench.BenchResult``, read back
+from the file ``perfgate bench`` writes), so a stored result renders the same as a fresh one.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from perfgate.documents.bench import BenchResult, Bursts
 
 WIDTH = 60
 
@@ -40,16 +42,16 @@ def _latency_block(m: dict[str, Any], name: str, title: str, label: str) -> list
     return lines
 
 
-def render_bench_text(doc: dict[str, Any]) -> str:
-    m = doc["metrics"]
-    cfg = doc["config"]
+def render_bench_text(result: BenchResult) -> str:
+    m = result.metrics
+    cfg = result.config
     lines = [_title(" Serving Benchmark Result ", "=")]
     lines.append(_row("Successful requests:", str(m.get("completed"))))
     lines.append(_row("Failed requests:", str(m.get("failed"))))
-    if cfg.get("max_concurrency") is not None:
-        lines.append(_row("Maximum request concurrency:", str(cfg["max_concurrency"])))
-    if cfg.get("request_rate") not in (None, "inf"):
-        lines.append(_row("Request rate configured (RPS):", _show(cfg["request_rate"])))
+    if cfg.max_concurrency is not None:
+        lines.append(_row("Maximum request concurrency:", str(cfg.max_concurrency)))
+    if cfg.request_rate is not None and math.isfinite(cfg.request_rate):
+        lines.append(_row("Request rate configured (RPS):", _show(cfg.request_rate)))
     lines.append(_row("Benchmark duration (s):", _show(m.get("duration"))))
     lines.append(_row("Total input tokens:", _show(m.get("total_input_tokens"), "{}")))
     lines.append(_row("Total generated tokens:", _show(m.get("total_output_tokens"), "{}")))
@@ -82,50 +84,48 @@ def render_bench_text(doc: dict[str, Any]) -> str:
     lines.append(_row("Mean client queue wait (ms):", _show(m.get("mean_queue_wait_ms"))))
     lines.append(_row("Max client queue wait (ms):", _show(m.get("max_queue_wait_ms"))))
 
-    checks = doc.get("server_cross_check") or []
-    if checks:
+    if result.cross_checks:
         lines.append(_title(" Server /metrics cross-check "))
         lines.append(f"{'':<32} {'server':>10} {'client':>10}  agrees")
-        for c in checks:
-            fmt = "{:.2f}" if c["unit"] == "ms" else "{:.0f}"
-            agrees = {True: "yes", False: "NO", None: "-"}[c["agrees"]]
-            label = f"{c['name']} ({c['unit']})"
+        for c in result.cross_checks:
+            fmt = "{:.2f}" if c.unit == "ms" else "{:.0f}"
+            agrees = {True: "yes", False: "NO", None: "-"}[c.agrees]
+            label = f"{c.name} ({c.unit})"
             lines.append(
-                f"{label:<32} {_show(c['server'], fmt):>10} {_show(c['client'], fmt):>10}  {agrees}"
+                f"{label:<32} {_show(c.server, fmt):>10} {_show(c.client, fmt):>10}  {agrees}"
             )
-    lines += _bursts_block(doc.get("bursts"))
+    lines += _bursts_block(result.bursts)
     lines.append("=" * WIDTH)
 
-    for w in doc.get("warnings") or []:
-        remedy = f" -> {w['remedy']}" if w.get("remedy") else ""
-        lines.append(f"warning: {w['message']}{remedy}")
-    problems = doc.get("problems") or []
-    if problems:
+    for w in result.warnings:
+        remedy = f" -> {w.remedy}" if w.remedy else ""
+        lines.append(f"warning: {w.message}{remedy}")
+    if result.problems:
         lines.append("INVALID RUN (exit 2):")
-        for p in problems:
-            lines.append(f"  - {p['message']}")
+        for p in result.problems:
+            lines.append(f"  - {p.message}")
     return "\n".join(lines) + "\n"
 
 
-def _bursts_block(b: dict[str, Any] | None) -> list[str]:
+def _bursts_block(b: Bursts | None) -> list[str]:
     """How the tokens reached the client (perfgate.measure.bursts): gaps near zero, stalls,
     the client's own stalls, the engine's inter-token p99, and the verdict with its place."""
     if not b:
         return []
-    p99 = (b.get("server_itl_ms") or {}).get("p99")
+    p99 = (b.server_itl_ms or {}).get("p99")
     lines = [
         _title(" Delivery: bursts and stalls "),
-        _row("Gaps under 0.1 ms:", _show(b.get("near_zero_fraction"), "{:.1%}")),
-        _row("Longest stall (ms):", _show(b.get("longest_stall_ms"))),
+        _row("Gaps under 0.1 ms:", _show(b.near_zero_fraction, "{:.1%}")),
+        _row("Longest stall (ms):", _show(b.longest_stall_ms)),
         _row(
             "Stalled requests:",
-            f"{b.get('stalled_requests', 0)} (> {_show(b.get('stall_threshold_ms'), '{:.0f}')} ms)",
+            f"{b.stalled_requests} (> {_show(b.stall_threshold_ms, '{:.0f}')} ms)",
         ),
-        _row("Client event loop, longest stall (ms):", _show(b.get("client_stall_ms"))),
+        _row("Client event loop, longest stall (ms):", _show(b.client_stall_ms)),
         _row("Server inter-token p99 (ms):", "-" if not p99 else f"{p99[0]:g} to {p99[1]:g}"),
     ]
-    if b.get("bursty"):
-        lines.append(f"Tokens reached the client in bursts ({b.get('where')}).")
+    if b.bursty:
+        lines.append(f"Tokens reached the client in bursts ({b.where}).")
     else:
         lines.append("Tokens reached the client steadily.")
     return lines
