@@ -10,6 +10,7 @@ import pytest
 
 from perfgate.decide.accuracy import paired_accuracy
 from perfgate.documents.io import read_json
+from perfgate.documents.run import CompareRun
 from perfgate.report.gate import write_junit
 
 etree = pytest.importorskip("lxml.etree")
@@ -21,7 +22,7 @@ SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("junit-strict.
 
 def junit(tmp_path: Path, doc: dict) -> ET.Element:
     path = tmp_path / "junit.xml"
-    write_junit(path, None, doc, "case")
+    write_junit(path, None, CompareRun.from_json(doc), "case")
     xml = etree.parse(str(path))
     assert SCHEMA.validate(xml), SCHEMA.error_log
     return ET.parse(path).getroot()

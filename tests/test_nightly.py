@@ -12,6 +12,7 @@ import pytest
 from perfgate import baseline as bl
 from perfgate.documents.io import ResultError, read_json
 from perfgate.documents.nightly import Baseline, Night, NightMetric
+from perfgate.documents.run import CompareRun
 from perfgate.documents.spec import ChangeRule
 from perfgate.history import append_night, change_points, detect, noise_sigma, read_history
 from perfgate.report.gate import write_junit
@@ -100,7 +101,7 @@ def test_a_baseline_from_another_machine_is_refused_naming_the_field():
 def test_junit_has_a_case_per_gated_metric_and_assertion_and_fails_the_regressed(tmp_path):
     doc = read_json(GPU_RUNS / "h200-tiled-plugin.json.xz")
     path = tmp_path / "out" / "junit.xml"
-    write_junit(path, None, doc, "tiled")
+    write_junit(path, None, CompareRun.from_json(doc), "tiled")
     suite = ET.parse(path).getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     assert set(cases) >= {"device_time_per_step_us", "median_tpot_ms", "output_throughput"}

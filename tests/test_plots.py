@@ -16,7 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_a_compare_run_gets_latency_cdfs_and_a_timeline_linked_from_the_report(tmp_path):
     doc = read_json(ROOT / "docs" / "gpu" / "results" / "h200-tiled-plugin.json.xz")
-    names = plots.compare_plots(doc, tmp_path)
+    names = plots.compare_plots(CompareRun.from_json(doc), tmp_path)
     assert names == ["latency-cdf.png", "timeline.png"]
     for n in names:
         assert (tmp_path / n).read_bytes().startswith(PNG)
@@ -28,7 +28,7 @@ def test_a_run_without_measured_requests_draws_nothing(tmp_path):
     doc = read_json(ROOT / "docs" / "gpu" / "results" / "h200-broken-plugin-windows.json.xz")
     for arm in doc["arms"].values():
         arm["repeats"] = []
-    assert plots.compare_plots(doc, tmp_path) == []
+    assert plots.compare_plots(CompareRun.from_json(doc), tmp_path) == []
 
 
 def test_the_trend_chart_marks_the_change_point(tmp_path):

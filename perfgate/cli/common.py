@@ -26,6 +26,7 @@ from perfgate.documents.bench import Workload
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.io import ResultError, check_output_file
 from perfgate.documents.nightly import GateOutcome
+from perfgate.documents.run import CompareRun, recorded
 from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.report.gate import write_junit
 from perfgate.scenario import builtin_names, load_builtin, parse_env_pairs, with_overrides
@@ -241,7 +242,7 @@ def arm_options(fn: Any) -> Any:
 def ci_outputs(
     junit: Path | None,
     outcome: GateOutcome | None,
-    doc: dict[str, Any],
+    run: CompareRun,
     name: str,
     report_path: Path | None,
     say: Any,
@@ -250,7 +251,7 @@ def ci_outputs(
     report.md appended to the job's step summary. Neither may lose the run: failures warn."""
     if junit is not None:
         try:
-            write_junit(junit, outcome, doc, name)
+            write_junit(junit, outcome, recorded(run), name)
             say(f"junit: {junit}")
         except OSError as exc:
             say(f"warning: cannot write --junit {junit} ({exc.strerror or exc})")

@@ -184,12 +184,11 @@ def compare(
         if exc.run is not None:
             if exc.run.save_error:
                 say(f"warning: {exc.run.save_error}; results went to {where.parent} instead")
-            ci_outputs(junit, None, exc.run.to_json(), scenario.name, exc.run.report_path, say)
+            ci_outputs(junit, None, exc.run, scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where})")
-    doc = run.to_json()
     out_console.print(Markdown(render_compare_markdown(recorded(run))))
     if run.save_error:
         say(f"warning: {run.save_error}; results went to {run.results_path.parent} instead")
-    ci_outputs(junit, None, doc, scenario.name, run.report_path, say)
+    ci_outputs(junit, None, run, scenario.name, run.report_path, say)
     say(f"report: {run.report_path}  results: {run.results_path}")
     sys.exit(run.exit_code)

@@ -155,10 +155,10 @@ def gate(
     except RunFailed as exc:
         where = exc.run.results_path if exc.run else run_dir / "results.json"
         if exc.run is not None:
-            ci_outputs(junit, None, exc.run.to_json(), scenario.name, exc.run.report_path, say)
+            ci_outputs(junit, None, exc.run, scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where}; nothing was appended to the history)")
     report = outcome.report
     out_console.print(Markdown(report.read_text()) if report else outcome.reason)
-    ci_outputs(junit, outcome, outcome.run.to_json(), scenario.name, report, say)
+    ci_outputs(junit, outcome, outcome.run, scenario.name, report, say)
     say(f"report: {report or '(not written)'}  history: {history_path}")
     sys.exit(outcome.exit_code)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import registry
+from perfgate.documents.compare import MetricComparison
 from perfgate.documents.io import replacing
 from perfgate.documents.nightly import GateOutcome
-from perfgate.documents.run import recorded
+from perfgate.documents.run import CompareRun, recorded
 from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
 from perfgate.report.mdtext import md_code, md_text
 
@@ -102,7 +103,7 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
     return "\n".join(lines)
 
 
-def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], name: str) -> None:
+def write_junit(path: Path, outcome: GateOutcome | None, run: CompareRun, name: str) -> None:
     """JUnit XML for CI systems, for every way a run ends (exit 0, 1, 2 and 3): one test case
     per gated metric, for accuracy, per kernel assertion, and one for the run itself.
 
@@ -113,45 +114,39 @@ def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], na
     still pending), so an inconclusive run is never all green (docs/nightly.md). Times are in
     seconds: the run's case and the suite carry the run's wall time so far."""
     regressed = {c.metric: c for c in outcome.detection.regressed} if outcome else {}
-    suite_time = _elapsed(doc.get("started_at"))
+    suite_time = _elapsed(run.started_at)
     suite = ET.Element("testsuite", name=f"perfgate {name}")
     props = ET.SubElement(suite, "properties")
-    for key in ("status", "verdict", "exit_code", "command"):
-        ET.SubElement(props, "property", name=key, value=str(doc.get(key)))
+    for key, value in (
+        ("status", run.status),
+        ("verdict", run.verdict),
+        ("exit_code", run.exit_code),
+        ("command", run.command),
+    ):
+        ET.SubElement(props, "property", name=key, value=str(value))
     cases: list[tuple[str, str, str | None, str, float]] = []
-    for row in doc.get("comparison") or []:
-        change = f"{_pct(row['estimate'])} ({_pct(row['low'])} to {_pct(row['high'])})"
+    for row in run.comparison:
+        change = f"{_pct(row.estimate)} ({_pct(row.low)} to {_pct(row.high)})"
         cases.append(
-            (
-                "perfgate.metric",
-                row["metric"],
-                *_metric_outcome(row, change, regressed, outcome),
-                0.0,
-            )
+            ("perfgate.metric", row.metric, *_metric_outcome(row, change, regressed, outcome), 0.0)
         )
-    acc = ((doc.get("accuracy") or {}).get("comparison")) or None
+    acc = run.accuracy_comparison
     if acc is not None:
-        d, lo, hi = (acc[k] * 100 for k in ("diff", "diff_low", "diff_high"))
+        d, lo, hi = (v * 100 for v in (acc.diff, acc.diff_low, acc.diff_high))
         diff = f"{d:+.1f} pp ({lo:+.1f} to {hi:+.1f})"
         kinds = {"regressed": "failure", "inconclusive": "skipped", "invalid": "error"}
         cases.append(
-            (
-                "perfgate.accuracy",
-                "accuracy",
-                kinds.get(acc["verdict"]),
-                f"{acc['verdict']}: {diff}",
-                0.0,
-            )
+            ("perfgate.accuracy", "accuracy", kinds.get(acc.verdict), f"{acc.verdict}: {diff}", 0.0)
         )
     by: dict[str, list[dict[str, Any]]] = {}  # one case per assertion, over every window
-    for check in (doc.get("profile") or {}).get("checks") or []:
+    for check in run.kernel_checks:
         by.setdefault(f"{check['arm']} {check['kind']} {check['pattern']}", []).append(check)
     for label, checks in by.items():
         failed = [c for c in checks if not c["ok"]]
         message = failed[0]["message"] if failed else f"held on {len(checks)} window(s)"
         cases.append(("perfgate.kernel", label, "error" if failed else None, message, 0.0))
-    status = str(doc.get("status"))
-    run_message = f"{status}: {doc.get('error') or 'the run did not complete'}"
+    status = str(run.status)
+    run_message = f"{status}: {run.error or 'the run did not complete'}"
     cases.append(("perfgate.run", "run", None if status == "complete" else "error",
                   "complete" if status == "complete" else run_message, suite_time))  # fmt: skip
     counts = {"failure": 0, "error": 0, "skipped": 0}
@@ -167,8 +162,8 @@ def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], na
         if kind != "skipped":
             attrs["type"] = _case_type(kind, message)
         ET.SubElement(case, kind, attrs).text = message
-    ET.SubElement(suite, "system-out").text = str(doc.get("verdict") or status)
-    ET.SubElement(suite, "system-err").text = str(doc.get("error") or "")
+    ET.SubElement(suite, "system-out").text = str(run.verdict or status)
+    ET.SubElement(suite, "system-err").text = str(run.error or "")
     totals = {
         "tests": str(len(cases)),
         "failures": str(counts["failure"]),
@@ -177,7 +172,7 @@ def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], na
         "time": f"{suite_time:.3f}",
     }
     suite.attrib.update(totals)
-    suite.set("timestamp", _timestamp(doc.get("started_at")))
+    suite.set("timestamp", _timestamp(run.started_at))
     suite.set("hostname", socket.gethostname() or "localhost")
     root = ET.Element("testsuites", {"name": f"perfgate {name}", **totals})
     root.append(suite)
@@ -187,17 +182,17 @@ def write_junit(path: Path, outcome: GateOutcome | None, doc: dict[str, Any], na
 
 
 def _metric_outcome(
-    row: dict[str, Any],
+    row: MetricComparison,
     change: str,
     regressed: dict[str, Any],
     outcome: GateOutcome | None,
 ) -> tuple[str | None, str]:
     """(failure | error | skipped | None for a pass, its message) for one metric's row."""
-    verdict = str(row["verdict"])
+    verdict = str(row.verdict)
     if verdict == "invalid":
         return "error", f"invalid: {change}"
     if outcome is not None:
-        c = regressed.get(row["metric"])
+        c = regressed.get(row.metric)
         if c is not None:
             return "failure", (
                 f"regressed: {c.step:+.1%} from night {c.night + 1} ({c.first_date}), "
@@ -207,10 +202,10 @@ def _metric_outcome(
             return "skipped", f"pending: tonight {verdict}, {change}"
         return None, f"tonight {verdict}: {change}"
     if verdict == "regressed":
-        return "failure", f"regressed: {change}, tolerance {row['tolerance']:.1%}"
+        return "failure", f"regressed: {change}, tolerance {row.tolerance:.1%}"
     if verdict == "inconclusive":
-        why = "guard unverified" if row.get("primary") is False else "inconclusive"
-        plan = row.get("starts_to_decide")
+        why = "guard unverified" if row.primary is False else "inconclusive"
+        plan = row.starts_to_decide
         return "skipped", f"{why}: {change}" + (f"; ~{plan} starts/arm to decide" if plan else "")
     return None, f"{verdict}: {change}"
 

@@ -17,6 +17,7 @@ from perfgate import registry
 from perfgate.documents.io import replacing
 from perfgate.documents.nightly import Detection, Night
 from perfgate.documents.records import RequestRecord
+from perfgate.documents.run import ARMS, CompareRun
 
 COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
 
@@ -30,18 +31,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _records(arm: dict[str, Any]) -> list[list[RequestRecord]]:
-    return [
-        [RequestRecord.from_json(r) for r in rep.get("records") or []]
-        for rep in arm.get("repeats") or []
-    ]
-
-
-def latency_cdfs(doc: dict[str, Any], out_dir: Path) -> str | None:
+def latency_cdfs(run: CompareRun, out_dir: Path) -> str | None:
     """TTFT and TPOT, every measured request of every repeat, one curve per arm."""
     series: dict[str, dict[str, list[float]]] = {}
-    for arm in ("baseline", "candidate"):
-        reqs = [r for rep in _records(doc["arms"][arm]) for r in rep if r.ok and not r.warmup]
+    for arm in ARMS:
+        reqs = [r for rep in run.repeats[arm] for r in rep.records if r.ok and not r.warmup]
         series[arm] = {
             "TTFT (ms)": [v for r in reqs if (v := metrics.ttft_ms(r)) is not None],
             "TPOT (ms)": [v for r in reqs if (v := metrics.tpot_ms(r)) is not None],
@@ -69,10 +63,12 @@ def latency_cdfs(doc: dict[str, Any], out_dir: Path) -> str | None:
     return name
 
 
-def timeline(doc: dict[str, Any], out_dir: Path, most: int = 64) -> str | None:
+def timeline(run: CompareRun, out_dir: Path, most: int = 64) -> str | None:
     """Each arm's first repeat (its measured requests) in a compare run: ``timeline.png``."""
-    firsts = {a: _records(doc["arms"][a])[:1] for a in ("baseline", "candidate")}
-    arms = {a: [r for r in reps[0] if not r.warmup][:most] for a, reps in firsts.items() if reps}
+    firsts = {a: run.repeats[a][:1] for a in ARMS}
+    arms = {
+        a: [r for r in reps[0].records if not r.warmup][:most] for a, reps in firsts.items() if reps
+    }
     panels = [(f"{arm}: first repeat", COLORS[arm], reqs) for arm, reqs in arms.items() if reqs]
     if not panels:
         return None
@@ -159,11 +155,11 @@ def _finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def compare_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
+def compare_plots(run: CompareRun, out_dir: Path) -> list[str]:
     """The pictures of a compare run; [] without matplotlib (perfgate's own dependency, so only
     in a partial install)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         return []
-    return [n for n in (latency_cdfs(doc, out_dir), timeline(doc, out_dir)) if n]
+    return [n for n in (latency_cdfs(run, out_dir), timeline(run, out_dir)) if n]

@@ -216,7 +216,7 @@ def run_gate(
         with contextlib.suppress(Exception):  # a picture never costs the night
             out = run.results_path.parent
             if not paired:
-                run.plots = compare_plots(run.to_json(), out)
+                run.plots = compare_plots(run, out)
             run.plots += [
                 name
                 for t in scenario.thresholds

@@ -115,7 +115,7 @@ def recording(run: LiveRun, *, plots: bool = False) -> Iterator[None]:
     finally:
         if plots and any(run.repeats.values()):
             with contextlib.suppress(Exception):  # a picture never costs a result
-                run.plots = compare_plots(run.to_json(), run.results_path.parent)
+                run.plots = compare_plots(run, run.results_path.parent)
         run.save()
         with contextlib.suppress(OSError):  # the results are safe; the report can be redone
             run.write_report()
