@@ -25,6 +25,8 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     num_warmups = 8
     request_rate = "inf"                  # or requests per second, with burstiness (gamma)
     stall_timeout_s = 600
+    ttft_timeout_s = 120                  # deadlines per request from its send (default: none):
+    request_timeout_s = 3600              # its first token, its end
     client_processes = "auto"             # processes reading the streams: one per 16 at once
 
     [compare]

@@ -362,6 +362,8 @@ def workload(wl: Fields, source: str) -> Workload:
             "seed",
             "temperature",
             "stall_timeout_s",
+            "ttft_timeout_s",
+            "request_timeout_s",
             "burstiness",
             "client_processes",
         }
@@ -390,6 +392,12 @@ def workload(wl: Fields, source: str) -> Workload:
         seed=integer(wl, "seed", d.seed, 0, limits.MAX_SEED),
         temperature=wl.number("temperature", d.temperature, low=0.0, high=10.0),
         stall_timeout_s=wl.number("stall_timeout_s", d.stall_timeout_s, low=0.1, high=86400.0),
+        ttft_timeout_s=None
+        if "ttft_timeout_s" not in wl.table
+        else wl.number("ttft_timeout_s", 0.0, low=0.001, high=86400.0),
+        request_timeout_s=None
+        if "request_timeout_s" not in wl.table
+        else wl.number("request_timeout_s", 0.0, low=0.001, high=86400.0),
         client_processes=0
         if wl.table.get("client_processes", "auto") == "auto"
         else integer(wl, "client_processes", d.client_processes, 1, limits.MAX_CLIENT_PROCESSES),

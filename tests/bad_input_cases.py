@@ -432,6 +432,24 @@ BAD_INPUT = [
         "--request-rate 1e-300 with 2 prompts would take about forever",
     ),
     Case(
+        "ttft-timeout-zero",
+        "6",
+        "`--ttft-timeout 0`",
+        lambda t: ["bench", "--ttft-timeout", "0", "--num-prompts", "2"],
+        2,
+        "--ttft-timeout must be above 0 and at most 86400 s, got 0 (leave it out for no deadline)",
+    ),
+    Case(
+        "scenario-request-timeout-negative",
+        "6",
+        "a scenario's `workload.request_timeout_s = -1`",
+        lambda t: compare(
+            t, with_("output_len = 16\n", "output_len = 16\nrequest_timeout_s = -1\n")
+        ),
+        2,
+        "workload.request_timeout_s must be a number in [0.001, 86400], got -1",
+    ),
+    Case(
         "percentiles-empty",
         "5",
         '`--metric-percentiles ","`',

@@ -3,7 +3,8 @@
 It speaks enough of vLLM's API for ``perfgate bench`` (``/v1/models``, ``/version``,
 ``/tokenize``, ``/detokenize``, ``/metrics``, streaming ``/v1/completions`` with per-chunk
 usage) with a word-level tokenizer, and misbehaves as told: HTTP 500 or 429, a malformed SSE
-line, a connection dropped mid-stream, a stream that stalls, no ``/metrics``, usage that
+line, a connection dropped mid-stream, a stream that stalls (or sends keepalives instead of a
+first token, or trickles its tokens), no ``/metrics``, usage that
 disagrees with the tokens sent, or a ``/health`` that never answers 200. Never proof that a
 feature works (the e2e tests against real vLLM are); proof that perfgate handles the fault.
 
@@ -32,6 +33,8 @@ MODES = (
     "drop",
     "stall",
     "keepalive",
+    "late_first",
+    "trickle",
     "no_metrics",
     "wrong_usage",
     "never_healthy",
@@ -138,6 +141,12 @@ def make_app(mode: str, stall_s: float = 30.0) -> web.Application:
                     await asyncio.sleep(0.2)
             if mode == "stall" and i == 2:
                 await asyncio.sleep(stall_s)
+            if mode == "late_first" and i == 1:  # bytes keep coming, the first token does not
+                for _ in range(int(stall_s / 0.2)):
+                    await resp.write(b": keepalive\n\n")
+                    await asyncio.sleep(0.2)
+            if mode == "trickle" and i > 1:  # tokens keep coming, too slowly to finish in time
+                await asyncio.sleep(0.3)
             reported = i + 1 if mode == "wrong_usage" and i == n else i
             chunk = {
                 "choices": [{"index": 0, "text": f" t{i}"}],

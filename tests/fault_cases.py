@@ -65,6 +65,24 @@ FAULTS = [
         "every request's record, with the chunk that arrived; `valid: false`",
     ),
     Fault(
+        "late_first",
+        "a stream sends SSE keepalive comments but no first token past the first-token "
+        "deadline (`--ttft-timeout 1`; the stall timeout is far off)",
+        SCRIPTED,
+        2,
+        "4x no first token within 1 s of the send (the first-token deadline: --ttft-timeout",
+        "every request's record, with its error; `valid: false`",
+    ),
+    Fault(
+        "trickle",
+        "a stream sends a token every 0.3 s, never stalling, past the request deadline "
+        "(`--request-timeout 1`), with one or two client processes",
+        SCRIPTED,
+        2,
+        "4x not finished within 1 s of the send (the request deadline: --request-timeout",
+        "every request's record, with the tokens that arrived in time; `valid: false`",
+    ),
+    Fault(
         "bench-signal",
         "`bench` gets SIGTERM, or SIGINT in a job started with SIGINT ignored, mid-run",
         SCRIPTED,

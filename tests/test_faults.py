@@ -89,6 +89,31 @@ def test_one_bad_event_fails_its_own_request_and_the_other_23_are_kept(processes
     assert all(r["output_tokens"] == 8 for r in doc["records"] if not r["error"])
 
 
+def test_a_first_token_past_its_deadline_fails_the_request_though_bytes_keep_coming(tmp_path):
+    out = tmp_path / "r.json"
+    args = [*BENCH, "--num-warmups", "0", "--ttft-timeout", "1", "--out", str(out)]
+    with FakeServer("late_first", stall_s=20) as url:
+        result = CliRunner().invoke(main, ["bench", "--url", url, *args])
+    check("late_first", result)
+    records = json.loads(out.read_text())["records"]
+    assert len(records) == 4 and all("first-token deadline" in r["error"] for r in records)
+    assert all(r["chunk_ns"] == [] for r in records)  # no token came
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_request_past_its_deadline_fails_and_keeps_the_tokens_that_came(processes, tmp_path):
+    out = tmp_path / "r.json"
+    args = [*BENCH, "--num-warmups", "0", "--request-timeout", "1", "--client-processes",
+            processes, "--out", str(out)]  # fmt: skip
+    with FakeServer("trickle") as url:
+        result = CliRunner().invoke(main, ["bench", "--url", url, *args])
+    check("trickle", result)
+    records = json.loads(out.read_text())["records"]
+    assert len(records) == 4 and all("request deadline" in r["error"] for r in records)
+    # a token every 0.3 s after the first: 1 s holds 2 to 4 of the 8, never all
+    assert all(1 <= len(r["chunk_ns"]) < 8 for r in records), [r["chunk_ns"] for r in records]
+
+
 def test_an_output_file_that_cannot_be_written_at_the_end_loses_nothing(tmp_path, monkeypatch):
     out = tmp_path / "r.json"
     real_write = results.write_json

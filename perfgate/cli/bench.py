@@ -153,6 +153,21 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     "two) fails.",
 )
 @click.option(
+    "--ttft-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="A request with no first token this long after its send fails (default: no deadline).",
+)
+@click.option(
+    "--request-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="A request not finished this long after its send fails, keeping the tokens that came "
+    "(default: no deadline).",
+)
+@click.option(
     "--client-processes",
     default="auto",
     show_default=True,
@@ -194,6 +209,8 @@ def bench(
     temperature: float,
     metric_percentiles: str,
     stall_timeout: float,
+    ttft_timeout: float | None,
+    request_timeout: float | None,
     client_processes: str,
     out_path: Path | None,
     timeline_path: Path | None,
@@ -233,6 +250,8 @@ def bench(
         temperature=temperature,
         percentiles=parse_percentiles(metric_percentiles),
         stall_timeout_s=stall_timeout,
+        ttft_timeout_s=ttft_timeout,
+        request_timeout_s=request_timeout,
         client_processes=client_processes_option(client_processes),
     )
     try:

@@ -37,8 +37,29 @@ class Workload:
     seed: int = 0
     temperature: float = 0.0
     stall_timeout_s: float = 600.0  # a stream silent this long fails its request
+    # wall-clock deadlines per request, from its send (None: none): its first token, its end
+    ttft_timeout_s: float | None = None
+    request_timeout_s: float | None = None
     # processes that read the streams (perfgate.measure.workers); 0 is "auto"
     client_processes: int = 0
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return Deadlines(self.stall_timeout_s, self.ttft_timeout_s, self.request_timeout_s)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """When one request is given up, each named in its error: no token for ``stall_s``
+    (keepalives and stray bytes do not count), no first token ``ttft_s`` after the send, not
+    finished ``total_s`` after the send. None: no such limit."""
+
+    stall_s: float | None = None
+    ttft_s: float | None = None
+    total_s: float | None = None
+
+
+NO_DEADLINES = Deadlines()
 
 
 @dataclass(frozen=True)

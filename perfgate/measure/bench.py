@@ -72,6 +72,8 @@ _NAMES = {
     "request_rate": ("--request-rate", "workload.request_rate"),
     "burstiness": ("--burstiness", "workload.burstiness"),
     "stall_timeout_s": ("--stall-timeout", "workload.stall_timeout_s"),
+    "ttft_timeout_s": ("--ttft-timeout", "workload.ttft_timeout_s"),
+    "request_timeout_s": ("--request-timeout", "workload.request_timeout_s"),
     "client_processes": ("--client-processes", "workload.client_processes"),
 }
 
@@ -113,6 +115,13 @@ def validate_config(cfg: BenchConfig) -> None:
             f"{name(cfg, 'stall_timeout_s')} must be above 0 and at most 86400 s, got "
             f"{cfg.stall_timeout_s:g}"
         )
+    for setting in ("ttft_timeout_s", "request_timeout_s"):
+        value = getattr(cfg, setting)
+        if value is not None and not 0 < value <= 86400:
+            raise BenchError(
+                f"{name(cfg, setting)} must be above 0 and at most 86400 s, got {value:g} "
+                "(leave it out for no deadline)"
+            )
     if not 0 <= cfg.client_processes <= limits.MAX_CLIENT_PROCESSES:
         raise BenchError(
             f'{name(cfg, "client_processes")} must be "auto" or between 1 and '

@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from perfgate import environment
-from perfgate.documents.bench import EndpointKind
+from perfgate.documents.bench import NO_DEADLINES, Deadlines, EndpointKind
 
 try:  # 3-5x faster than json on vLLM's chunks, and parsing runs between two reads
     from orjson import loads as _loads
@@ -292,6 +292,8 @@ async def consume_stream(
     clock: Clock = time.perf_counter_ns,
     stall_timeout_s: float | None = None,
     arrivals: Arrivals | None = None,
+    parser: StreamParser | None = None,
+    on_first_token: Callable[[], None] | None = None,
 ) -> StreamResult:
     """Read the SSE stream as it arrives, one block per read of the connection (a block may
     hold part of a line or many lines), until ``[DONE]``, an error event, or the end of the
@@ -299,8 +301,10 @@ async def consume_stream(
     connection's callback), else when the read that returned it did: a read is stamped once,
     before any of it is parsed, so parsing one line never delays the stamp of the next (vLLM's
     client stamps each message after parsing the ones before it). A connection lost
-    mid-stream keeps the chunks that arrived, with the error."""
-    parser = StreamParser()
+    mid-stream keeps the chunks that arrived, with the error. ``parser``: the caller's, so
+    what arrived survives a deadline that cancels this read; ``on_first_token``: called once,
+    when the first token arrives."""
+    parser = parser if parser is not None else StreamParser()
     pending = b""
     consumed = 0  # body bytes before ``pending``
     t = 0
@@ -326,6 +330,8 @@ async def consume_stream(
             if parser.done:
                 break
             if progress_ns is None or parser.token_events > progress:
+                if progress == 0 and parser.token_events and on_first_token is not None:
+                    on_first_token()
                 progress, progress_ns = parser.token_events, t
             elif stall_ns is not None and t - progress_ns > stall_ns:
                 parser.fail(
@@ -369,27 +375,62 @@ async def send_request(
     endpoint: EndpointKind,
     payload: dict[str, Any],
     clock: Clock = time.perf_counter_ns,
-    stall_timeout_s: float | None = None,
+    deadlines: Deadlines = NO_DEADLINES,
 ) -> tuple[int, StreamResult]:
     """POST one streaming request. Returns (send time, result); never raises for server errors.
-    A server that sends nothing for ``stall_timeout_s`` (before the first token or between
-    two) ends the request with an error saying so."""
+    A server that sends nothing for the stall timeout (before the first token or between
+    two), or misses a deadline (first token, whole request), ends the request with an error
+    saying which; the chunks that arrived are kept."""
     url = base_url.rstrip("/") + ENDPOINT_PATHS[endpoint]
-    timeout = aiohttp.ClientTimeout(total=session.timeout.total, sock_read=stall_timeout_s)
+    stall = deadlines.stall_s
+    timeout = aiohttp.ClientTimeout(total=session.timeout.total, sock_read=stall)
+    parser = StreamParser()
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
+    ends = {
+        "first": None if deadlines.ttft_s is None else sent_at + deadlines.ttft_s,
+        "total": None if deadlines.total_s is None else sent_at + deadlines.total_s,
+    }
+    missed = [k for k in ("first", "total") if ends[k] is not None]
+    missed.sort(key=lambda k: ends[k] or 0.0)
     send_ns = clock()
     try:
-        async with session.post(url, json=payload, timeout=timeout) as response:
-            if response.status != 200:
-                body = (await response.text())[:500]
-                return send_ns, StreamResult(
-                    end_ns=clock(), error=f"HTTP {response.status}: {body.strip()}"
-                )
-            with Arrivals(response.content) as arrivals:
-                return send_ns, await consume_stream(
-                    response.content.iter_any(), clock, stall_timeout_s, arrivals
-                )
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return send_ns, StreamResult(end_ns=clock(), error=describe_failure(exc, stall_timeout_s))
+        async with asyncio.timeout_at(ends[missed[0]] if missed else None) as limit:
+
+            def first_token() -> None:  # the first-token deadline is met: only the total's left
+                if "first" in missed:
+                    missed.remove("first")
+                    limit.reschedule(ends["total"])
+
+            async with session.post(url, json=payload, timeout=timeout) as response:
+                if response.status != 200:
+                    body = (await response.text())[:500]
+                    return send_ns, StreamResult(
+                        end_ns=clock(), error=f"HTTP {response.status}: {body.strip()}"
+                    )
+                with Arrivals(response.content) as arrivals:
+                    return send_ns, await consume_stream(
+                        response.content.iter_any(), clock, stall, arrivals, parser, first_token
+                    )
+    except TimeoutError as exc:
+        if not missed or not limit.expired():  # aiohttp's own (the stall timeout)
+            return send_ns, StreamResult(end_ns=clock(), error=describe_failure(exc, stall))
+        parser.fail(_deadline_message(missed[0], deadlines))
+        return send_ns, parser.finish(clock())
+    except (aiohttp.ClientError, ValueError) as exc:
+        return send_ns, StreamResult(end_ns=clock(), error=describe_failure(exc, stall))
+
+
+def _deadline_message(which: str, deadlines: Deadlines) -> str:
+    if which == "first":
+        return (
+            f"no first token within {deadlines.ttft_s:g} s of the send (the first-token "
+            "deadline: --ttft-timeout, or workload.ttft_timeout_s in a scenario)"
+        )
+    return (
+        f"not finished within {deadlines.total_s:g} s of the send (the request deadline: "
+        "--request-timeout, or workload.request_timeout_s in a scenario)"
+    )
 
 
 REQUEST_TIMEOUT_S = 6 * 3600

@@ -93,11 +93,11 @@ async def run_load(
         async with slots or contextlib.nullcontext():
             if workers is None:
                 send_ns, result = await send_request(
-                    session, target.base_url, w.endpoint, payload, clock, w.stall_timeout_s
+                    session, target.base_url, w.endpoint, payload, clock, w.deadlines
                 )
             else:
                 send_ns, result = await workers.send(
-                    target.base_url, w.endpoint, payload, w.stall_timeout_s
+                    target.base_url, w.endpoint, payload, w.deadlines
                 )
         record = RequestRecord(
             index=first_index + i,

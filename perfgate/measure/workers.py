@@ -25,7 +25,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from perfgate.documents.bench import EndpointKind
+from perfgate.documents.bench import NO_DEADLINES, Deadlines, EndpointKind
 from perfgate.measure.bursts import LoopMonitor
 from perfgate.measure.client import StreamResult, new_session, run_async, send_request
 
@@ -106,9 +106,11 @@ async def _serve(
     running: set[asyncio.Task[None]] = set()
     async with new_session(max_concurrency, api_key) as session, LoopMonitor() as monitor:
 
-        async def one(job: int, url: str, endpoint: EndpointKind, payload: Any, stall: Any) -> None:
+        async def one(
+            job: int, url: str, endpoint: EndpointKind, payload: Any, deadlines: Deadlines
+        ) -> None:
             send_ns, result = await send_request(
-                session, url, endpoint, payload, stall_timeout_s=stall
+                session, url, endpoint, payload, deadlines=deadlines
             )
             out.write(_frame((job, send_ns, result)))
 
@@ -232,7 +234,7 @@ class StreamWorkers:
         base_url: str,
         endpoint: EndpointKind,
         payload: dict[str, Any],
-        stall_timeout_s: float | None = None,
+        deadlines: Deadlines = NO_DEADLINES,
     ) -> tuple[int, StreamResult]:
         """As ``send_request``, in the worker with the fewest requests in flight. A worker that
         died fails the request (an error in its record), as a lost connection would."""
@@ -249,7 +251,7 @@ class StreamWorkers:
         try:
             if self._ended[worker] or self._writers[worker].is_closing():
                 raise WorkerError(f"client process {worker + 1} is gone")
-            self._writers[worker].write(_frame((job, base_url, endpoint, payload, stall_timeout_s)))
+            self._writers[worker].write(_frame((job, base_url, endpoint, payload, deadlines)))
             return await future
         except WorkerError as exc:
             self._waiting.pop(job, None)
