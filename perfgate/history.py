@@ -30,15 +30,18 @@ first night of that segment and the commit range to bisect
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from perfgate import limits
 from perfgate.documents.io import ResultError, jsonable
 from perfgate.documents.nightly import Change, Detection, Night
 from perfgate.documents.spec import ChangeRule
@@ -46,10 +49,18 @@ from perfgate.documents.spec import ChangeRule
 
 def read_history(path: Path) -> list[Night]:
     """Every night in the file, oldest first; a missing file is an empty history. A damaged
-    file is a ResultError naming the line and how to repair it."""
+    file is a ResultError naming the line and how to repair it; a file or a line larger than
+    a history can grow (``limits``) is refused, saying how to go on."""
     if not path.exists():
         return []
     try:
+        size = path.stat().st_size
+        if size > limits.MAX_HISTORY_BYTES:
+            raise ResultError(
+                f"{path}: {size / 2**20:.0f} MiB, more than the {limits.MAX_HISTORY_BYTES >> 20} "
+                "MiB a history is read up to (years of nights); keep it aside and start a new "
+                f"one with its recent nights: tail -n 1000 {path} > NEW.jsonl"
+            )
         text = path.read_bytes().decode()
     except UnicodeDecodeError:
         raise ResultError(
@@ -63,6 +74,12 @@ def read_history(path: Path) -> list[Night]:
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if len(line) > limits.MAX_HISTORY_LINE_CHARS:
+            raise ResultError(
+                f"{path}:{i}: {len(line)} characters, more than a night's record can hold "
+                f"({limits.MAX_HISTORY_LINE_CHARS}); not a night perfgate wrote: remove that "
+                f"line to go on: sed -i '{i}d' {path}"
+            )
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -107,15 +124,45 @@ def append_night(path: Path, night: Night) -> None:
     are never glued together."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(jsonable(night.to_json()), allow_nan=False)
-    with path.open("ab") as f:
-        if f.tell() > 0:
-            with path.open("rb") as last:
-                last.seek(-1, os.SEEK_END)
-                if last.read(1) != b"\n":
-                    f.write(b"\n")
+    with path.open("a+b") as f:  # reads anywhere, writes only at the end
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
         f.write(line.encode() + b"\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the history for one night, from its check before the run to its append and
+    detection after: a second gate on the same file is refused at once, naming the process
+    that holds it (the lock is ``PATH.lock`` beside it, released when the holder ends, even
+    killed)."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ResultError(
+            f"{lock_path}: cannot open the history's lock ({exc.strerror or exc}); give --history "
+            "a path in a writable folder (the lock is a regular file beside the history)"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise ResultError(
+                f"{path}: another perfgate gate is using this history (pid {holder}, lock "
+                f"{lock_path}); wait for it to end, or give this night another --history"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def noise_sigma(logs: Sequence[float]) -> float:

@@ -19,6 +19,9 @@ MAX_CLIENT_PROCESSES = 256  # processes reading the streams: one per core at mos
 BUDGET_STARTS = 20
 # the most a compressed result or trace may decompress to (a decompression bomb is refused)
 MAX_UNPACKED_BYTES = 4 * 2**30
+# a nightly history: a night's record is a few KB, so years of nights stay far below these
+MAX_HISTORY_BYTES = 256 * 2**20
+MAX_HISTORY_LINE_CHARS = 2**20
 MAX_SEND_SPAN_S = 24 * 3600.0  # the longest a workload may take just to send its requests
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

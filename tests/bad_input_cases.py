@@ -85,6 +85,29 @@ def _linked_history(tmp: Path) -> str:
     return str(tmp / "link.jsonl")
 
 
+_HELD: list[int] = []  # locks a case holds, as another gate would, until the test process ends
+
+
+def _held_history(tmp: Path) -> str:
+    """A history whose lock another process holds: a gate running on it right now."""
+    import fcntl
+    import os
+
+    path = tmp / "held.jsonl"
+    path.write_text(_NIGHT + "\n")
+    fd = os.open(tmp / "held.jsonl.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242")
+    _HELD.append(fd)
+    return str(path)
+
+
+def _huge_line_history(tmp: Path) -> str:
+    path = tmp / "history.jsonl"
+    path.write_text(_NIGHT + "\n" + '{"pad": "' + "x" * 2**20 + '"}\n')
+    return str(path)
+
+
 def with_(old: str, new: str) -> str:
     assert old in BASE
     return BASE.replace(old, new)
@@ -539,6 +562,22 @@ BAD_INPUT = [
         lambda t: gate(t, _baseline(t, [3.0, 3.1]), _linked_history(t)),
         2,
         "link.jsonl: a symbolic link",
+    ),
+    Case(
+        "history-locked",
+        "6",
+        "`perfgate gate` on a history another gate is using (its lock held)",
+        lambda t: gate(t, _baseline(t, [3.0, 3.1]), _held_history(t)),
+        2,
+        "held.jsonl: another perfgate gate is using this history (pid 4242",
+    ),
+    Case(
+        "history-huge-line",
+        "6",
+        "`perfgate gate` on a history with a line of over a million characters",
+        lambda t: gate(t, _baseline(t, [3.0, 3.1]), _huge_line_history(t)),
+        2,
+        "history.jsonl:2: 1048587 characters, more than a night's record can hold (1048576)",
     ),
     Case(
         "baseline-string-values",

@@ -46,7 +46,7 @@ from perfgate.documents.compare import (
 from perfgate.documents.io import write_text_private
 from perfgate.documents.nightly import Baseline, Detection, GateOutcome, Night, NightMetric
 from perfgate.documents.spec import Scenario, ScenarioError
-from perfgate.history import append_night, check_history, detect, read_history
+from perfgate.history import append_night, check_history, detect, locked, read_history
 from perfgate.report.gate import render_gate_markdown
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
@@ -161,7 +161,28 @@ def run_gate(
     plots: bool = True,
 ) -> GateOutcome:
     """Run tonight, append it to the history, detect change points, decide. Raises
-    ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete."""
+    ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete. The
+    history is locked from its check to the decision: one night at a time per file."""
+    with locked(history_path):
+        return _run_locked(
+            scenario, baseline_path, history_path, run_dir, command,
+            commit=commit, date=date, paired=paired, say=say, plots=plots,
+        )  # fmt: skip
+
+
+def _run_locked(
+    scenario: Scenario,
+    baseline_path: Path,
+    history_path: Path,
+    run_dir: Path,
+    command: str,
+    *,
+    commit: str | None,
+    date: str | None,
+    paired: bool,
+    say: SayFn,
+    plots: bool,
+) -> GateOutcome:
     check_history(history_path)  # a damaged history would lose tonight after its whole run
     base = bl.load(baseline_path)
     fingerprint = check_baseline(scenario, base, baseline_path, paired=paired)
