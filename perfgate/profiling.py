@@ -28,12 +28,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from perfgate.documents.io import GZIP_MAGIC, unpacked
-from perfgate.documents.kernels import KernelRule, KernelStat, KernelTable, ProfileError
+from perfgate.documents.kernels import (
+    KernelCheck,
+    KernelRule,
+    KernelStat,
+    KernelTable,
+    ProfileError,
+)
 
 
 def load_trace(path: Path) -> dict[str, Any]:
@@ -212,17 +218,16 @@ def evaluate_rules(
     for kind, rules in (("expect", expect), ("forbid", forbid)):
         for rule in rules:
             problem = rule_violation(table, arm, rule, kind)
-            out.append(
-                {
-                    "arm": arm,
-                    "kind": kind,
-                    "pattern": rule.pattern,
-                    "min_calls": rule.min_calls,
-                    "calls": table.calls_matching(rule.regex),
-                    "ok": problem is None,
-                    "message": problem or "",
-                }
+            check = KernelCheck(
+                arm=arm,
+                kind=kind,
+                pattern=rule.pattern,
+                min_calls=rule.min_calls,
+                calls=table.calls_matching(rule.regex),
+                ok=problem is None,
+                message=problem or "",
             )
+            out.append(asdict(check))
     return out
 
 

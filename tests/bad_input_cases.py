@@ -146,6 +146,18 @@ def _file(tmp: Path) -> Path:
     return f
 
 
+def crafted_result(tmp: Path, edit: Callable[[dict], None]) -> str:
+    """A stored GPU result with one field rewritten, as a hostile file would be."""
+    from perfgate.documents.io import read_json
+
+    root = Path(__file__).resolve().parents[1]
+    doc = read_json(root / "docs/gpu/results/h100-120b-tinygemm-broken.json.xz")
+    edit(doc)
+    path = tmp / "crafted.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
 def planted_link(tmp: Path, name: str) -> str:
     """A symbolic link at an output path, pointing at a file someone else owns."""
     (tmp / "victim").write_text("not yours to overwrite\n")
@@ -456,7 +468,7 @@ BAD_INPUT = [
     ),
     Case(
         "ttft-timeout-zero",
-        "6",
+        "4",
         "`--ttft-timeout 0`",
         lambda t: ["bench", "--ttft-timeout", "0", "--num-prompts", "2"],
         2,
@@ -464,7 +476,7 @@ BAD_INPUT = [
     ),
     Case(
         "scenario-request-timeout-negative",
-        "6",
+        "4",
         "a scenario's `workload.request_timeout_s = -1`",
         lambda t: compare(
             t, with_("output_len = 16\n", "output_len = 16\nrequest_timeout_s = -1\n")
@@ -594,6 +606,29 @@ BAD_INPUT = [
         lambda t: gate(t, _baseline(t, [3.0, -1.0]), str(t / "h.jsonl")),
         2,
         "metrics.median_tpot_ms.per_start must hold finite positive values",
+    ),
+    Case(
+        "report-text-where-a-number-belongs",
+        "7",
+        "`perfgate report` of a results.json whose kernel check's `calls` is HTML, not a number",
+        lambda t: [
+            "report",
+            crafted_result(t, lambda d: d["profile"]["checks"][0].update(calls="<img src=x>")),
+        ],
+        2,
+        "profile.checks: calls must be an integer (or null), got '<img src=x>'",
+    ),
+    Case(
+        "report-hostile-text",
+        "7",
+        "`perfgate report` of a results.json whose scenario description is raw HTML and an "
+        "@mention (every text field: tests/test_hostile_results.py)",
+        lambda t: [
+            "report",
+            crafted_result(t, lambda d: d["scenario"].update(description="<b>hi</b> @alice")),
+        ],
+        0,
+        "&lt;b&gt;hi&lt;/b&gt; &#64;alice",
     ),
     Case(
         "link-bench-out",

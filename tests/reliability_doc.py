@@ -15,6 +15,7 @@ SECTIONS = {
     "4": "Bad input fails before any server starts",
     "5": "Messages, never tracebacks, and the right cause first",
     "6": "The nightly history and baselines are checked before the night runs",
+    "7": "A crafted result file renders as inert text or is refused",
 }
 
 

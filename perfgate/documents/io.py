@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import lzma
 import math
 import os
 import tempfile
 import time
+import types
+import typing
 import zlib
 from collections.abc import Iterator
 from dataclasses import MISSING, fields
@@ -54,11 +57,63 @@ def from_fields(cls: type[T], doc: Any, where: str, **parts: Any) -> T:
         raise ResultError(f"{where}: expected an object, got {type(doc).__name__}")
     spec = [f for f in fields(cls) if f.init]  # type: ignore[arg-type]
     kwargs = {f.name: doc[f.name] for f in spec if f.name in doc}
+    kinds = _scalar_kinds(typing.cast(type, cls))
+    for key, value in kwargs.items():
+        if key in kinds and not isinstance(value, kinds[key]):
+            raise ResultError(
+                f"{where}: {key} must be {_KIND_WORDS[kinds[key]]}, got {_shown(value)}; was "
+                "the file edited? Write it again with perfgate"
+            )
     kwargs.update(parts)
     for f in spec:
         if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
             raise ResultError(f"{where}: missing key {f.name!r}")
     return cls(**kwargs)
+
+
+_NUMBER, _INTEGER, _TEXT, _FLAG = (
+    (int, float, type(None)),
+    (int, type(None)),
+    (str, type(None)),
+    (
+        bool,
+        type(None),
+    ),
+)
+_KIND_WORDS = {
+    _NUMBER: "a number (or null)",
+    _INTEGER: "an integer (or null)",
+    _TEXT: "text (or null)",
+    _FLAG: "true or false",
+}
+
+
+@functools.cache
+def _scalar_kinds(cls: type) -> dict[str, tuple[type, ...]]:
+    """The JSON types a stored document's scalar fields may hold, from ``cls``'s annotations:
+    a number field holds a number or null (NaN, infinity), an integer field an integer, a text
+    field text; a crafted file's string where a number belongs (rendered into a report as is)
+    is refused here, once for every reader."""
+    kinds: dict[str, tuple[type, ...]] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = set(typing.get_args(hint)) - {type(None)} if typing.get_origin(hint) else {hint}
+        if typing.get_origin(hint) not in (None, types.UnionType, typing.Union) or len(args) != 1:
+            continue
+        (base,) = args
+        if base is float:
+            kinds[name] = _NUMBER
+        elif base is int:
+            kinds[name] = _INTEGER
+        elif base is str:
+            kinds[name] = _TEXT
+        elif base is bool:
+            kinds[name] = _FLAG
+    return kinds
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def jsonable(value: Any) -> Any:

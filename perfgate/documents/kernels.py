@@ -8,6 +8,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from perfgate.documents.io import from_fields, need
+
 
 class ProfileError(Exception):
     """A trace cannot be read or the profile cannot be taken; the message says why."""
@@ -20,6 +22,21 @@ class KernelStat:
     total_us: float
     mean_us: float
     share: float  # of the table's total time
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """One kernel assertion on one profiled window, as results.json keeps it (a plain object
+    there, in ``profile.checks``): the arm, ``expect``/``forbid``, the pattern, the calls seen,
+    whether it held and, if not, the sentence saying so."""
+
+    arm: str
+    kind: str
+    pattern: str
+    min_calls: int
+    calls: int
+    ok: bool
+    message: str = ""
 
 
 @dataclass
@@ -41,12 +58,13 @@ class KernelTable:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> KernelTable:
-        return cls(
-            source=d["source"],
-            total_us=d["total_us"],
-            traces=d.get("traces", []),
-            graph_launches=d.get("graph_launches", 0),
-            rows=[KernelStat(**r) for r in d["rows"]],
+        where = "kernel table"
+        return from_fields(
+            cls,
+            d,
+            where,
+            traces=list(d.get("traces") or []),
+            rows=[from_fields(KernelStat, r, f"{where}.rows") for r in need(d, "rows", where)],
         )
 
     def calls_matching(self, pattern: str) -> int:

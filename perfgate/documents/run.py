@@ -15,7 +15,7 @@ from perfgate.documents.bench import BenchResult
 from perfgate.documents.compare import AccuracyComparison, MetricComparison, exit_code
 from perfgate.documents.eval import ArmAccuracy
 from perfgate.documents.io import COMPARE_SCHEMA, from_fields, jsonable, need
-from perfgate.documents.kernels import KernelInStep, KernelTable, StepGroup, Window
+from perfgate.documents.kernels import KernelCheck, KernelInStep, KernelTable, StepGroup, Window
 from perfgate.documents.records import RequestRecord
 from perfgate.documents.spec import Scenario
 
@@ -229,7 +229,9 @@ class CompareRun:
         prof = d.get("profile") or {}
         run.profiles = {a: KernelTable.from_json(t) for a, t in (prof.get("arms") or {}).items()}
         run.plots = list(d.get("plots") or [])
-        run.kernel_checks = list(prof.get("checks") or [])
+        run.kernel_checks = [  # plain objects in the run, their types checked here
+            asdict(from_fields(KernelCheck, c, "profile.checks")) for c in prof.get("checks") or []
+        ]
         stored_windows = prof.get("windows") or {}
         run.windows = {
             a: [ProfiledStart.from_json(w) for w in stored_windows.get(a) or []] for a in ARMS

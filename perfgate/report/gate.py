@@ -28,7 +28,7 @@ def _pct(v: float) -> str:
 
 def render_gate_markdown(outcome: GateOutcome) -> str:
     night, nights = outcome.night, outcome.nights
-    head = VERDICT_LINE.get(outcome.verdict, outcome.verdict)
+    head = VERDICT_LINE.get(outcome.verdict, md_text(outcome.verdict))
     stored = "gate" in outcome.run.design
     against = "the stored baseline" if stored else "a reference build run the same night"
     lines = [

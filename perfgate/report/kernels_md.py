@@ -25,7 +25,7 @@ def render_steps(trace: str, source: str, groups: list[Any]) -> list[str]:
     ]
     for g in groups:
         lines.append(
-            f"| {g.kind} | {g.tokens} | {g.steps} | {g.median_us:.1f} | {g.min_us:.1f}-"
+            f"| {md_text(g.kind)} | {g.tokens} | {g.steps} | {g.median_us:.1f} | {g.min_us:.1f}-"
             f"{g.max_us:.1f} | {g.per_token_us:.1f} | {g.launches:g} |"
         )
     if not groups:
@@ -61,7 +61,7 @@ def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[s
     for r in diff_tables(base, cand, top=top):
         lines.append(
             f"| {md_code(short_name(r.name))} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
-            f"{r.candidate_calls} | {r.candidate_us / 1000:.3f} | {r.change} |"
+            f"{r.candidate_calls} | {r.candidate_us / 1000:.3f} | {md_text(r.change)} |"
         )
     return [*lines, ""]
 
@@ -77,7 +77,7 @@ def render_windows(windows: dict[str, list[ProfiledStart]]) -> list[str]:
         for profiled in windows.get(arm) or []:
             w = profiled.window
             others = ", ".join(
-                f"{g.kind} x {g.tokens}: {g.steps}"
+                f"{md_text(g.kind)} x {g.tokens}: {g.steps}"
                 for g in w.groups or ()
                 if not (g.kind == "decode" and g.tokens == w.batch)
             )
@@ -111,7 +111,7 @@ def render_kernel_changes(k: KernelComparison, tpot: MetricComparison | None) ->
         ]
         for r in rows:
             lines.append(
-                f"| {md_code(short_name(r.name, 70))} | {r.change} | "
+                f"| {md_code(short_name(r.name, 70))} | {md_text(r.change)} | "
                 f"{us(r.baseline_us_per_call)} -> {us(r.candidate_us_per_call)} | "
                 f"{r.baseline_calls_per_step:.1f} -> {r.candidate_calls_per_step:.1f} | "
                 f"{us(r.baseline_us_per_step)} -> {us(r.candidate_us_per_step)} | "
@@ -146,7 +146,10 @@ def render_checks(checks: list[dict[str, Any]]) -> list[str]:
         need = f">= {min_calls}" if kind == "expect" else f"< {min_calls}"
         mark = "✅ pass" if all(c["ok"] for c in cs) else "❌ **fail**"
         calls = ", ".join(str(c["calls"]) for c in cs)
-        lines.append(f"| {arm} | {kind} ({need} calls) | {md_code(pattern)} | {calls} | {mark} |")
+        lines.append(
+            f"| {md_text(arm)} | {md_text(kind)} ({need} calls) | {md_code(pattern)} | {calls} "
+            f"| {mark} |"
+        )
     return [*lines, ""]
 
 
@@ -198,6 +201,6 @@ def kernel_comparison(doc: dict[str, Any]) -> KernelComparison:
         KernelComparison,
         doc,
         where,
-        starts=tuple(doc.get("starts") or (0, 0)),
+        starts=tuple(int(n) for n in doc.get("starts") or (0, 0)),
         rows=[from_fields(KernelChange, r, f"{where}.rows") for r in doc.get("rows") or []],
     )

@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from perfgate import registry
 from perfgate.decide import family
@@ -45,7 +46,7 @@ def _median_over_repeats(repeats: list[Repeat], key: str) -> float | None:
 
 
 def _verdict_cell(row: MetricComparison) -> str:
-    verdict = str(row.verdict)
+    verdict = md_text(row.verdict)
     if row.primary is False:
         verdict += " (secondary)"
     if row.verdict != INCONCLUSIVE:
@@ -150,7 +151,7 @@ def _design_note(run: CompareRun) -> list[str]:
         "start pooled), compared with Welch's t on the log scale."
     )
     if design.get("seed") is not None:
-        text += f" Rounds in random balanced order, seed {design['seed']}."
+        text += f" Rounds in random balanced order, seed {md_text(design['seed'])}."
     looks = design.get("looks") or []
     if design.get("budget"):
         text += (
@@ -189,7 +190,7 @@ def render_compare_markdown(run: CompareRun, recomputed: Recomputed | None = Non
     lines += start_charts(rows)
     if run.plots:
         lines += [
-            "Pictures: " + ", ".join(f"[{Path(p).stem}]({p})" for p in run.plots),
+            "Pictures: " + ", ".join(f"[{md_text(Path(p).stem)}]({quote(p)})" for p in run.plots),
             "",
         ]
     lines += render_accuracy_section(run.accuracy, run.accuracy_comparison)
@@ -210,14 +211,14 @@ def _head(run: CompareRun, recomputed: Recomputed | None) -> list[str]:
     reps = {a: len(run.repeats[a]) for a in ARMS}
     lines = [f"## perfgate: {md_text(sc.name)}", ""]
     if run.status == "complete":
-        head = VERDICT_LINE.get(str(run.verdict), str(run.verdict))
+        head = VERDICT_LINE.get(str(run.verdict), md_text(run.verdict))
         if guards := _unverified_guards(run):
             head = (
                 "⚠️ **inconclusive: guards unverified**: the primary metrics are decided, but "
                 f"{', '.join(guards)} could still hide a regression beyond the tolerance"
             )
     else:
-        head = STATUS_LINE.get(run.status, run.status)
+        head = STATUS_LINE.get(run.status, md_text(run.status))
     lines.append(f"{head} (exit {run.exit_code}). {md_text(sc.description or '')}".rstrip())
     if recomputed is not None:
         lines += [
@@ -238,7 +239,8 @@ def _head(run: CompareRun, recomputed: Recomputed | None) -> list[str]:
         f"Workload: {w.num_prompts} prompts x {reps['baseline']} + {reps['candidate']} "
         f"repeats (baseline + candidate), {w.input_len} in / "
         f"{w.output_len} out, concurrency {w.max_concurrency}, endpoint "
-        f"`{w.endpoint}`. Intervals: {_interval_confidence(run):.1%} confidence.",
+        f"{md_code(w.endpoint, in_table=False)}. "
+        f"Intervals: {_interval_confidence(run):.1%} confidence.",
         "",
     ]
 
@@ -354,7 +356,9 @@ def render_starts(servers: dict[str, list[dict[str, Any]]]) -> list[str]:
                 continue
             seen = True
             pin = facts.get("pinning")
-            pinned = f"{pin['engine']} / {pin['api_server']} / {pin['client']}" if pin else "no"
+            pinned = (
+                md_text(f"{pin['engine']} / {pin['api_server']} / {pin['client']}") if pin else "no"
+            )
             gpus = [g for d in srv.get("during_repeats") or [] for g in d.get("gpu") or []]
             sm = [v for g in gpus for v in (g.get("sm_mhz") or [])]
             reasons = sorted({g.get("clock_event_reasons") for g in gpus} - {None})
@@ -365,7 +369,7 @@ def render_starts(servers: dict[str, list[dict[str, Any]]]) -> list[str]:
                 f"| {arm} | {i + 1} | {fmt(srv.get('startup_s'), '{:.0f}')} | "
                 f"{'shared' if cold is None else ('cold' if cold else 'warm')} | {pinned} | "
                 f"{f'{min(sm):.0f}-{max(sm):.0f}' if sm else 'n/a'} | "
-                f"{', '.join(reasons) or 'n/a'} | "
+                f"{md_text(', '.join(reasons)) or 'n/a'} | "
                 f"{fmt(max(temps) if temps else None, '{:.0f}')} | "
                 f"{fmt(statistics.median(power) if power else None, '{:.0f}')} |"
             )
