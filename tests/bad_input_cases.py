@@ -675,6 +675,20 @@ BAD_INPUT = [
         "j.xml: a symbolic link (perfgate never writes through or over a link)",
     ),
     Case(
+        "link-baseline-out",
+        "2",
+        "`baseline record --out` a symbolic link",
+        lambda t: [
+            "baseline",
+            "record",
+            str(Path(__file__).resolve().parents[1] / "docs/gpu/results/h100-120b-aa.json.xz"),
+            "--out",
+            planted_link(t, "b.json"),
+        ],
+        2,
+        "b.json: a symbolic link (perfgate never writes through or over a link)",
+    ),
+    Case(
         "link-report-in-out-dir",
         "2",
         "a symbolic link planted as report.md in `--out-dir`",

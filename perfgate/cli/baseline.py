@@ -8,6 +8,7 @@ import click
 
 from perfgate import baseline as bl
 from perfgate.cli.common import (
+    check_output_paths,
     fail,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -56,6 +57,7 @@ def baseline_record(result: Path, out: Path, arm: str, history_path: Path | None
     Examples:
       perfgate baseline record reports/run/results.json --out baselines/demo-cpu.json
     """
+    check_output_paths((out, "--out"))  # no link or special file: before reading anything
     try:
         doc = read_json(result)
         if doc.get("schema") != COMPARE_SCHEMA:
