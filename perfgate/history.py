@@ -35,15 +35,16 @@ import fcntl
 import json
 import math
 import os
-import statistics
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from perfgate import limits
+from perfgate.decide.nightly import judge_metric
 from perfgate.documents.io import ResultError, jsonable
-from perfgate.documents.nightly import Change, Detection, Night
+from perfgate.documents.nightly import Detection, Night
 from perfgate.documents.spec import ChangeRule
 
 
@@ -196,38 +197,31 @@ def detect(
     tolerances: dict[str, tuple[float, bool]],
     rule: ChangeRule,
 ) -> Detection:
-    """Change points per metric (``tolerances``: metric -> (tolerance, higher_is_better)) and
-    which of them are regressions under the rule."""
+    """Per metric (``tolerances``: metric -> (tolerance, higher_is_better)): its series over
+    the nights that measured it (a missing night is dropped from that metric's series, never
+    switching the metric off; the nights missing up to tonight are counted), PELT's change
+    points with their steps, and its current level judged by ``decide.nightly.judge_metric``."""
     out = Detection()
     for metric, (tol, higher_better) in tolerances.items():
-        series = [n.metrics.get(metric) for n in nights]
-        logs = [math.log(m.ratio) if m and m.ratio and m.ratio > 0 else math.nan for m in series]
-        if any(math.isnan(v) for v in logs):
-            continue  # a night without this metric: no detection over a broken series
-        out.sigma[metric] = rule.sigma if rule.sigma is not None else noise_sigma(logs)
-        cps = change_points(logs, rule)
-        bounds = [0, *cps, len(logs)]
-        for k, cp in enumerate(cps):
-            before = statistics.fmean(logs[bounds[k] : cp])
-            after = statistics.fmean(logs[cp : bounds[k + 2]])
-            step = math.expm1(after - before)
-            worse = -step if higher_better else step
-            last = k == len(cps) - 1
-            nights_after = bounds[k + 2] - cp
-            beyond = last and worse > tol
-            change = Change(
-                metric=metric,
-                night=cp,
-                step=step,
-                nights_after=nights_after,
-                regressed=beyond and nights_after >= rule.min_nights,
-                pending=beyond and nights_after < rule.min_nights,
-                first_date=nights[cp].date,
-                commits=(nights[cp - 1].commit, nights[cp].commit),
-            )
-            out.changes.append(change)
-            if change.regressed:
-                out.regressed.append(change)
-            if change.pending:
-                out.pending.append(change)
+        series = []
+        for i, night in enumerate(nights):
+            m = night.metrics.get(metric)
+            if m is not None and m.ratio is not None and m.ratio > 0 and math.isfinite(m.ratio):
+                series.append((i, math.log(m.ratio)))
+        missing = len(nights) - 1 - series[-1][0] if series else len(nights)
+        if missing:
+            out.missing[metric] = missing
+        logs = [x for _, x in series]
+        sigma = rule.sigma if rule.sigma is not None else noise_sigma(logs)
+        out.sigma[metric] = sigma
+        cuts = change_points(logs, replace(rule, sigma=sigma if sigma > 0 else None))
+        current, steps = judge_metric(nights, metric, series, cuts, sigma, tol, higher_better, rule)
+        out.changes += steps
+        if current is None:
+            continue
+        out.levels.append(current)
+        if current.regressed:
+            out.regressed.append(current)
+        elif current.pending:
+            out.pending.append(current)
     return out

@@ -67,6 +67,12 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 )
 @click.option("--profile", "profile", is_flag=True, help="A profiled window on every start.")
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse, before any server starts, a gated metric whose night-to-night noise "
+    "exceeds its tolerance (without it: a warning).",
+)
+@click.option(
     "--accuracy",
     "with_accuracy",
     is_flag=True,
@@ -94,6 +100,7 @@ def gate(
     starts: int | None,
     paired: bool,
     profile: bool,
+    strict: bool,
     with_accuracy: bool,
     gpqa_path: str | None,
     out_dir: Path | None,
@@ -149,6 +156,7 @@ def gate(
                 paired=paired,
                 say=say,
                 plots=not no_plots,
+                strict=strict,
             )
     except (ScenarioError, ResultError) as exc:
         fail(str(exc))

@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from perfgate.decide import stats, verdict
-from perfgate.documents.compare import INCONCLUSIVE, REGRESSED, AccuracyComparison, MetricComparison
+from perfgate.documents.compare import (
+    IMPROVED,
+    INCONCLUSIVE,
+    NO_CHANGE,
+    REGRESSED,
+    AccuracyComparison,
+    MetricComparison,
+)
 
 
 def apply(
@@ -46,10 +53,20 @@ def apply(
         f"beyond the tolerance, but not significant over the run's {m} gated tests "
         f"(Holm-adjusted p = {{:.3g}} >= alpha {alpha:.3g})"
     )
+    # "improved" under the same control: each metric's one-sided p of "no gain" (its
+    # interval excludes 0 on the better side at alpha / 2), Holm over the metrics
+    better = stats.holm_adjusted([_p_no_gain(r) for r in rows])
     out = []
-    for row, adj in zip(rows, adjusted, strict=False):
+    for row, adj, adj_better in zip(rows, adjusted, better, strict=False):
         if row.verdict == REGRESSED and not adj < alpha:
             row = replace(row, verdict=INCONCLUSIVE, reason=why.format(adj))
+        if row.verdict == IMPROVED and not adj_better < alpha / 2:
+            row = replace(
+                row,
+                verdict=NO_CHANGE,
+                reason=f"better on its own, not significant over the run's {len(rows)} gated "
+                f"metrics (Holm-adjusted p = {adj_better:.3g} >= {alpha / 2:.3g})",
+            )
         out.append(replace(row, p_adjusted=adj))
     if accuracy is not None:
         adj = adjusted[len(rows)]
@@ -57,6 +74,15 @@ def apply(
             accuracy = replace(accuracy, verdict=INCONCLUSIVE)
         accuracy = replace(accuracy, p_adjusted=adj)
     return out, accuracy
+
+
+def _p_no_gain(row: MetricComparison) -> float:
+    """One-sided p-value of "not better" for a row's change (NaN when unknown)."""
+    if row.se is None or not (row.se > 0) or row.estimate is None or not row.estimate > -1:
+        return math.nan
+    d = math.log1p(row.estimate)
+    gain = d if row.higher_is_better else -d
+    return stats.t_sf(gain / row.se, row.df if row.df and row.df > 0 else math.inf)
 
 
 def holds_back(row: MetricComparison) -> bool:

@@ -126,6 +126,10 @@ class NightMetric:
     high: float
     verdict: str
     starts: int
+    # the night's own comparison: standard error of the log ratio and its degrees of freedom
+    # (NaN in nights recorded before perfgate kept them: no "at once" test on those)
+    se: float = math.nan
+    df: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -163,24 +167,40 @@ class Night:
             raise ResultError(f"{where}: not a night record ({exc})") from None
 
 
+# how a metric's change was judged (``Change.rule``)
+AT_ONCE, LEVEL, STEP = "at once", "level", "step"
+
+
 @dataclass(frozen=True)
 class Change:
     metric: str
-    night: int  # index of the first night of the new level
+    night: int  # index (in the history) of the first night of the new level
     step: float  # relative change of the level (after / before - 1)
-    nights_after: int
+    nights_after: int  # nights of the metric's series from ``night`` to tonight
     regressed: bool
-    pending: bool = False  # beyond tolerance, reaching tonight, not yet min_nights long
+    pending: bool = False  # worse than the tolerance reaching tonight, not yet established
     first_date: str = ""
     commits: tuple[str | None, str | None] = (None, None)  # last before .. first after
+    rule: str = STEP  # AT_ONCE (tonight alone), LEVEL (the current level), STEP (PELT's cut)
+    tolerance: float = math.nan
+    # the current level against the reference (relative, with its interval) and the p-value
+    # of the test that decided (against the tolerance; for a STEP, of the step against none)
+    level: float = math.nan
+    level_low: float = math.nan
+    level_high: float = math.nan
+    p_value: float = math.nan
+    nights_beyond: int = 0  # of the current window's nights, those worse than the tolerance
+    nights_needed: int = 0  # the window a level is judged over (``[gate] min_nights``)
 
 
 @dataclass
 class Detection:
-    changes: list[Change] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)  # PELT's change points
     regressed: list[Change] = field(default_factory=list)
     pending: list[Change] = field(default_factory=list)
     sigma: dict[str, float] = field(default_factory=dict)
+    levels: list[Change] = field(default_factory=list)  # every metric's current level
+    missing: dict[str, int] = field(default_factory=dict)  # metric -> nights missing to tonight
 
 
 @dataclass

@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from perfgate import registry
+from perfgate.decide.nightly import (
+    AT_ONCE_ALPHA,
+    AT_ONCE_K,
+    LEVEL_ALPHA,
+    pending_reason,
+    regressed_reason,
+)
 from perfgate.documents.compare import MetricComparison
 from perfgate.documents.io import replacing
-from perfgate.documents.nightly import GateOutcome
+from perfgate.documents.nightly import AT_ONCE, GateOutcome
 from perfgate.documents.run import CompareRun, recorded
 from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
 from perfgate.report.mdtext import md_code, md_text
@@ -48,19 +55,31 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
     ]
     for c in outcome.detection.regressed:
         span = f"{c.commits[0] or 'n/a'}..{c.commits[1] or 'n/a'}"
+        how = "tonight alone" if c.rule == AT_ONCE else "its level"
         lines += [
-            f"❌ **{md_text(registry.get(c.metric).label)}**: {c.step:+.1%} from night "
-            f"{c.night + 1} ({md_text(c.first_date)}) on, {c.nights_after} nights. Bisect "
-            f"{md_code(span, in_table=False)}.",
+            f"❌ **{md_text(registry.get(c.metric).label)}** ({how}): "
+            f"{md_text(regressed_reason(c))}. Bisect {md_code(span, in_table=False)}.",
             "",
         ]
-    others = [c for c in outcome.detection.changes if not c.regressed]
-    if others:
-        lines += ["Other change points (within tolerance, not persisting yet, or better):", ""]
+    for c in outcome.detection.pending:
+        lines += [
+            f"⏳ **{md_text(registry.get(c.metric).label)}**: {md_text(pending_reason(c))}.",
+            "",
+        ]
+    for metric, count in outcome.detection.missing.items():
+        lines += [
+            f"⚠️ {md_text(registry.get(metric).label)}: not measured on the last {count} "
+            "night(s); "
+            "judged on the nights that measured it.",
+            "",
+        ]
+    lines += _levels_table(outcome)
+    if outcome.detection.changes:
+        lines += ["Change points (PELT), with the p-value of each step:", ""]
         lines += [
             f"- {md_text(registry.get(c.metric).label)}: {c.step:+.1%} from night {c.night + 1} "
-            f"({md_text(c.first_date)}), {c.nights_after} nights"
-            for c in others
+            f"({md_text(c.first_date)}), {c.nights_after} nights, p = {c.p_value:.2g}"
+            for c in outcome.detection.changes
         ]
         lines.append("")
     metrics = [t.metric for t in outcome.run.scenario.thresholds]
@@ -89,10 +108,14 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
     rule = outcome.run.scenario.gate
     lines += [
         "",
-        f"Rule: change points by PELT on the log ratios (penalty {rule.penalty:g} x sigma^2 x "
-        f"log n, segments of at least {rule.min_segment} nights); a regression is the latest "
-        f"change point, reaching tonight, at least {rule.min_nights} nights long, beyond the "
-        f"metric's tolerance. Night-to-night sigma: {sigma or 'not yet estimable'}.",
+        f"Rule (docs/nightly.md): a metric fails the night it is seen when tonight's own "
+        f"comparison is certainly worse than {AT_ONCE_K:g} x its tolerance (p < "
+        f"{AT_ONCE_ALPHA:g}); else when its level over the recent nights (the segment since "
+        f"PELT's last change point, or the last {rule.min_nights} nights) is worse than the "
+        f"tolerance (p < {LEVEL_ALPHA:g}, sigma / sqrt(nights)); a level or a night worse than "
+        f"the tolerance that is not yet established is pending (exit 3). Change points: PELT "
+        f"on the log ratios (penalty {rule.penalty:g} x sigma^2 x log n, segments of at least "
+        f"{rule.min_segment} nights). Night-to-night sigma: {sigma or 'not yet estimable'}.",
         "",
         "---",
         "",
@@ -101,6 +124,24 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         render_compare_markdown(recorded(outcome.run)),
     ]
     return "\n".join(lines)
+
+
+def _levels_table(outcome: GateOutcome) -> list[str]:
+    """Each gated metric's current level against the reference, with its interval."""
+    if not outcome.detection.levels:
+        return []
+    lines = [
+        "| metric | level vs reference (95% CI) | since night | worse than tolerance | state |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for c in outcome.detection.levels:
+        state = "regressed" if c.regressed else "pending" if c.pending else "within"
+        lines.append(
+            f"| {md_text(registry.get(c.metric).label)} | {_pct(c.level)} ({_pct(c.level_low)} "
+            f"to {_pct(c.level_high)}) | {c.night + 1} | {c.nights_beyond} of the last "
+            f"{c.nights_needed} | {state} (tolerance {c.tolerance:.1%}) |"
+        )
+    return [*lines, ""]
 
 
 def write_junit(path: Path, outcome: GateOutcome | None, run: CompareRun, name: str) -> None:
@@ -195,11 +236,13 @@ def _metric_outcome(
         c = regressed.get(row.metric)
         if c is not None:
             return "failure", (
-                f"regressed: {c.step:+.1%} from night {c.night + 1} ({c.first_date}), "
-                f"persisting {c.nights_after} nights; bisect {c.commits[0]}..{c.commits[1]}"
+                f"regressed: {regressed_reason(c)}; bisect {c.commits[0]}..{c.commits[1]}"
             )
-        if verdict in ("regressed", "inconclusive"):
-            return "skipped", f"pending: tonight {verdict}, {change}"
+        pending = {p.metric: p for p in outcome.detection.pending}.get(row.metric)
+        if pending is not None:
+            return "skipped", f"{pending_reason(pending)}; tonight {change}"
+        if verdict == "regressed":
+            return "skipped", f"pending: tonight regressed, {change}"
         return None, f"tonight {verdict}: {change}"
     if verdict == "regressed":
         return "failure", f"regressed: {change}, tolerance {row.tolerance:.1%}"

@@ -28,6 +28,7 @@ the paired test already holds every question's repeats and a wrong answer is not
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from perfgate import environment, registry
 from perfgate.decide import family
 from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare_values, start_values
-from perfgate.decide.nightly import decide_night
+from perfgate.decide.nightly import decide_night, nightly_noise_problems
 from perfgate.documents.compare import (
     COMPLETE,
     MetricComparison,
@@ -66,12 +67,6 @@ def check_baseline(
         raise ScenarioError(
             f"{where} was recorded on another machine or scenario ({problem}): a baseline "
             "is per machine and scenario; record one here with perfgate baseline record"
-        )
-    if not paired and (scenario.colocate or scenario.parallel_gpus):
-        raise ScenarioError(
-            f"{scenario.source}: the gate runs tonight's starts one at a time, so its scenario "
-            "(and the baseline's compare) must too: set colocate = false and remove "
-            "parallel_gpus, or use --paired"
         )
     if scenario.accuracy.enabled and not paired:
         check_reference_accuracy(scenario, base, where)
@@ -159,14 +154,24 @@ def run_gate(
     paired: bool,
     say: SayFn,
     plots: bool = True,
+    strict: bool = False,
 ) -> GateOutcome:
     """Run tonight, append it to the history, detect change points, decide. Raises
     ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete. The
-    history is locked from its check to the decision: one night at a time per file."""
+    history is locked from its check to the decision: one night at a time per file. A
+    scenario that colocates its arms (or runs them on two GPUs at once) measured its
+    baseline's starts beside the other arm's, so tonight runs the reference build beside the
+    candidate too (``--paired``): the way the baseline was measured is the way tonight is."""
+    if not paired and (scenario.colocate or scenario.parallel_gpus):
+        say(
+            "the scenario runs its arms at once (colocate or parallel_gpus), as its baseline "
+            "was measured: tonight runs the reference build beside the candidate (--paired)"
+        )
+        paired = True
     with locked(history_path):
         return _run_locked(
             scenario, baseline_path, history_path, run_dir, command,
-            commit=commit, date=date, paired=paired, say=say, plots=plots,
+            commit=commit, date=date, paired=paired, say=say, plots=plots, strict=strict,
         )  # fmt: skip
 
 
@@ -182,10 +187,21 @@ def _run_locked(
     paired: bool,
     say: SayFn,
     plots: bool,
+    strict: bool,
 ) -> GateOutcome:
     check_history(history_path)  # a damaged history would lose tonight after its whole run
     base = bl.load(baseline_path)
     fingerprint = check_baseline(scenario, base, baseline_path, paired=paired)
+    problems = nightly_noise_problems(
+        {t.metric: t.tolerance for t in scenario.thresholds},
+        base.night_noise,
+        {m: v.cv for m, v in base.metrics.items() if math.isfinite(v.cv)},
+        scenario.starts,
+    )
+    if problems and strict:
+        raise ScenarioError("--strict: " + "; ".join(problems) + " (without --strict: a warning)")
+    for problem in problems:
+        say(f"warning: {problem}")
     if paired:
         run = runner.run_compare(scenario, run_dir, command, say, plots=plots)
     else:
@@ -210,6 +226,8 @@ def _run_locked(
                 high=r.high,
                 verdict=r.verdict,
                 starts=r.n_candidate,
+                se=r.se,
+                df=r.df,
             )
             for r in run.comparison
         },
@@ -230,7 +248,9 @@ def _run_locked(
         detection.changes += d.changes
         detection.regressed += d.regressed
         detection.pending += d.pending
+        detection.levels += d.levels
         detection.sigma.update(d.sigma)
+        detection.missing.update(d.missing)
     verdict, reason = decide_night(night, detection, scenario.gate, run.accuracy_comparison)
     outcome = GateOutcome(run, night, nights, detection, verdict, reason)
     if plots:
