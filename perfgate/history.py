@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from perfgate import limits
+from perfgate import limits, registry
 from perfgate.decide.nightly import judge_metric
 from perfgate.documents.io import ResultError, jsonable
 from perfgate.documents.nightly import Detection, Night
-from perfgate.documents.spec import ChangeRule
+from perfgate.documents.spec import ChangeRule, Threshold
 
 
 def read_history(path: Path) -> list[Night]:
@@ -224,4 +224,26 @@ def detect(
             out.regressed.append(current)
         elif current.pending:
             out.pending.append(current)
+    return out
+
+
+def judge_history(
+    nights: Sequence[Night],
+    thresholds: Sequence[Threshold],
+    rule: ChangeRule,
+    night_noise: dict[str, float],
+) -> Detection:
+    """Every gated metric of a history judged, each at its own night-to-night noise: the
+    baseline's calibration (``night_noise``) where it has one, else estimated from the
+    history. What the gate decides tonight from, and what ``perfgate history`` prints."""
+    out = Detection()
+    for t in thresholds:
+        tol = (t.tolerance, registry.get(t.metric).higher_is_better)
+        d = detect(nights, {t.metric: tol}, replace(rule, sigma=night_noise.get(t.metric)))
+        out.changes += d.changes
+        out.regressed += d.regressed
+        out.pending += d.pending
+        out.levels += d.levels
+        out.sigma.update(d.sigma)
+        out.missing.update(d.missing)
     return out

@@ -592,6 +592,15 @@ BAD_INPUT = [
         "history.jsonl:2: 1048587 characters, more than a night's record can hold (1048576)",
     ),
     Case(
+        "history-command-without-scenario",
+        "6",
+        "`perfgate history` with no scenario to take the tolerances from",
+        lambda t: ["history", _history(t, _NIGHT + "\n")],
+        2,
+        "give exactly one of --scenario FILE or --model NAME (its [thresholds] and [gate] judge "
+        "the history",
+    ),
+    Case(
         "baseline-string-values",
         "6",
         "a baseline whose per-start values are a string",

@@ -123,3 +123,32 @@ def test_a_metric_noisier_a_night_than_its_tolerance_is_said_before_the_night_ru
     assert "gate device_time_per_step_us instead" in problem and "~81" in problem
     # a calibrated night-to-night noise (from a history) is what counts when there is one
     assert nightly_noise_problems({TPOT: 0.02}, {TPOT: 0.01}, {TPOT: 0.09}, starts=3) == []
+
+
+def test_perfgate_history_judges_a_stored_history_running_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from perfgate.cli.main import main
+    from perfgate.history import append_night
+
+    rng = np.random.default_rng(3)
+    logs = np.r_[np.zeros(20), np.full(10, math.log(1.05)), np.full(10, math.log(1.03))]
+    path = tmp_path / "h.jsonl"
+    for n in history(logs + rng.normal(0, 0.003, logs.size)):
+        append_night(path, n)
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        'name = "s"\nmodel = "m"\n[thresholds]\nmedian_tpot_ms = 0.02\n'
+        "[arms.baseline]\n[arms.candidate]\n"
+    )
+    result = CliRunner().invoke(main, ["history", str(path), "--scenario", str(scenario)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "On its last night the gate would say: ❌ **regressed**" in out and "(exit 1)" in out
+    assert "| Median TPOT (ms) | +2.9% (+2.7% to +3.1%) | 31 |" in out
+    assert "| regressed (tolerance 2.0%) |" in out
+    assert "Change points (PELT), with the p-value of each step:" in out
+    # a looser tolerance, the same history: what the gate would have said
+    scenario.write_text(scenario.read_text().replace("0.02", "0.04"))
+    again = CliRunner().invoke(main, ["history", str(path), "--scenario", str(scenario)])
+    assert "would say: ✅ **pass**" in again.output and "(exit 0)" in again.output, again.output

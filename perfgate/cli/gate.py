@@ -109,10 +109,11 @@ def gate(
     **arm_flags: Any,
 ) -> None:
     """The nightly job: tonight's build (the scenario's candidate arm) against a stored
-    baseline, appended to a history; fails on a change point that persists.
+    baseline, appended to a history; fails on a certain large regression tonight, or a level
+    worse than the tolerance that has lasted [gate] min_nights.
 
-    Exit codes: 0 pass, 1 a persisting regression or (--accuracy) an accuracy drop, 2 invalid
-    or failed, 3 tonight worse but not yet persisting.
+    Exit codes: 0 pass, 1 regressed (at once, by its level, or with --accuracy an accuracy
+    drop), 2 invalid or failed, 3 pending (worse than a tolerance, not yet established).
 
     \b
     Examples:

@@ -22,6 +22,7 @@ from perfgate.cli.common import (
 from perfgate.cli.compare import compare
 from perfgate.cli.eval import eval_
 from perfgate.cli.gate import gate
+from perfgate.cli.history import history
 from perfgate.cli.kernels import kernels
 from perfgate.cli.report import report
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -65,5 +66,6 @@ main.add_command(compare)
 main.add_command(report)
 main.add_command(eval_)
 main.add_command(gate)
+main.add_command(history)
 main.add_command(baseline)
 main.add_command(kernels)

@@ -68,9 +68,8 @@ def regressed_reason(c: Change) -> str:
         )
     return (
         f"{c.metric} at {c.level:+.1%} ({c.level_low:+.1%} to {c.level_high:+.1%}) against the "
-        f"reference over the recent nights, beyond its tolerance of {c.tolerance:.1%} "
-        f"(p = {c.p_value:.2g}); changed by {c.step:+.1%} from night {c.night + 1} "
-        f"({c.first_date}), {c.nights_after} nights"
+        f"reference from night {c.night + 1} ({c.first_date}) on, {c.nights_after} nights: "
+        f"beyond its tolerance of {c.tolerance:.1%} (p = {c.p_value:.2g})"
     )
 
 
@@ -109,9 +108,10 @@ def judge_metric(
     dropped); ``cuts``: PELT's change points, as positions in ``series``; ``sigma``: the
     night-to-night SD of the log ratio (NaN while unknown).
 
-    The current level is judged, not only the last step. Its first night is PELT's last
-    cut when the segment after it is worse than the tolerance, else the first of the trailing
-    run of nights worse than it, else the last cut (or the first night). A metric is
+    The current level is judged, not only the last step. Its first night is the first night
+    beyond the tolerance from PELT's last cut on, when the segment after that cut is worse
+    than the tolerance; else the first of the trailing run of nights worse than it; else the
+    last cut (or the first night). A metric is
     regressed **at once** when tonight's own comparison is certainly worse than AT_ONCE_K x
     the tolerance; by its **level** when the current level has lasted ``min_nights`` nights
     and its mean log ratio is worse than the tolerance at LEVEL_ALPHA (sigma / sqrt(nights)
@@ -130,7 +130,9 @@ def judge_metric(
     while run > 0 and worse(logs[run - 1]) > margin:
         run -= 1
     if cuts and worse(statistics.fmean(logs[cuts[-1] :])) > margin:
-        first = cuts[-1]
+        # PELT's shortest segment may pull a night of the old level into the new one:
+        # the level starts at the segment's first night beyond the tolerance
+        first = next(k for k in range(cuts[-1], len(logs)) if worse(logs[k]) > margin)
     elif run < len(logs):
         first = run
     else:
@@ -148,7 +150,9 @@ def judge_metric(
     pending = not (at_once or by_level) and (
         worse(level) > margin or (tonight and worse(logs[-1]) > margin)
     )
-    before = statistics.fmean(logs[:first]) if first > 0 else 0.0
+    # the step: from the level just before (the segment the first night ends) to this one
+    since = max([0, *(c for c in cuts if c < first)])
+    before = statistics.fmean(logs[since:first]) if first > since else 0.0
     night = series[first][0]
     current = Change(
         metric=metric,

@@ -19,10 +19,11 @@ from perfgate.decide.nightly import (
     pending_reason,
     regressed_reason,
 )
-from perfgate.documents.compare import MetricComparison
+from perfgate.documents.compare import INCONCLUSIVE, MetricComparison
 from perfgate.documents.io import replacing
-from perfgate.documents.nightly import AT_ONCE, GateOutcome
+from perfgate.documents.nightly import AT_ONCE, Detection, GateOutcome, Night
 from perfgate.documents.run import CompareRun, recorded
+from perfgate.documents.spec import ChangeRule
 from perfgate.report.markdown import VERDICT_LINE, render_compare_markdown
 from perfgate.report.mdtext import md_code, md_text
 
@@ -33,15 +34,26 @@ def _pct(v: float) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v * 100:+.1f}%"
 
 
+PENDING = "pending: "
+
+
+def night_head(verdict: str, reason: str, code: int) -> str:
+    """A night's verdict line with its reason: "pending" where persistence, not noise, keeps
+    it undecided (exit 3 all the same)."""
+    if verdict == INCONCLUSIVE and reason.startswith(PENDING):
+        return f"⏳ **pending** (exit {code}): {md_text(reason.removeprefix(PENDING))}."
+    return f"{VERDICT_LINE.get(verdict, md_text(verdict))} (exit {code}): {md_text(reason)}."
+
+
 def render_gate_markdown(outcome: GateOutcome) -> str:
     night, nights = outcome.night, outcome.nights
-    head = VERDICT_LINE.get(outcome.verdict, md_text(outcome.verdict))
+    head = night_head(outcome.verdict, outcome.reason, outcome.exit_code)
     stored = "gate" in outcome.run.design
     against = "the stored baseline" if stored else "a reference build run the same night"
     lines = [
         f"## perfgate gate: {md_text(outcome.run.scenario.name)}",
         "",
-        f"{head} (exit {outcome.exit_code}): {md_text(outcome.reason)}.",
+        head,
         "",
         f"Night {len(nights)} ({md_text(night.date)}, commit "
         f"{md_code(night.commit or 'n/a', in_table=False)}) "
@@ -53,7 +65,29 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         ),
         "",
     ]
-    for c in outcome.detection.regressed:
+    lines += render_history_section(
+        nights, outcome.detection, [t.metric for t in outcome.run.scenario.thresholds],
+        outcome.run.scenario.gate,
+    )  # fmt: skip
+    lines += [
+        "",
+        "---",
+        "",
+        "Tonight's comparison:",
+        "",
+        render_compare_markdown(recorded(outcome.run)),
+    ]
+    return "\n".join(lines)
+
+
+def render_history_section(
+    nights: list[Night], detection: Detection, metrics: list[str], rule: ChangeRule
+) -> list[str]:
+    """What the rule finds in a history, as the gate's report and ``perfgate history`` print
+    it: the failed and pending metrics, missing nights, each metric's level against the
+    reference, PELT's change points with their p-values, the last nights, and the rule."""
+    lines: list[str] = []
+    for c in detection.regressed:
         span = f"{c.commits[0] or 'n/a'}..{c.commits[1] or 'n/a'}"
         how = "tonight alone" if c.rule == AT_ONCE else "its level"
         lines += [
@@ -61,28 +95,27 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
             f"{md_text(regressed_reason(c))}. Bisect {md_code(span, in_table=False)}.",
             "",
         ]
-    for c in outcome.detection.pending:
+    for c in detection.pending:
         lines += [
             f"⏳ **{md_text(registry.get(c.metric).label)}**: {md_text(pending_reason(c))}.",
             "",
         ]
-    for metric, count in outcome.detection.missing.items():
+    for metric, count in detection.missing.items():
         lines += [
             f"⚠️ {md_text(registry.get(metric).label)}: not measured on the last {count} "
             "night(s); "
             "judged on the nights that measured it.",
             "",
         ]
-    lines += _levels_table(outcome)
-    if outcome.detection.changes:
+    lines += _levels_table(detection)
+    if detection.changes:
         lines += ["Change points (PELT), with the p-value of each step:", ""]
         lines += [
             f"- {md_text(registry.get(c.metric).label)}: {c.step:+.1%} from night {c.night + 1} "
             f"({md_text(c.first_date)}), {c.nights_after} nights, p = {c.p_value:.2g}"
-            for c in outcome.detection.changes
+            for c in detection.changes
         ]
         lines.append("")
-    metrics = [t.metric for t in outcome.run.scenario.thresholds]
     lines += [
         f"History, last {min(LAST_NIGHTS, len(nights))} of {len(nights)} nights (ratio to the "
         "reference per gated metric):",
@@ -102,10 +135,9 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         )
     sigma = ", ".join(
         f"{md_text(registry.get(m).label)} {s:.2%}"
-        for m, s in outcome.detection.sigma.items()
+        for m, s in detection.sigma.items()
         if math.isfinite(s)
     )
-    rule = outcome.run.scenario.gate
     lines += [
         "",
         f"Rule (docs/nightly.md): a metric fails the night it is seen when tonight's own "
@@ -117,24 +149,19 @@ def render_gate_markdown(outcome: GateOutcome) -> str:
         f"on the log ratios (penalty {rule.penalty:g} x sigma^2 x log n, segments of at least "
         f"{rule.min_segment} nights). Night-to-night sigma: {sigma or 'not yet estimable'}.",
         "",
-        "---",
-        "",
-        "Tonight's comparison:",
-        "",
-        render_compare_markdown(recorded(outcome.run)),
     ]
-    return "\n".join(lines)
+    return lines
 
 
-def _levels_table(outcome: GateOutcome) -> list[str]:
+def _levels_table(detection: Detection) -> list[str]:
     """Each gated metric's current level against the reference, with its interval."""
-    if not outcome.detection.levels:
+    if not detection.levels:
         return []
     lines = [
         "| metric | level vs reference (95% CI) | since night | worse than tolerance | state |",
         "|---|---:|---:|---:|---|",
     ]
-    for c in outcome.detection.levels:
+    for c in detection.levels:
         state = "regressed" if c.regressed else "pending" if c.pending else "within"
         lines.append(
             f"| {md_text(registry.get(c.metric).label)} | {_pct(c.level)} ({_pct(c.level_low)} "

@@ -30,12 +30,11 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from perfgate import baseline as bl
-from perfgate import environment, registry
+from perfgate import environment
 from perfgate.decide import family
 from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.comparison import compare_values, start_values
@@ -45,9 +44,9 @@ from perfgate.documents.compare import (
     MetricComparison,
 )
 from perfgate.documents.io import write_text_private
-from perfgate.documents.nightly import Baseline, Detection, GateOutcome, Night, NightMetric
+from perfgate.documents.nightly import Baseline, GateOutcome, Night, NightMetric
 from perfgate.documents.spec import Scenario, ScenarioError
-from perfgate.history import append_night, check_history, detect, locked, read_history
+from perfgate.history import append_night, check_history, judge_history, locked, read_history
 from perfgate.report.gate import render_gate_markdown
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
@@ -236,21 +235,7 @@ def _run_locked(
     )
     append_night(history_path, night)
     nights = read_history(history_path)
-    tolerances = {
-        t.metric: (t.tolerance, registry.get(t.metric).higher_is_better)
-        for t in scenario.thresholds
-    }
-    detection = Detection()
-    for metric, tol in tolerances.items():
-        # the night-to-night noise: the baseline's calibration, else estimated from the history
-        rule = replace(scenario.gate, sigma=base.night_noise.get(metric))
-        d = detect(nights, {metric: tol}, rule)
-        detection.changes += d.changes
-        detection.regressed += d.regressed
-        detection.pending += d.pending
-        detection.levels += d.levels
-        detection.sigma.update(d.sigma)
-        detection.missing.update(d.missing)
+    detection = judge_history(nights, scenario.thresholds, scenario.gate, base.night_noise)
     verdict, reason = decide_night(night, detection, scenario.gate, run.accuracy_comparison)
     outcome = GateOutcome(run, night, nights, detection, verdict, reason)
     if plots:

@@ -162,7 +162,7 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
     assert code in (0, 3), job.last
     if code == 3:  # pending (one night is no established level), or answers that flipped on
         # this CPU leaving 12 questions unable to rule out a drop
-        reasons = ("pending: ", "cannot rule out a drop")
+        reasons = ("pending:", "cannot rule out a drop")
         assert any(r in job.last for r in reasons), job.last
     assert git("show", "perfgate-history:nightly-cpu.jsonl", cwd=job.remote).count("\n") == 1
     assert job.gh().get("issues", []) == []
@@ -185,7 +185,7 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
     if code8 == 1:
         assert "fails the night it is seen" in report and "from night 7 (2026-11-07)" in report
     else:
-        assert "pending: " in report and "of the 3 nights needed" in report
+        assert "⏳ **pending**" in report and "of the 3 nights needed" in report
         assert job.gh().get("issues", []) == []
     assert job.night("reg9", SLOW, "--date", "2026-11-09") == 1, job.last
     report = (tmp_path / "out" / "report.md").read_text()

@@ -52,7 +52,7 @@ def test_the_demo_scenario_is_gated_and_a_collapse_fails_its_first_night(tiny_mo
     # alone: then it is pending (exit 3), never a failure
     assert proc.returncode in (0, 3), out[-3000:]
     if proc.returncode == 3:
-        assert "pending: " in out, out[-3000:]
+        assert "⏳ **pending**" in (tmp_path / "night1" / "report.md").read_text(), out[-3000:]
 
     # night 2: a collapse, failed the night it is seen
     slow = [*gate[:-1], "night2", "--candidate-arg=--max-num-seqs=2", "--out-dir", "night2",
