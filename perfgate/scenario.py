@@ -30,7 +30,8 @@ fix. Unknown keys are errors too, so a typo never silently falls back to a defau
     client_processes = "auto"             # processes reading the streams: one per 16 at once
 
     [compare]
-    starts = 3                            # server starts per arm, in rounds of one per arm
+    starts = 4                            # server starts per arm, in rounds of one per arm
+                                          # (even: each arm goes first equally often)
     repeats_per_start = 1                 # timed repeats on each start (same in both arms)
     budget = "8, 2h"                      # instead of starts: add rounds until decided, at
                                           # most 8 starts per arm / 2 hours (either may go)
@@ -164,7 +165,7 @@ def parse(doc: dict[str, Any], source: str) -> Scenario:
         shared_compile_cache=server.flag("shared_compile_cache", False),
         pin_cpus=tables.pin_cpus(server),
         workload=workload,
-        starts=integer(cmp, "starts", 3, 1, limits.MAX_STARTS),
+        starts=integer(cmp, "starts", Scenario.starts, 1, limits.MAX_STARTS),
         repeats_per_start=integer(cmp, "repeats_per_start", 1, 1, limits.MAX_REPEATS),
         budget=tables.budget(cmp),
         seed=cmp.integer("seed", None),

@@ -183,6 +183,11 @@ def test_designs_that_cannot_give_a_speed_verdict_are_named_before_anything_runs
         {"model": "m", "arms": {"baseline": {"gpus": "0"}, "candidate": {"gpus": "1"}}}, "x.toml"
     )
     assert "the arms run on different GPUs (baseline 0, candidate 1)" in (design_warnings(split)[0])
+    # an odd fixed design leaves one arm first once more often: said; the default is even
+    odd = parse({"model": "m", "arms": ARMS, "compare": {"starts": 3}}, "x.toml")
+    (warning,) = design_warnings(odd)
+    assert warning.startswith("starts = 3 is odd") and "up to 1/3 of that effect" in warning
+    assert parse({"model": "m", "arms": ARMS}, "x.toml").starts % 2 == 0
 
 
 def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ def doc(**changes):
 
 def test_minimal_scenario_gets_the_default_gate():
     s = parse(doc(), "x.toml")
-    assert s.model == "m" and s.starts == 3 and s.repeats_per_start == 1
+    assert s.model == "m" and s.starts == 4 and s.repeats_per_start == 1
     assert s.budget is None and s.primary is None and s.workload.max_concurrency == 8
     assert {t.metric: t.tolerance for t in s.thresholds} == DEFAULT_THRESHOLDS
     assert "output_throughput" in DEFAULT_THRESHOLDS

@@ -65,6 +65,13 @@ def design_warnings(scenario: Scenario) -> list[str]:
             f"candidate {gpus['candidate'] or 'default'}): the GPUs' own difference becomes "
             "part of the measured change; give both arms the same gpus"
         )
+    if scenario.budget is None and scenario.starts >= 3 and scenario.starts % 2 == 1:
+        out.append(
+            f"starts = {scenario.starts} is odd: rounds are balanced in pairs (each arm first "
+            f"once), so one arm goes first once more than the other, and whatever a start "
+            f"inherits from the one before it biases the change by up to 1/{scenario.starts} "
+            "of that effect; give an even number of starts"
+        )
     if scenario.budget is None and scenario.starts < 2 and uncovered and not out:
         out.append(
             f"--starts {scenario.starts}: one server start per arm gives no speed verdict "

@@ -132,7 +132,7 @@ class Scenario:
     # (perfgate.run.placement; auto: GPU scenarios on machines with >= 8 usable cores)
     pin_cpus: str = "auto"
     workload: Workload = field(default_factory=Workload)
-    starts: int = 3  # per arm (fixed design; a budget replaces it)
+    starts: int = 4  # per arm (fixed design; a budget replaces it); even: balanced orders
     repeats_per_start: int = 1
     budget: Budget | None = None
     seed: int | None = None  # the rounds' order; None: drawn at run time and recorded
