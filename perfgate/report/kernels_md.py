@@ -118,7 +118,13 @@ def render_kernel_changes(k: KernelComparison, tpot: MetricComparison | None) ->
                 f"{us(r.diff_us_per_step, True)} ({us(r.low, True)} to "
                 f"{us(r.high, True)}) |"
             )
-        lines.append("")
+        lines += [
+            "",
+            f"Each row's interval is its own ({conf}, not adjusted for the {len(rows)} listed "
+            "nor for the kernels left out): it describes where the step's change went; the "
+            "gated metrics above carry the verdict.",
+            "",
+        ]
     else:
         lines += [f"No {what} appeared, disappeared or changed beyond 0.5% of a step.", ""]
     step = (
