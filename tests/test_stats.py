@@ -201,3 +201,21 @@ def _iv(row):
     from perfgate.documents.compare import Interval
 
     return Interval(row.estimate, row.low, row.high, row.p_value, "sim", df=row.df, se=row.se)
+
+
+def test_a_gpu_that_coincides_with_the_arm_is_said_confounded_not_read_as_the_change():
+    from perfgate.decide.comparison import compare_values
+    from perfgate.documents.spec import Threshold
+
+    # every baseline start on GPU 0, every candidate start on GPU 1 (1% slower GPU): Welch
+    # would call the GPU's 1% the change; the blocked model says it cannot tell
+    base, cand = [100.0, 100.1, 99.9], [101.0, 101.1, 100.9]
+    blocks = (["0", "0", "0"], ["1", "1", "1"])
+    iv = stats.blocked_log_ratio(base, cand, blocks)
+    assert iv.method == stats.CONFOUNDED and iv.low == -math.inf and iv.high == math.inf
+    row = compare_values(Threshold("median_tpot_ms", 0.005), base, cand, confidence=0.95,
+                         blocks=blocks)  # fmt: skip
+    assert row.verdict == "inconclusive" and row.reason.startswith("confounded")
+    # swapped every round, the same values are a proper blocked comparison
+    crossed = (["0", "1", "0"], ["1", "0", "1"])
+    assert stats.blocked_log_ratio(base, cand, crossed).method == "ols-log (GPU as block)"

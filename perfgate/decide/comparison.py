@@ -157,7 +157,13 @@ def compare_values(
     reason = None
     plan = stats.Plan(None, None, None)
     if d == INCONCLUSIVE:
-        if not sampled and cv is None:
+        if iv.method == stats.CONFOUNDED:
+            reason = (
+                "confounded: every start of one arm ran on one GPU and every start of the "
+                "other on the other, so the change cannot be told from the GPUs' difference "
+                "(swap the GPUs every round: parallel_gpus)"
+            )
+        elif not sampled and cv is None:
             reason = (
                 "start-to-start variation unsampled: an arm had one server start (give each "
                 "arm two or more, or a calibrated start_noise for this metric)"

@@ -123,6 +123,9 @@ def welch_log_ratio(
     return _interval(d, se, df, confidence, "welch-log")
 
 
+CONFOUNDED = "confounded: arm and GPU coincide"
+
+
 def blocked_log_ratio(
     baseline: Sequence[float],
     candidate: Sequence[float],
@@ -134,7 +137,10 @@ def blocked_log_ratio(
     log values on an intercept, the arm, and one indicator per block but the first (each
     start's GPU, when the arms ran in parallel on two GPUs and swapped them every round), t
     interval with n - p degrees of freedom. Falls back to Welch when the blocks do not vary,
-    do not match the values, or leave no degree of freedom."""
+    do not match the values, or leave no degree of freedom; when the arm and the blocks
+    coincide (every baseline start on one GPU, every candidate start on the other) the
+    change cannot be told from the GPUs' difference: an unbounded interval, method
+    CONFOUNDED, never a Welch interval that would credit the GPU's difference to the arm."""
     logs = _logs(baseline, candidate)
     labels = [*blocks[0], *blocks[1]]
     if logs is None or len(labels) != len(baseline) + len(candidate):
@@ -152,6 +158,10 @@ def blocked_log_ratio(
         ]
     )
     n, p = x.shape
+    if np.linalg.matrix_rank(x) < p and np.linalg.matrix_rank(np.delete(x, 1, axis=1)) == p - 1:
+        d = float(c.mean() - b.mean())  # the arm lies in the blocks' span: confounded
+        return Interval(math.expm1(d), -math.inf, math.inf, math.nan, CONFOUNDED, math.nan,
+                        confidence, math.inf)  # fmt: skip
     if n - p < 1 or np.linalg.matrix_rank(x) < p:
         return welch_log_ratio(baseline, candidate, confidence=confidence)
     beta, *_ = np.linalg.lstsq(x, y, rcond=None)

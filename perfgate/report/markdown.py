@@ -54,6 +54,8 @@ def _verdict_cell(row: MetricComparison) -> str:
     reason = str(row.reason or "")
     if reason.startswith("start-to-start variation unsampled"):
         return verdict + ": start-to-start variation unsampled"
+    if reason.startswith("confounded"):
+        return verdict + ": confounded (each arm on its own GPU)"
     if reason.startswith("beyond the tolerance"):
         return verdict + ": beyond the tolerance, not significant after multiplicity (Holm)"
     n, low, high = row.starts_to_decide, row.starts_to_decide_low, row.starts_to_decide_high
