@@ -219,3 +219,22 @@ def test_a_gpu_that_coincides_with_the_arm_is_said_confounded_not_read_as_the_ch
     # swapped every round, the same values are a proper blocked comparison
     crossed = (["0", "1", "0"], ["1", "0", "1"])
     assert stats.blocked_log_ratio(base, cand, crossed).method == "ols-log (GPU as block)"
+
+
+def test_detectable_is_a_regression_against_the_tolerance_at_holms_strictest_level():
+    from perfgate.decide import family
+    from perfgate.documents.compare import MetricComparison
+
+    rows = [
+        MetricComparison(f"m{k}", f"m{k}", k == 0, 0.05, 1.0, 1.0, 0.0, -0.02, 0.02, 1.0, "sim",
+                         "no change", se=0.01, df=math.inf, p_regress=0.5)
+        for k in range(5)
+    ]  # fmt: skip
+    judged, _ = family.apply(rows, None, alpha=0.05)
+    # lower is better: log(1.05) + 0.01 x (z_0.99 + z_0.8), alpha 0.05 over 5 tests
+    reach = math.log(1.05) + 0.01 * (2.3263 + 0.8416)
+    assert judged[1].detectable_regression == pytest.approx(math.expm1(reach), rel=1e-3)
+    # higher is better: a drop, the tolerance's margin taken on the log scale of a drop
+    reach_up = -math.log(0.95) + 0.01 * (2.3263 + 0.8416)
+    assert judged[0].detectable_regression == pytest.approx(-math.expm1(-reach_up), rel=1e-3)
+    assert all(r.detectable_regression > r.tolerance for r in judged)

@@ -67,13 +67,26 @@ def apply(
                 reason=f"better on its own, not significant over the run's {len(rows)} gated "
                 f"metrics (Holm-adjusted p = {adj_better:.3g} >= {alpha / 2:.3g})",
             )
-        out.append(replace(row, p_adjusted=adj))
+        out.append(replace(row, p_adjusted=adj, detectable_regression=_detectable(row, alpha / m)))
     if accuracy is not None:
         adj = adjusted[len(rows)]
         if accuracy.verdict == REGRESSED and not adj < alpha:
             accuracy = replace(accuracy, verdict=INCONCLUSIVE)
         accuracy = replace(accuracy, p_adjusted=adj)
     return out, accuracy
+
+
+def _detectable(row: MetricComparison, alpha: float, power: float = 0.8) -> float:
+    """The smallest regression (relative, in the bad direction) that the one-sided test
+    against the tolerance rejects at ``alpha`` with ``power``: margin + (t_alpha + t_power)
+    x se on the log scale. NaN without a standard error."""
+    if row.se is None or not (math.isfinite(row.se) and row.se > 0):
+        return math.nan
+    df = row.df if row.df and row.df > 0 else math.inf
+    reach = stats.margin_log(row.tolerance, row.higher_is_better) + row.se * (
+        stats.t_ppf(1 - alpha, df) + stats.t_ppf(power, df)
+    )
+    return -math.expm1(-reach) if row.higher_is_better else math.expm1(reach)
 
 
 def _p_no_gain(row: MetricComparison) -> float:

@@ -139,6 +139,10 @@ class MetricComparison:
     starts_to_decide_high: int | None = None
     values_baseline: tuple[float, ...] = ()  # the per-start values compared, in start order
     values_candidate: tuple[float, ...] = ()
+    # the smallest regression this run fails with 80% power: the tolerance plus the reach of
+    # the test at Holm's strictest level (alpha / the family's size); None in older files,
+    # whose "detectable" column is ``min_detectable`` (a change against none)
+    detectable_regression: float | None = None
     # files of perfgate before server starts were the unit: the plan in repeats per arm
     repeats_to_decide: int | None = None
 

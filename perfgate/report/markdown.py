@@ -247,6 +247,35 @@ def _head(run: CompareRun, recomputed: Recomputed | None) -> list[str]:
     ]
 
 
+# what the "detectable" column means: in older files a change against none, now a regression
+NOISE = (
+    "noise: how much a server start's value spreads between starts, about a coefficient of "
+    "variation."
+)
+PLAN = (
+    "the plan (starts/arm to decide, at 90% power) is given at the noise seen and over that "
+    "noise's 80% interval."
+)
+DETECTABLE = {
+    False: "detectable: the smallest change this run would have caught (80% power); "
+    + NOISE
+    + " A tolerance below the detectable change cannot be decided at this noise with this "
+    "many starts; " + PLAN,
+    True: "detectable: the smallest regression this run would have failed (80% power: the "
+    "tolerance plus the reach of its test at Holm's strictest level, so never below the "
+    "tolerance; far above it, the run cannot resolve the tolerance); "
+    + NOISE
+    + " Where a metric is undecided, "
+    + PLAN,
+}
+
+
+def _detectable(row: MetricComparison) -> float | None:
+    if row.detectable_regression is not None:
+        return row.detectable_regression
+    return row.min_detectable
+
+
 def _metric_table(rows: list[MetricComparison]) -> list[str]:
     lines = [
         "| metric | baseline | candidate | change (CI) | detectable | noise (CV) "
@@ -262,17 +291,13 @@ def _metric_table(rows: list[MetricComparison]) -> list[str]:
         )
         lines.append(
             f"| {md_text(r.label)} | {fmt(r.baseline)} | {fmt(r.candidate)} | {change} "
-            f"| {size(r.min_detectable)} | {size(r.cv_between_units)} "
+            f"| {size(_detectable(r))} | {size(r.cv_between_units)} "
             f"| {r.tolerance * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
         )
     return [
         *lines,
         "",
-        "detectable: the smallest change this run would have caught (80% power); noise: "
-        "how much a server start's value spreads between starts, about a coefficient of "
-        "variation. A tolerance below the detectable change cannot be decided at this "
-        "noise with this many starts; the plan (starts/arm to decide, at 90% power) is "
-        "given at the noise seen and over that noise's 80% interval.",
+        DETECTABLE[any(r.detectable_regression is not None for r in rows)],
         "",
     ]
 
