@@ -251,3 +251,22 @@ def test_server_starts_not_repeats_set_the_interval():
     as_repeats = [replace(d, start=None) for d in base]
     cand_repeats = [replace(d, start=None) for d in cand]
     assert compare(th, as_repeats, cand_repeats)[0].verdict == "regressed"
+
+
+def test_a_running_servers_rounds_are_not_pooled_into_one_p99():
+    """A url arm is one unit holding every round's repeats; the other arm has one unit per
+    start. Pooling the url arm's requests over rounds put its p99 TPOT above the other's
+    between identical builds (a round's own slow tail shifts the pooled p99): each repeat's
+    p99 is taken first, then their geometric mean, as for a started arm's repeats."""
+    from perfgate.decide.comparison import start_values
+
+    rng = np.random.default_rng(11)
+    rounds = [rng.lognormal(0, 0.05) for _ in range(8)]  # each round's own speed
+    tpots = [list(2.0 * r * rng.lognormal(0, 0.03, 24)) for r in rounds]
+    started = [tpot_repeat(t, s) for s, t in enumerate(tpots)]  # 8 starts, 1 repeat each
+    url = [tpot_repeat(t, 0) for t in tpots]  # the same repeats, all on the one server
+    p99 = Threshold("p99_tpot_ms", 0.05)
+    per_start = start_values(p99, started)
+    (pooled,) = start_values(p99, url)
+    geomean = math.exp(float(np.mean(np.log(per_start))))
+    assert pooled == pytest.approx(geomean, rel=1e-9)  # the same data, the same value

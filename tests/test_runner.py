@@ -1,6 +1,7 @@
 """How ``perfgate compare`` launches each arm's server (no server started here)."""
 
 import contextlib
+import threading
 import time
 import types
 from pathlib import Path
@@ -66,9 +67,14 @@ class _FakeResult:
         return {"metrics": dict(self.metrics), "records": []}
 
 
-def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None, bench_s=0.0):
+def fake_run(
+    tmp_path, monkeypatch, compare, *, server=None, throughput=None, bench_s=0.0, together=False
+):
     """A run whose servers and benches are stand-ins: what the rounds do, no vLLM. Each
-    bench takes ``bench_s``; ``run.spans`` lists (arm, began, ended) of every bench."""
+    bench takes ``bench_s``; ``run.spans`` lists (arm, began, ended) of every bench.
+    ``together``: each bench waits until the other arm's is running too (a barrier of two),
+    so a round that ran its arms one after the other fails instead of passing by timing."""
+    meet = threading.Barrier(2, timeout=60) if together else None
     order = []
     spans = []
 
@@ -85,6 +91,8 @@ def fake_run(tmp_path, monkeypatch, compare, *, server=None, throughput=None, be
     def fake_bench(cfg, progress=None):
         arm = "baseline" if cfg.url.endswith(":1") else "candidate"
         began = time.monotonic()
+        if meet is not None:
+            meet.wait()  # BrokenBarrierError: the other arm's bench never ran at the same time
         if bench_s:
             time.sleep(bench_s)
         spans.append((arm, began, time.monotonic()))
@@ -202,7 +210,7 @@ def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path,
         monkeypatch,
         {"starts": 4, "parallel_gpus": ["0", "1"]},
         throughput={a: [slow[g] for g in gpu_of[a]] for a in gpu_of},
-        bench_s=0.2,
+        together=True,
     )
     got = {a: [s["gpus"] for s in run.servers[a]] for a in ("baseline", "candidate")}
     assert got == gpu_of
@@ -211,10 +219,9 @@ def test_parallel_gpus_run_both_arms_at_once_and_swap_gpus_every_round(tmp_path,
     assert all(b != c for b, c in zip(got["baseline"], got["candidate"], strict=True))
     # each server pinned within its own half of the cores
     assert {s["slot"] for a in got for s in run.servers[a]} == {(0, 2), (1, 2)}
-    # the two arms' repeats of a round overlapped in time
-    spans = sorted(run.spans, key=lambda x: x[1])
-    for first, second in zip(spans[::2], spans[1::2], strict=True):
-        assert {first[0], second[0]} == {"baseline", "candidate"} and second[1] < first[2]
+    # the two arms' repeats of a round ran at once: every bench met the other arm's at the
+    # barrier (run one after the other, the first would have waited in vain)
+    assert sorted(arm for arm, _, _ in run.spans) == ["baseline"] * 4 + ["candidate"] * 4
     # logs numbered per start, both arms of a round distinct
     logs = [s["log"] for a in got for s in run.servers[a]]
     assert len(set(logs)) == 8
