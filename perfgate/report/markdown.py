@@ -22,6 +22,7 @@ from perfgate.decide.comparison import group_by_start
 from perfgate.documents.compare import INCONCLUSIVE, MetricComparison
 from perfgate.documents.run import ARMS, CompareRun, Recomputed, Repeat
 from perfgate.documents.spec import Budget
+from perfgate.report import headline
 from perfgate.report.accuracy_md import render_accuracy_section
 from perfgate.report.kernels_md import render_profile_section
 from perfgate.report.mdtext import fmt, md_block, md_code, md_text, pct, short_g, size
@@ -212,16 +213,24 @@ def _head(run: CompareRun, recomputed: Recomputed | None) -> list[str]:
     sc = run.scenario
     reps = {a: len(run.repeats[a]) for a in ARMS}
     lines = [f"## perfgate: {md_text(sc.name)}", ""]
+    also = None
     if run.status == "complete":
-        head = VERDICT_LINE.get(str(run.verdict), md_text(run.verdict))
+        head = headline.answer(run, md_text(run.verdict))
+        also = headline.others(run)
         if guards := _unverified_guards(run):
             head = (
                 "⚠️ **inconclusive: guards unverified**: the primary metrics are decided, but "
                 f"{', '.join(guards)} could still hide a regression beyond the tolerance"
             )
+            also = headline.others(run, everything=True)
     else:
         head = STATUS_LINE.get(run.status, md_text(run.status))
-    lines.append(f"{head} (exit {run.exit_code}). {md_text(sc.description or '')}".rstrip())
+    lines.append(f"{head} (exit {run.exit_code}).")
+    if also:
+        lines += ["", also + "."]
+    lines += ["", headline.builds(run)]
+    if sc.description:
+        lines += ["", md_text(sc.description)]
     if recomputed is not None:
         lines += [
             "",
