@@ -212,3 +212,24 @@ def test_a_url_with_credentials_and_an_api_key_is_refused_with_a_message(monkeyp
     assert result.exit_code == 2, result.output
     assert "carries credentials (user:password@) and an API key is set" in result.output
     assert "pw123456" not in result.output and "Traceback" not in result.output
+
+
+def test_a_report_in_a_ci_log_at_80_columns_cuts_no_header_or_verdict(tmp_path):
+    """Not a terminal (a CI log, a pipe), at 80 columns: the report is the Markdown itself,
+    so every header and verdict is whole (rich's tables squeezed them to "candida…")."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    stored = Path(__file__).resolve().parents[1] / "docs/gpu/results/h100-120b-tiled.json.xz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "perfgate", "report", str(stored), "--format", "text"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "…" not in out
+    assert "| metric | baseline | candidate | change (CI) | detectable |" in out
+    assert "| Device time per decode step (us) |" in out and "| regressed |" in out
+    assert out.splitlines()[2].startswith("❌ **regressed**: Device time per decode step")

@@ -52,6 +52,15 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", redact.scrub(text))
 
 
+def show_markdown(markdown: str) -> None:
+    """A report on standard output: laid out by rich on a terminal; elsewhere (a CI log, a
+    pipe) the Markdown itself, unwrapped, so no header or verdict is cut at 80 columns."""
+    if out_console.is_terminal:
+        out_console.print(Markdown(markdown))
+    else:
+        click.echo(printable(markdown))
+
+
 def _scrubbed(obj: Any) -> Any:
     if isinstance(obj, str):
         return printable(obj)

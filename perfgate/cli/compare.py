@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markdown import Markdown
 
 from perfgate import limits
 from perfgate.cli.common import (
@@ -18,10 +17,10 @@ from perfgate.cli.common import (
     ci_outputs,
     fail,
     interruptible,
-    out_console,
     run_dir_and_command,
     say,
     scenario_from_flags,
+    show_markdown,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.run import recorded
@@ -186,7 +185,7 @@ def compare(
                 say(f"warning: {exc.run.save_error}; results went to {where.parent} instead")
             ci_outputs(junit, None, exc.run, scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where})")
-    out_console.print(Markdown(render_compare_markdown(recorded(run))))
+    show_markdown(render_compare_markdown(recorded(run)))
     if run.save_error:
         say(f"warning: {run.save_error}; results went to {run.results_path.parent} instead")
     ci_outputs(junit, None, run, scenario.name, run.report_path, say)

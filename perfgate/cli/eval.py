@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markdown import Markdown
 from rich.text import Text
 
 from perfgate import redact
@@ -14,7 +13,7 @@ from perfgate.accuracy import evaluate
 from perfgate.cli.common import (
     err_console,
     fail,
-    out_console,
+    show_markdown,
 )
 from perfgate.decide.accuracy import compare_arms
 from perfgate.decide.verdict import overall
@@ -147,7 +146,7 @@ def eval_(
     if out_path is not None:
         written, problem = write_json_or_fallback(out_path, doc, "perfgate-eval")
     shown = EvalRun.from_json(jsonable(doc))  # as the file records it
-    out_console.print(Markdown("\n".join(render_accuracy_section(shown.arms, shown.comparison))))
+    show_markdown("\n".join(render_accuracy_section(shown.arms, shown.comparison)))
     if problem is not None:
         err_console.print(Text.assemble(("warning:", "bold yellow"), f" {problem}"))
     if written is not None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markdown import Markdown
 
 from perfgate import limits
 from perfgate.cli.common import (
@@ -21,6 +20,7 @@ from perfgate.cli.common import (
     run_dir_and_command,
     say,
     scenario_from_flags,
+    show_markdown,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 from perfgate.documents.io import (
@@ -167,7 +167,10 @@ def gate(
             ci_outputs(junit, None, exc.run, scenario.name, exc.run.report_path, say)
         fail(f"{exc}\n(results so far: {where}; nothing was appended to the history)")
     report = outcome.report
-    out_console.print(Markdown(report.read_text()) if report else outcome.reason)
+    if report:
+        show_markdown(report.read_text())
+    else:
+        out_console.print(outcome.reason)
     ci_outputs(junit, outcome, outcome.run, scenario.name, report, say)
     say(f"report: {report or '(not written)'}  history: {history_path}")
     sys.exit(outcome.exit_code)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markdown import Markdown
 
 from perfgate.cli.common import (
     fail,
     out_console,
     printable,
+    show_markdown,
 )
 from perfgate.decide.judge import recompute as recompute_result
 from perfgate.documents.bench import BenchResult
@@ -81,4 +81,4 @@ def report(result: Path, fmt: str, recompute: bool) -> None:
     elif fmt == "markdown":
         click.echo(printable(md), nl=False)
     else:
-        out_console.print(Markdown(md))
+        show_markdown(md)
