@@ -14,9 +14,9 @@ prints one Markdown table per file (docs/gpu.md quotes them).
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,4 +129,11 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or [str(p) for p in sorted(Path("docs/gpu/results").glob("h200-*.json.xz"))])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "results",
+        nargs="*",
+        help="compare results (results.json, .json.xz); default: docs/gpu/results/h200-*",
+    )
+    given = ap.parse_args().results
+    main(given or [str(p) for p in sorted(Path("docs/gpu/results").glob("h200-*.json.xz"))])

@@ -20,7 +20,8 @@ def script(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["crosscheck_vllm_bench", "decision_rule", "fidelity", "nightly_changepoints"]
+    "name",
+    ["crosscheck_vllm_bench", "decision_rule", "fidelity", "gpu_noise", "nightly_changepoints"],
 )
 def test_each_benchmark_starts(name):
     proc = script(f"benchmarks/{name}.py", "--help")
