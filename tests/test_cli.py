@@ -233,3 +233,24 @@ def test_a_report_in_a_ci_log_at_80_columns_cuts_no_header_or_verdict(tmp_path):
     assert "| metric | baseline | candidate | change (CI) | detectable |" in out
     assert "| Device time per decode step (us) |" in out and "| regressed |" in out
     assert out.splitlines()[2].startswith("❌ **regressed**: Device time per decode step")
+
+
+def test_every_command_has_examples_and_exit_codes_and_every_option_help():
+    import click
+
+    from perfgate.cli.main import main
+
+    def commands(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    found = dict(commands(main, ["perfgate"]))
+    assert {"perfgate compare", "perfgate gate", "perfgate history"} <= set(found)
+    for name, cmd in found.items():
+        assert "Example" in (cmd.help or ""), f"{name}: no example in --help"
+        assert "Exit codes" in (cmd.help or ""), f"{name}: no exit codes in --help"
+        bare = [p.opts for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        assert bare == [], f"{name}: options without help {bare}"

@@ -53,6 +53,9 @@ def baseline() -> None:
 def baseline_record(result: Path, out: Path, arm: str, history_path: Path | None) -> None:
     """Create or refresh a baseline from a compare (or gate) result's arm.
 
+    Exit codes: 0 written, 2 a result that cannot be a baseline (incomplete, another
+    machine or scenario) or a path that cannot be written.
+
     \b
     Examples:
       perfgate baseline record reports/run/results.json --out baselines/demo-cpu.json

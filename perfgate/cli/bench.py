@@ -219,7 +219,10 @@ def bench(
 
     Latencies are defined as in `vllm bench serve` (TPOT excludes the first token; ITL is the
     gap between streamed chunks), plus token-accurate figures for chunks that carry several
-    tokens. Exits 2 when any request failed or came back with the wrong token count.
+    tokens.
+
+    Exit codes: 0 a valid run, 2 any request failed or came back with the wrong token count,
+    bad input, or an interrupted run (what finished is kept).
 
     \b
     Example:

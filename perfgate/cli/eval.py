@@ -56,6 +56,7 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     type=click.Choice(["diamond", "main", "extended"]),
     default="diamond",
     show_default=True,
+    help="GPQA subset (the hub's gpqa_diamond, gpqa_main or gpqa_extended).",
 )
 @click.option(
     "--k",
@@ -71,11 +72,36 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     type=click.Choice(["completions", "chat"]),
     default="completions",
     show_default=True,
+    help="The server's API: /v1/completions (the prompt as text) or /v1/chat/completions "
+    "(the model's chat template; GPT-OSS needs it).",
 )
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--reasoning-effort", type=click.Choice(["low", "medium", "high"]), default=None)
-@click.option("--num-concurrent", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="Sampling temperature (0: greedy, and the k evaluations are replicas).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Most tokens a reply may take (reasoning models need thousands).",
+)
+@click.option(
+    "--reasoning-effort",
+    type=click.Choice(["low", "medium", "high"]),
+    default=None,
+    help="GPT-OSS's reasoning effort (chat endpoint); default: the model's own.",
+)
+@click.option(
+    "--num-concurrent",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Questions lm-eval sends at once.",
+)
 @click.option(
     "--max-drop",
     type=click.FloatRange(min=0.0, max=1.0),
@@ -108,7 +134,16 @@ def eval_(
     max_drop: float,
     out_path: Path | None,
 ) -> None:
-    """Accuracy alone (GPQA through lm-eval) against one server, or two compared by question."""
+    """Accuracy alone (GPQA through lm-eval) against one server, or two compared by question.
+
+    Exit codes: 0 pass (or one server measured), 1 the candidate's accuracy dropped beyond
+    --max-drop, 2 invalid or failed, 3 inconclusive.
+
+    \b
+    Examples:
+      perfgate eval --url http://127.0.0.1:8000 --out base.json
+      perfgate eval --url http://127.0.0.1:8000 --candidate-url http://127.0.0.1:8001 --k 4
+    """
     spec = AccuracySpec(
         source="local" if gpqa_path else source,
         path=gpqa_path,

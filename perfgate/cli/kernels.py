@@ -27,7 +27,13 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     type=click.Path(path_type=Path),
     help="Baseline trace(s): print the difference, TRACES being the candidate.",
 )
-@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Rows of the table: the kernels with the most time.",
+)
 @click.option(
     "--steps",
     "show_steps",
@@ -39,6 +45,8 @@ def kernels(
     traces: tuple[Path, ...], against: tuple[Path, ...], top: int, show_steps: bool
 ) -> None:
     """Kernel table of torch-profiler trace(s) (files or folders), or a diff with --against.
+
+    Exit codes: 0 printed, 2 no trace or an unreadable one.
 
     \b
     Examples:

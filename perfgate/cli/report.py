@@ -48,7 +48,15 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     "with this perfgate's statistics (the file is not changed).",
 )
 def report(result: Path, fmt: str, recompute: bool) -> None:
-    """Render a stored result file (from bench --out, compare or eval --out) again."""
+    """Render a stored result file (from bench --out, compare or eval --out) again.
+
+    Exit codes: 0 rendered, 2 a file that cannot be read (named with what is wrong).
+
+    \b
+    Examples:
+      perfgate report reports/run/results.json > report.md
+      perfgate report docs/gpu/results/h100-120b-tiled.json.xz --recompute
+    """
     try:
         doc = read_json(result)
     except ResultError as exc:
