@@ -174,7 +174,11 @@ def render_profile_section(
             "CPU vLLM). Prefill and mixed steps, whose batching depends on arrival timing, "
             "are counted apart.",
             "",
+            "<details><summary>Profiled windows, start by start</summary>",
+            "",
             *render_windows(windows),
+            "</details>",
+            "",
         ]
     else:  # results from before per-start windows: one profiled start per arm
         lines += [

@@ -151,7 +151,7 @@ def _design_note(run: CompareRun) -> list[str]:
     text = (
         f"Unit of replication: the server start ({starts['baseline']} baseline, "
         f"{starts['candidate']} candidate); each metric is one value per start (repeats on a "
-        "start pooled), compared with Welch's t on the log scale."
+        "start combined), compared with Welch's t on the log scale."
     )
     if design.get("seed") is not None:
         text += f" Rounds in random balanced order, seed {md_text(design['seed'])}."
@@ -168,7 +168,16 @@ def _design_note(run: CompareRun) -> list[str]:
         f'"worse by at most the tolerance" at alpha {alpha:.3g} (family-wise false-fail '
         f"at most {alpha:.1%})."
     )
-    lines = [text, ""]
+    lines = [
+        "<details><summary>How the run was designed and judged</summary>",
+        "",
+        text,
+        "",
+        DETECTABLE[any(r.detectable_regression is not None for r in rows)],
+        "",
+        "</details>",
+        "",
+    ]
     if min(starts.values()) < 2 and any(not r.starts_sampled for r in rows):
         lines += [
             "⚠️ Start-to-start variation is not sampled: an arm ran on a single server start. "
@@ -303,12 +312,7 @@ def _metric_table(rows: list[MetricComparison]) -> list[str]:
             f"| {size(_detectable(r))} | {size(r.cv_between_units)} "
             f"| {r.tolerance * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
         )
-    return [
-        *lines,
-        "",
-        DETECTABLE[any(r.detectable_regression is not None for r in rows)],
-        "",
-    ]
+    return [*lines, ""]
 
 
 def _serving_table(run: CompareRun) -> list[str]:
@@ -329,13 +333,22 @@ def _serving_table(run: CompareRun) -> list[str]:
 
 
 def _warnings(run: CompareRun) -> list[str]:
-    warnings = sorted(
-        {f"{a}: {w.message}" for a in ARMS for rep in run.repeats[a] for w in rep.result.warnings}
-    )
-    if not warnings:
+    """Each kind of warning once per arm, with how many repeats gave it (its first message)."""
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for arm in ARMS:
+        for rep in run.repeats[arm]:
+            for w in rep.result.warnings:
+                kinds.setdefault((arm, w.code or w.message), []).append(w.message)
+    if not kinds:
         return []
+    total = {a: len(run.repeats[a]) for a in ARMS}
+    warnings = sorted(
+        f"{arm}: {messages[0]}"
+        + (f" ({len(messages)} of {total[arm]} repeats)" if len(messages) > 1 else "")
+        for (arm, _), messages in kinds.items()
+    )
     return [
-        "<details><summary>Warnings</summary>",
+        f"<details><summary>Warnings ({len(warnings)})</summary>",
         "",
         *(f"- {md_text(w)}" for w in warnings),
         "",
