@@ -207,3 +207,16 @@ def test_a_pattern_that_matches_every_name_is_refused(pattern):
 def test_an_unknown_builtin_pattern_names_the_known_ones():
     with pytest.raises(ProfileError, match="builtin:cpu-gemm"):
         KernelRule("builtin:gpu-gemm")
+
+
+def test_kernel_names_cut_short_stay_distinct():
+    from perfgate.report.kernels_md import distinct_names
+
+    head = "void cutlass::device_kernel<flash::FlashAttnFwdSm90<" + "x, " * 40
+    a, b, c = head + "true, false>", head + "false, true>", "gemm_kernel"
+    names = distinct_names([a, b, c], 60)
+    assert len(set(names.values())) == 3 and names[c] == "gemm_kernel"
+    assert all(len(names[n]) <= 60 for n in (a, b))
+    assert names[a].endswith("true, false>") and names[b].endswith("false, true>")
+    same_tail = distinct_names([head + "A" + "y" * 40, head + "B" + "y" * 40], 60)
+    assert len(set(same_tail.values())) == 2  # numbered when head and tail both coincide

@@ -13,6 +13,27 @@ from perfgate.profiling import diff_tables
 from perfgate.report.mdtext import fmt, md_code, md_text, pct, us
 
 
+def distinct_names(names: list[str], width: int = 90) -> dict[str, str]:
+    """Each kernel name shortened to ``width`` (template arguments run to kilobytes) so that
+    different kernels stay different: names whose heads coincide keep their tails too
+    ("head...tail"), and any still alike are numbered."""
+    short = {n: short_name(n, width) for n in names}
+    taken: dict[str, list[str]] = {}
+    for n, s in short.items():
+        taken.setdefault(s, []).append(n)
+    for alike in (group for group in taken.values() if len(group) > 1):
+        half = (width - 3) // 2
+        for n in alike:
+            flat = " ".join(n.split())
+            short[n] = flat if len(flat) <= width else flat[:half] + "..." + flat[-half:]
+    seen: dict[str, int] = {}
+    for n in names:
+        k = seen[short[n]] = seen.get(short[n], 0) + 1
+        if k > 1:
+            short[n] += f" #{k}"
+    return short
+
+
 def render_steps(trace: str, source: str, groups: list[Any]) -> list[str]:
     """Engine steps of one trace (``perfgate.steps.groups``): kind, batch, count, device time
     per step (median and range), per token, launches per step."""
@@ -45,9 +66,11 @@ def render_kernel_table(table: KernelTable, top: int, title: str = "") -> list[s
         f"| {what} | calls | total (ms) | mean (us) | share |",
         "|---|---:|---:|---:|---:|",
     ]
-    for r in table.rows[:top]:
+    shown = table.rows[:top]
+    names = distinct_names([r.name for r in shown])
+    for r in shown:
         lines.append(
-            f"| {md_code(short_name(r.name))} | {r.calls} | {r.total_us / 1000:.3f} "
+            f"| {md_code(names[r.name])} | {r.calls} | {r.total_us / 1000:.3f} "
             f"| {r.mean_us:.1f} | {r.share:.1%} |"
         )
     return [*lines, ""]
@@ -58,9 +81,11 @@ def render_kernel_diff(base: KernelTable, cand: KernelTable, top: int) -> list[s
         "| kernel | baseline calls | baseline (ms) | candidate calls | candidate (ms) | change |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for r in diff_tables(base, cand, top=top):
+    diffs = diff_tables(base, cand, top=top)
+    names = distinct_names([r.name for r in diffs])
+    for r in diffs:
         lines.append(
-            f"| {md_code(short_name(r.name))} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
+            f"| {md_code(names[r.name])} | {r.baseline_calls} | {r.baseline_us / 1000:.3f} | "
             f"{r.candidate_calls} | {r.candidate_us / 1000:.3f} | {md_text(r.change)} |"
         )
     return [*lines, ""]
@@ -109,9 +134,10 @@ def render_kernel_changes(k: KernelComparison, tpot: MetricComparison | None) ->
             f"| {what} | change | us / call | calls / step | us / step | change / step (CI) |",
             "|---|---|---:|---:|---:|---:|",
         ]
+        names = distinct_names([r.name for r in rows], 70)
         for r in rows:
             lines.append(
-                f"| {md_code(short_name(r.name, 70))} | {md_text(r.change)} | "
+                f"| {md_code(names[r.name])} | {md_text(r.change)} | "
                 f"{us(r.baseline_us_per_call)} -> {us(r.candidate_us_per_call)} | "
                 f"{r.baseline_calls_per_step:.1f} -> {r.candidate_calls_per_step:.1f} | "
                 f"{us(r.baseline_us_per_step)} -> {us(r.candidate_us_per_step)} | "
