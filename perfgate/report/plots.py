@@ -50,6 +50,10 @@ def latency_cdfs(run: CompareRun, out_dir: Path) -> str | None:
             if values.size:
                 ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
                         color=COLORS[arm], label=f"{arm} ({values.size} requests)")  # fmt: skip
+        spread = [v for s in series.values() for v in s[name] if v > 0]
+        if spread and max(spread) > 20 * min(spread):  # one outlier would crush the rest
+            ax.set_xscale("log")
+            name += ", log scale"
         ax.set_xlabel(name)
         ax.set_ylabel("share of requests")
         ax.grid(alpha=0.3)
