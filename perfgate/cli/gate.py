@@ -27,6 +27,7 @@ from perfgate.documents.io import (
     ResultError,
 )
 from perfgate.documents.spec import ScenarioError
+from perfgate.history import locked
 from perfgate.run.gate import run_gate
 from perfgate.run.state import RunFailed
 from perfgate.scenario import with_overrides
@@ -145,7 +146,7 @@ def gate(
     run_dir, command = run_dir_and_command(out_dir, scenario.name, "gate")
 
     try:
-        with interruptible():
+        with interruptible(), locked(history_path):  # one night at a time per history
             outcome = run_gate(
                 scenario,
                 baseline_path,

@@ -126,17 +126,7 @@ def judge_metric(
         return -x if higher_is_better else x
 
     steps = [_step(nights, metric, series, cuts, k, sigma) for k in range(len(cuts))]
-    run = len(logs)
-    while run > 0 and worse(logs[run - 1]) > margin:
-        run -= 1
-    if cuts and worse(statistics.fmean(logs[cuts[-1] :])) > margin:
-        # PELT's shortest segment may pull a night of the old level into the new one:
-        # the level starts at the segment's first night beyond the tolerance
-        first = next(k for k in range(cuts[-1], len(logs)) if worse(logs[k]) > margin)
-    elif run < len(logs):
-        first = run
-    else:
-        first = cuts[-1] if cuts else 0
+    first = _first_night([worse(x) - margin for x in logs], cuts)
     window = logs[first:]
     level = statistics.fmean(window)
     se = sigma / math.sqrt(len(window)) if sigma > 0 else math.nan
@@ -173,6 +163,21 @@ def judge_metric(
         nights_needed=need,
     )
     return current, steps
+
+
+def _first_night(beyond: Sequence[float], cuts: Sequence[int]) -> int:
+    """Where the current level starts, given each night's excess over the tolerance (in the
+    bad direction): the first night beyond it from PELT's last cut on when that segment is
+    beyond it on average (its shortest segment may pull in a night of the old level), else
+    the first of the trailing run of nights beyond it, else the last cut (or night 0)."""
+    if cuts and statistics.fmean(beyond[cuts[-1] :]) > 0:
+        return next(k for k in range(cuts[-1], len(beyond)) if beyond[k] > 0)
+    run = len(beyond)
+    while run > 0 and beyond[run - 1] > 0:
+        run -= 1
+    if run < len(beyond):
+        return run
+    return cuts[-1] if cuts else 0
 
 
 def _p_at_once(m: NightMetric | None, tolerance: float, higher_is_better: bool) -> float:

@@ -46,7 +46,7 @@ from perfgate.documents.compare import (
 from perfgate.documents.io import write_text_private
 from perfgate.documents.nightly import Baseline, GateOutcome, Night, NightMetric
 from perfgate.documents.spec import Scenario, ScenarioError
-from perfgate.history import append_night, check_history, judge_history, locked, read_history
+from perfgate.history import append_night, check_history, judge_history, read_history
 from perfgate.report.gate import render_gate_markdown
 from perfgate.report.plots import compare_plots, trend
 from perfgate.run import runner
@@ -141,6 +141,21 @@ def _against_baseline(run: LiveRun, base: Baseline) -> None:
     run.verdict = family.overall(run.comparison, run.accuracy_comparison)
 
 
+def _check_night_noise(scenario: Scenario, base: Baseline, say: SayFn, *, strict: bool) -> None:
+    """Before the night: a gated metric noisier a night than its tolerance is named (a
+    warning; ``strict``: refused)."""
+    problems = nightly_noise_problems(
+        {t.metric: t.tolerance for t in scenario.thresholds},
+        base.night_noise,
+        {m: v.cv for m, v in base.metrics.items() if math.isfinite(v.cv)},
+        scenario.starts,
+    )
+    if problems and strict:
+        raise ScenarioError("--strict: " + "; ".join(problems) + " (without --strict: a warning)")
+    for problem in problems:
+        say(f"warning: {problem}")
+
+
 def run_gate(
     scenario: Scenario,
     baseline_path: Path,
@@ -155,52 +170,20 @@ def run_gate(
     plots: bool = True,
     strict: bool = False,
 ) -> GateOutcome:
-    """Run tonight, append it to the history, detect change points, decide. Raises
-    ``RunFailed`` (results written, nothing appended) when tonight's run cannot complete. The
-    history is locked from its check to the decision: one night at a time per file. A
-    scenario that colocates its arms (or runs them on two GPUs at once) measured its
-    baseline's starts beside the other arm's, so tonight runs the reference build beside the
-    candidate too (``--paired``): the way the baseline was measured is the way tonight is."""
+    """Run tonight, append it to the history, judge it, decide; ``RunFailed`` (results
+    written, nothing appended) when tonight cannot complete. The caller holds the history
+    (``history.locked``). A scenario that runs its arms at once measured its baseline beside
+    the other arm, so tonight runs the reference beside the candidate (``--paired``)."""
     if not paired and (scenario.colocate or scenario.parallel_gpus):
         say(
             "the scenario runs its arms at once (colocate or parallel_gpus), as its baseline "
             "was measured: tonight runs the reference build beside the candidate (--paired)"
         )
         paired = True
-    with locked(history_path):
-        return _run_locked(
-            scenario, baseline_path, history_path, run_dir, command,
-            commit=commit, date=date, paired=paired, say=say, plots=plots, strict=strict,
-        )  # fmt: skip
-
-
-def _run_locked(
-    scenario: Scenario,
-    baseline_path: Path,
-    history_path: Path,
-    run_dir: Path,
-    command: str,
-    *,
-    commit: str | None,
-    date: str | None,
-    paired: bool,
-    say: SayFn,
-    plots: bool,
-    strict: bool,
-) -> GateOutcome:
     check_history(history_path)  # a damaged history would lose tonight after its whole run
     base = bl.load(baseline_path)
     fingerprint = check_baseline(scenario, base, baseline_path, paired=paired)
-    problems = nightly_noise_problems(
-        {t.metric: t.tolerance for t in scenario.thresholds},
-        base.night_noise,
-        {m: v.cv for m, v in base.metrics.items() if math.isfinite(v.cv)},
-        scenario.starts,
-    )
-    if problems and strict:
-        raise ScenarioError("--strict: " + "; ".join(problems) + " (without --strict: a warning)")
-    for problem in problems:
-        say(f"warning: {problem}")
+    _check_night_noise(scenario, base, say, strict=strict)
     if paired:
         run = runner.run_compare(scenario, run_dir, command, say, plots=plots)
     else:
