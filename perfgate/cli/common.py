@@ -303,15 +303,21 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous_int)
 
 
-def scenario_from_flags(path: str | None, builtin: str | None, flags: dict[str, Any]) -> Scenario:
+def chosen_scenario(path: str | None, builtin: str | None, purpose: str = "") -> Scenario:
+    """The scenario of ``--scenario FILE`` or ``--model NAME`` (exactly one); ``purpose``
+    says in the message what it is needed for."""
     if (path is None) == (builtin is None):
         raise ScenarioError(
-            "give exactly one of --scenario FILE or --model NAME "
-            f"(built-in: {', '.join(builtin_names())})"
+            f"give exactly one of --scenario FILE or --model NAME ({purpose}"
+            f"built-in: {', '.join(builtin_names())})"
         )
     if path is not None and not path.strip():
         raise ScenarioError("--scenario is empty; give a scenario file (see scenarios/*.toml)")
-    scenario = load_scenario(Path(path)) if path is not None else load_builtin(str(builtin))
+    return load_scenario(Path(path)) if path is not None else load_builtin(str(builtin))
+
+
+def scenario_from_flags(path: str | None, builtin: str | None, flags: dict[str, Any]) -> Scenario:
+    scenario = chosen_scenario(path, builtin)
     overrides: dict[str, dict[str, Any]] = {}
     for arm in ("baseline", "candidate"):
         overrides[arm] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from perfgate import baseline as bl
-from perfgate.cli.common import fail, printable
+from perfgate.cli.common import chosen_scenario, fail, printable
 from perfgate.decide.nightly import decide_night
 from perfgate.documents.compare import EXIT_FOR
 from perfgate.documents.io import ResultError
@@ -15,8 +15,6 @@ from perfgate.documents.spec import ScenarioError
 from perfgate.history import judge_history, read_history
 from perfgate.report.gate import night_head, render_history_section
 from perfgate.report.mdtext import md_text
-from perfgate.scenario import builtin_names, load_builtin
-from perfgate.scenario import load as load_scenario
 
 
 @click.command()
@@ -48,13 +46,8 @@ def history(
       perfgate history reports/demo-cpu.jsonl --scenario my.toml --baseline baselines/demo.json
     """
     try:
-        if (scenario_path is None) == (builtin is None):
-            raise ScenarioError(
-                "give exactly one of --scenario FILE or --model NAME (its [thresholds] and "
-                f"[gate] judge the history; built-in: {', '.join(builtin_names())})"
-            )
-        scenario = (
-            load_scenario(Path(scenario_path)) if scenario_path else load_builtin(str(builtin))
+        scenario = chosen_scenario(
+            scenario_path, builtin, "its [thresholds] and [gate] judge the history; "
         )
         nights = read_history(history_path)
         if not nights:

@@ -82,7 +82,7 @@ def _detectable(row: MetricComparison, alpha: float, power: float = 0.8) -> floa
     x se on the log scale. NaN without a standard error."""
     if row.se is None or not (math.isfinite(row.se) and row.se > 0):
         return math.nan
-    df = row.df if row.df and row.df > 0 else math.inf
+    df = _df(row)
     reach = stats.margin_log(row.tolerance, row.higher_is_better) + row.se * (
         stats.t_ppf(1 - alpha, df) + stats.t_ppf(power, df)
     )
@@ -95,7 +95,12 @@ def _p_no_gain(row: MetricComparison) -> float:
         return math.nan
     d = math.log1p(row.estimate)
     gain = d if row.higher_is_better else -d
-    return stats.t_sf(gain / row.se, row.df if row.df and row.df > 0 else math.inf)
+    return stats.t_sf(gain / row.se, _df(row))
+
+
+def _df(row: MetricComparison) -> float:
+    """A row's degrees of freedom; a normal interval's (or an unknown) as infinity."""
+    return row.df if row.df and row.df > 0 else math.inf
 
 
 def holds_back(row: MetricComparison) -> bool:

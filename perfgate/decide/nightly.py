@@ -131,7 +131,7 @@ def judge_metric(
     level = statistics.fmean(window)
     se = sigma / math.sqrt(len(window)) if sigma > 0 else math.nan
     z = stats.t_ppf(0.975, math.inf)
-    p_level = 1 - statistics.NormalDist().cdf((worse(level) - margin) / se) if se > 0 else math.nan
+    p_level = stats.t_sf((worse(level) - margin) / se, math.inf) if se > 0 else math.nan
     tonight = series[-1][0] == len(nights) - 1
     p_once = _p_at_once(nights[-1].metrics.get(metric), tolerance, higher_is_better)
     at_once = tonight and p_once < AT_ONCE_ALPHA
@@ -206,7 +206,7 @@ def _step(
     before, after = logs[bounds[k] : cut], logs[cut : bounds[k + 2]]
     diff = statistics.fmean(after) - statistics.fmean(before)
     se = sigma * math.sqrt(1 / len(before) + 1 / len(after)) if sigma > 0 else math.nan
-    p = 2 * (1 - statistics.NormalDist().cdf(abs(diff) / se)) if se > 0 else math.nan
+    p = 2 * stats.t_sf(abs(diff) / se, math.inf) if se > 0 else math.nan
     night = series[cut][0]
     return Change(
         metric=metric,

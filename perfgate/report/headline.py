@@ -5,6 +5,7 @@ was launched where the arms differ, the model, the GPU)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from perfgate.decide import family
 from perfgate.documents.compare import (
@@ -101,8 +102,8 @@ def _other(arm: str) -> str:
     return ARMS[1] if arm == ARMS[0] else ARMS[0]
 
 
-def _first(values: object) -> str | None:
-    return next((str(v) for v in values if v), None)  # type: ignore[attr-defined]
+def _first(values: Iterable[str | None]) -> str | None:
+    return next((v for v in values if v), None)
 
 
 def _launch_words(run: CompareRun, arm: str) -> set[str]:

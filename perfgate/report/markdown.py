@@ -25,7 +25,7 @@ from perfgate.documents.spec import Budget
 from perfgate.report import headline
 from perfgate.report.accuracy_md import render_accuracy_section
 from perfgate.report.kernels_md import render_profile_section
-from perfgate.report.mdtext import fmt, md_block, md_code, md_text, pct, short_g, size
+from perfgate.report.mdtext import fmt, md_block, md_code, md_text, short_g, size
 
 VERDICT_LINE = {
     "pass": "✅ **pass**: no gated metric regressed",
@@ -302,13 +302,9 @@ def _metric_table(rows: list[MetricComparison]) -> list[str]:
     ]
     for r in rows:
         better = "higher" if r.higher_is_better else "lower"
-        change = (
-            f"{pct(r.estimate)} ({pct(r.low)} to {pct(r.high)})"
-            if r.estimate is not None and math.isfinite(r.estimate)
-            else "n/a"
-        )
         lines.append(
-            f"| {md_text(r.label)} | {fmt(r.baseline)} | {fmt(r.candidate)} | {change} "
+            f"| {md_text(r.label)} | {fmt(r.baseline)} | {fmt(r.candidate)} | "
+            f"{headline.change(r)} "
             f"| {size(_detectable(r))} | {size(r.cv_between_units)} "
             f"| {r.tolerance * 100:g}% ({better} is better) | {_verdict_cell(r)} |"
         )
