@@ -24,6 +24,7 @@ from perfgate.cli.eval import eval_
 from perfgate.cli.gate import gate
 from perfgate.cli.history import history
 from perfgate.cli.kernels import kernels
+from perfgate.cli.noise import noise
 from perfgate.cli.report import report
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
 
@@ -69,3 +70,4 @@ main.add_command(gate)
 main.add_command(history)
 main.add_command(baseline)
 main.add_command(kernels)
+main.add_command(noise)

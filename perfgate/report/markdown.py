@@ -153,6 +153,7 @@ def _design_note(run: CompareRun) -> list[str]:
         f"{starts['candidate']} candidate); each metric is one value per start (repeats on a "
         "start combined), compared with Welch's t on the log scale."
     )
+    text += _after_last_look(rows, starts)
     if design.get("seed") is not None:
         text += f" Rounds in random balanced order, seed {md_text(design['seed'])}."
     looks = design.get("looks") or []
@@ -187,6 +188,24 @@ def _design_note(run: CompareRun) -> list[str]:
             "",
         ]
     return lines
+
+
+def _after_last_look(rows: list[MetricComparison], starts: dict[str, int]) -> str:
+    """A run stopped between looks (interrupted, failed) measured starts its table does not
+    hold: say so, so the counts above and the table's agree."""
+    row = next((r for r in rows if r.values_baseline and r.values_candidate), None)
+    if row is None:
+        return ""
+    compared = {"baseline": len(row.values_baseline), "candidate": len(row.values_candidate)}
+    later = {a: starts[a] - compared[a] for a in ARMS if starts[a] > compared[a]}
+    if not later:
+        return ""
+    more = " and ".join(f"{n} {a}" for a, n in later.items())
+    return (
+        f" The table is the last look's, over {compared['baseline']} baseline and "
+        f"{compared['candidate']} candidate starts; {more} start(s) measured after it are in "
+        "results.json, not in the table."
+    )
 
 
 def render_compare_markdown(run: CompareRun, recomputed: Recomputed | None = None) -> str:
