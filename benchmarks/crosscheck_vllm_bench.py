@@ -158,7 +158,7 @@ def run_perfgate(args: argparse.Namespace, url: str, model: str, out: Path) -> d
         "bench",
         "--url",
         url,
-        "--model",
+        "--served-model",
         model,
         *workload_flags(args),
         "--metric-percentiles",

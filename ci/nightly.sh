@@ -42,10 +42,6 @@ usage() {
     exit 2
 }
 
-scenario_args() {
-    if [ -f "$SCENARIO" ]; then echo --scenario "$SCENARIO"; else echo --model "$SCENARIO"; fi
-}
-
 accuracy_tonight() {  # whether the schedule (PERFGATE_ACCURACY) includes tonight
     local today
     today=$(LC_ALL=C date -u +%a)
@@ -72,8 +68,7 @@ summary() {  # a line for the job's summary page (and the log)
 
 run() {
     local python=$1 commit=$2 code
-    local -a args extra
-    read -r -a args <<<"$(scenario_args)"
+    local -a args=(--scenario "$SCENARIO") extra
     read -r -a extra <<<"${PERFGATE_ARGS:-}"
     local -a answers=()
     local tonight=yes
@@ -84,7 +79,7 @@ run() {
         summary "perfgate nightly: no baseline in $HISTORY yet; tonight's build ($commit) is" \
             "measured against itself and recorded as the baseline."
         # the baseline keeps GPQA answers for the accuracy nights, unless there are none
-        [ "$ACCURACY" = never ] && answers=(--skip-accuracy)
+        [ "$ACCURACY" = never ] && answers=(--no-accuracy)
         $PERFGATE compare "${args[@]}" --baseline-python "$python" --candidate-python "$python" \
             "${answers[@]}" --out-dir "$OUT" --junit "$OUT/junit.xml" "${extra[@]}"
         code=$?

@@ -68,10 +68,10 @@ compare() {
     local base_python=$1 head_python=$2 scenario=${PERFGATE_SCENARIO:-gpt-oss-120b}
     local -a args=(--out-dir "$OUT" --junit "$OUT/junit.xml"
                    --baseline-python "$base_python" --candidate-python "$head_python")
-    if [ -f "$scenario" ]; then args+=(--scenario "$scenario"); else args+=(--model "$scenario"); fi
+    args+=(--scenario "$scenario")  # a built-in's name or a file
     mkdir -p "$OUT"
     if [ -z "${HF_TOKEN:-}" ]; then
-        args+=(--skip-accuracy)
+        args+=(--no-accuracy)
         echo "Accuracy skipped: no HF_TOKEN secret for the gated GPQA dataset." >"$OUT/notes.md"
     fi
     local -a extra

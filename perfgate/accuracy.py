@@ -193,7 +193,7 @@ def preflight(spec: AccuracySpec) -> str:
     if importlib.util.find_spec("lm_eval") is None:
         raise AccuracyError(
             "the accuracy phase needs lm-eval, which is not installed here: pip install "
-            "'perfgate[eval]' (or lm-eval[api]), or leave accuracy out (--skip-accuracy)"
+            "'perfgate[eval]' (or lm-eval[api]), or leave accuracy out (--no-accuracy)"
         )
     if spec.source == "bundled":
         return f"bundled synthetic GPQA-format file ({BUNDLED_GPQA.name}; not real GPQA)"

@@ -239,7 +239,7 @@ def with_overrides(
     seed: int | None = None,
     skip_accuracy: bool = False,
     gpqa_path: str | None = None,
-    profile: bool = False,
+    profile: bool | None = None,
     weights: str | None = None,
 ) -> Scenario:
     """Apply command-line overrides (``--candidate-vllm`` etc.) on top of the file."""
@@ -247,8 +247,8 @@ def with_overrides(
         if not weights.strip():
             raise ScenarioError("--weights is empty; give a checkpoint directory or a hub id")
         scenario = replace(scenario, model=weights)
-    if profile:
-        scenario = replace(scenario, profile=replace(scenario.profile, enabled=True))
+    if profile is not None:  # --profile / --no-profile; None: the scenario's own
+        scenario = replace(scenario, profile=replace(scenario.profile, enabled=profile))
     accuracy = scenario.accuracy
     if gpqa_path is not None:
         accuracy = replace(accuracy, enabled=True, source="local", path=gpqa_path)

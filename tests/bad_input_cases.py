@@ -400,7 +400,15 @@ BAD_INPUT = [
         '`--scenario ""`',
         lambda t: ["compare", "--scenario", ""],
         2,
-        "--scenario is empty; give a scenario file",
+        "--scenario is empty; give a built-in scenario's name",
+    ),
+    Case(
+        "scenario-neither-file-nor-name",
+        "5",
+        "`--scenario gpt-oss-12b` (a typo: no such file, no such built-in)",
+        lambda t: ["compare", "--scenario", "gpt-oss-12b"],
+        2,
+        "--scenario 'gpt-oss-12b' is neither a file nor a built-in scenario; built-in: demo-cpu",
     ),
     Case(
         "scenario-is-a-directory",
@@ -597,8 +605,8 @@ BAD_INPUT = [
         "`perfgate history` with no scenario to take the tolerances from",
         lambda t: ["history", _history(t, _NIGHT + "\n")],
         2,
-        "give exactly one of --scenario FILE or --model NAME (its [thresholds] and [gate] judge "
-        "the history",
+        "give exactly one of --scenario NAME|FILE or --model NAME (its [thresholds] and [gate] "
+        "judge the history",
     ),
     Case(
         "baseline-string-values",

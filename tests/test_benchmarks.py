@@ -37,3 +37,19 @@ def test_the_offline_benchmarks_print_their_tables():
     assert nights.returncode == 0, nights.stderr
     rows = [line for line in nights.stdout.splitlines() if line.startswith("| GPU time")]
     assert len(rows) == 2 and all(line.count("|") == 13 for line in rows)
+
+
+def test_the_fidelity_benchmark_runs_in_its_quick_mode():
+    """docs/fidelity.md's benchmark, shrunk: one concurrency, a few hundred events, one round;
+    every reader times the scripted stream and the ceiling table prints."""
+    proc = script(
+        "benchmarks/fidelity.py", "--concurrency", "8", "--ceiling-concurrency", "16",
+        "--events", "400", "--rounds", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 8 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["perfgate", "vllm", "floor"]
+    for row in rows:
+        events = int(row.split("|")[3])
+        assert events == 400, row  # every scripted event was read and timed
+    assert "Ceiling:" in proc.stdout

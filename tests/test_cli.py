@@ -80,7 +80,7 @@ def test_gpu_scenario_fails_fast_on_a_machine_without_a_gpu(server_starts):
 
 def test_compare_needs_exactly_one_scenario_source():
     result = run("compare")
-    assert result.exit_code == 2 and "give exactly one of --scenario FILE or --model NAME" in (
+    assert result.exit_code == 2 and "give exactly one of --scenario NAME|FILE or --model NAME" in (
         result.output
     )
     result = run("compare", "--model", "nope")
@@ -254,3 +254,50 @@ def test_every_command_has_examples_and_exit_codes_and_every_option_help():
         assert "Exit codes" in (cmd.help or ""), f"{name}: no exit codes in --help"
         bare = [p.opts for p in cmd.params if isinstance(p, click.Option) and not p.help]
         assert bare == [], f"{name}: options without help {bare}"
+
+
+def test_served_model_is_the_flag_and_model_its_earlier_name_with_a_warning():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    old = run("bench", "--url", url, "--model", "tiny", "--num-prompts", "1")
+    assert "--served-model from now on" in old.output and "cannot reach" in old.output
+    new = run("bench", "--url", url, "--served-model", "tiny", "--num-prompts", "1")
+    assert "from now on" not in new.output and "cannot reach" in new.output
+    both = run("bench", "--url", url, "--served-model", "a", "--model", "b")
+    assert both.exit_code == 2 and "give only one" in both.output
+    assert "--served-model" in run("eval", "--help").output
+    assert "--model" not in run("bench", "--help").output.replace("--served-model", "")
+
+
+@pytest.mark.skipif(bool(gpus()), reason="this machine has a GPU")
+def test_scenario_takes_a_builtin_name_as_model_does(server_starts):
+    by_name = run("compare", "--scenario", "gpt-oss-120b")
+    by_model = run("compare", "--model", "gpt-oss-120b")
+    assert by_name.exit_code == by_model.exit_code == 2
+    assert "needs an NVIDIA GPU" in by_name.output and "needs an NVIDIA GPU" in by_model.output
+    assert server_starts == []
+
+
+def test_profile_and_weights_flags_turn_the_scenario_both_ways():
+    from perfgate.cli.common import scenario_from_flags
+    from perfgate.documents.spec import ScenarioError
+    from perfgate.scenario import load_builtin, with_overrides
+
+    gpt = load_builtin("gpt-oss-120b")  # [profile] on
+    assert with_overrides(gpt, arm_overrides={}, profile=None).profile.enabled
+    assert not with_overrides(gpt, arm_overrides={}, profile=False).profile.enabled
+    demo = load_builtin("demo-cpu")
+    assert with_overrides(demo, arm_overrides={}, profile=True).profile.enabled
+
+    flags = {
+        f"{arm}_{k}": None for arm in ("baseline", "candidate") for k in
+        ("url", "vllm", "python", "weights", "model")
+    } | {"baseline_env": (), "candidate_env": (), "baseline_arg": (), "candidate_arg": (),
+         "weights": None}  # fmt: skip
+    new = scenario_from_flags(None, "demo-cpu", {**flags, "candidate_weights": "/w/new"})
+    old = scenario_from_flags(None, "demo-cpu", {**flags, "candidate_model": "/w/new"})
+    assert new.arms["candidate"].model == old.arms["candidate"].model == "/w/new"
+    with pytest.raises(ScenarioError, match="earlier name of --candidate-weights"):
+        scenario_from_flags(
+            None, "demo-cpu", {**flags, "candidate_weights": "/a", "candidate_model": "/b"}
+        )

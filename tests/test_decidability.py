@@ -115,7 +115,7 @@ def test_the_cli_says_it_before_any_server_starts_and_strict_refuses(tmp_path):
     path = tmp_path / "tight.toml"
     path.write_text(text)
     runner = CliRunner()
-    args = ["compare", "--scenario", str(path), "--skip-accuracy", "--out-dir", str(tmp_path / "r")]
+    args = ["compare", "--scenario", str(path), "--no-accuracy", "--out-dir", str(tmp_path / "r")]
     strict = runner.invoke(main, [*args, "--strict"])
     assert strict.exit_code == 2
     assert "--strict: the design cannot decide Output token throughput (tok/s) at 5% needs ~" in (

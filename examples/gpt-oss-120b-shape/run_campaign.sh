@@ -65,9 +65,9 @@ run_mode() {  # run_mode SPEC: one comparison; its exit code in OUT/exits
     if cmp -s "$scenario" scenarios/gpt-oss-120b.toml; then  # the scenario as shipped: the
         which=(--model gpt-oss-120b)                         # README's headline command
     fi
-    echo "perfgate compare ${which[*]} --weights $weights --skip-accuracy ${extra[*]}" >"$out/$mode.cmd"
+    echo "perfgate compare ${which[*]} --weights $weights --no-accuracy ${extra[*]}" >"$out/$mode.cmd"
     python3 -m perfgate compare "${which[@]}" --weights "$weights" \
-        --skip-accuracy --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
+        --no-accuracy --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
     echo "$mode $? $weights" >>"$out/exits"
 }
 run_mode "${modes[0]}"

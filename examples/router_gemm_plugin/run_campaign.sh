@@ -42,7 +42,7 @@ for mode in "${modes[@]}"; do
         read -r g0 g1 <<<"$PERFGATE_PARALLEL_GPUS"
         sed -i "s/^\[compare\]\$/[compare]\nparallel_gpus = [\"$g0\", \"$g1\"]/" "$out/$mode.toml"
     fi
-    python3 -m perfgate compare --scenario "$out/$mode.toml" --skip-accuracy \
+    python3 -m perfgate compare --scenario "$out/$mode.toml" --no-accuracy \
         --out-dir "$out/$mode" "${extra[@]}" >"$out/$mode.log" 2>&1
     echo "$mode $?" >>"$out/exits"
 done

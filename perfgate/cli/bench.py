@@ -21,6 +21,8 @@ from perfgate.cli.common import (
     interruptible,
     out_console,
     parse_percentiles,
+    served_model,
+    served_model_option,
 )
 from perfgate.documents.bench import BenchConfig, BenchResult
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -64,9 +66,7 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     help="Extra argument for the server started by --serve (repeatable, e.g. "
     "--serve-arg=--enforce-eager).",
 )
-@click.option(
-    "--model", default=None, help="Served model name. Default: the first model the server lists."
-)
+@served_model_option
 @click.option(
     "--endpoint",
     type=click.Choice(["completions", "chat"]),
@@ -197,6 +197,7 @@ def bench(
     serve_model: str | None,
     serve_args: tuple[str, ...],
     model: str | None,
+    model_alias: str | None,
     endpoint: str,
     num_prompts: int,
     random_input_len: int,
@@ -229,6 +230,7 @@ def bench(
       perfgate bench --url http://127.0.0.1:8000 --max-concurrency 8 \\
           --random-input-len 1024 --random-output-len 1024 --num-prompts 80 --out r.json
     """
+    model = served_model(model, model_alias)
     if serve_model is not None and url is not None:
         fail("--url and --serve exclude each other: benchmark a running server, or start one")
     if serve_args and serve_model is None:

@@ -202,8 +202,8 @@ def arm_options(fn: Any) -> Any:
         metavar="PATH|HUB_ID",
         help="Both arms' weights in place of the scenario's model: a checkpoint directory, a "
         "hub id, or a folder with only config.json and a tokenizer (served with random "
-        "weights, --load-format dummy). --baseline-model / --candidate-model override it per "
-        "arm.",
+        "weights, --load-format dummy). --baseline-weights / --candidate-weights override it "
+        "per arm.",
     )(fn)
     for arm in ("candidate", "baseline"):
         fn = click.option(
@@ -226,11 +226,14 @@ def arm_options(fn: Any) -> Any:
             "(`PYTHON -m vllm.entrypoints.openai.api_server`).",
         )(fn)
         fn = click.option(
-            f"--{arm}-model",
+            f"--{arm}-weights",
             default=None,
-            metavar="MODEL",
-            help=f"Weights of the {arm}'s own (a model directory or hub name) in place of the "
-            "scenario's model.",
+            metavar="PATH|HUB_ID",
+            help=f"Weights of the {arm}'s own (a model directory or hub id) in place of "
+            "--weights and the scenario's model.",
+        )(fn)
+        fn = click.option(  # the flag's earlier name: weights, as --X-weights says now
+            f"--{arm}-model", default=None, hidden=True, help=f"Old name of --{arm}-weights."
         )(fn)
         fn = click.option(
             f"--{arm}-env",
@@ -303,17 +306,90 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous_int)
 
 
+def served_model_option(fn: Any) -> Any:
+    """``--served-model NAME`` (a server's model name, as ``vllm serve --served-model-name``
+    sets it), with its earlier name ``--model`` hidden: ``--model`` names a scenario now."""
+    fn = click.option(
+        "--model", "model_alias", default=None, hidden=True, help="Old name of --served-model."
+    )(fn)
+    return click.option(
+        "--served-model",
+        "model",
+        default=None,
+        metavar="NAME",
+        help="The server's model name (its --served-model-name). Default: the first model the "
+        "server lists.",
+    )(fn)
+
+
+def served_model(model: str | None, alias: str | None) -> str | None:
+    """``--served-model``, or its earlier name ``--model`` (not both)."""
+    if model is not None and alias is not None:
+        raise click.UsageError("--model is the earlier name of --served-model; give only one")
+    if alias is not None:
+        say(
+            "warning: --model here is the served model's name, --served-model from now on "
+            "(--model names a scenario in compare and gate)"
+        )
+    return model if model is not None else alias
+
+
+def scenario_options(fn: Any) -> Any:
+    """``--scenario NAME|FILE`` and its alias ``--model NAME`` (the headline form, ``perfgate
+    compare --model gpt-oss-120b``): in every command that takes a scenario, one meaning."""
+    fn = click.option(
+        "--model",
+        "builtin",
+        default=None,
+        metavar="NAME",
+        help="The same as --scenario NAME: a built-in scenario (e.g. gpt-oss-120b, demo-cpu).",
+    )(fn)
+    return click.option(
+        "--scenario",
+        "scenario_path",
+        default=None,
+        metavar="NAME|FILE",
+        help="A built-in scenario's NAME (gpt-oss-120b, demo-cpu) or a scenario TOML FILE.",
+    )(fn)
+
+
 def chosen_scenario(path: str | None, builtin: str | None, purpose: str = "") -> Scenario:
-    """The scenario of ``--scenario FILE`` or ``--model NAME`` (exactly one); ``purpose``
-    says in the message what it is needed for."""
+    """The scenario of ``--scenario NAME|FILE`` or ``--model NAME`` (exactly one);
+    ``purpose`` says in the message what it is needed for. A ``--scenario`` value is a file
+    when one exists there or it looks like a path, else a built-in's name."""
     if (path is None) == (builtin is None):
         raise ScenarioError(
-            f"give exactly one of --scenario FILE or --model NAME ({purpose}"
+            f"give exactly one of --scenario NAME|FILE or --model NAME ({purpose}"
             f"built-in: {', '.join(builtin_names())})"
         )
-    if path is not None and not path.strip():
-        raise ScenarioError("--scenario is empty; give a scenario file (see scenarios/*.toml)")
-    return load_scenario(Path(path)) if path is not None else load_builtin(str(builtin))
+    if builtin is not None:
+        return load_builtin(builtin)
+    assert path is not None
+    if not path.strip():
+        raise ScenarioError(
+            "--scenario is empty; give a built-in scenario's name "
+            f"({', '.join(builtin_names())}) or a scenario file"
+        )
+    file = Path(path)
+    looks_like_path = path.endswith(".toml") or "/" in path or file.exists()
+    if looks_like_path or path not in builtin_names():
+        if not looks_like_path:
+            raise ScenarioError(
+                f"--scenario {path!r} is neither a file nor a built-in scenario; built-in: "
+                f"{', '.join(builtin_names())}, or give a scenario TOML file"
+            )
+        return load_scenario(file)
+    return load_builtin(path)
+
+
+def _arm_weights(flags: dict[str, Any], arm: str) -> str | None:
+    """``--ARM-weights``, or its earlier name ``--ARM-model`` (not both)."""
+    weights, old = flags[f"{arm}_weights"], flags[f"{arm}_model"]
+    if weights is not None and old is not None:
+        raise ScenarioError(
+            f"--{arm}-model is the earlier name of --{arm}-weights; give only --{arm}-weights"
+        )
+    return weights if weights is not None else old
 
 
 def scenario_from_flags(path: str | None, builtin: str | None, flags: dict[str, Any]) -> Scenario:
@@ -326,7 +402,7 @@ def scenario_from_flags(path: str | None, builtin: str | None, flags: dict[str, 
             "python": flags[f"{arm}_python"],
             "env": parse_env_pairs(flags[f"{arm}_env"], f"--{arm}-env"),
             "args": tuple(flags[f"{arm}_arg"]),
-            "model": flags[f"{arm}_model"],
+            "model": _arm_weights(flags, arm),
         }
     return with_overrides(scenario, arm_overrides=overrides, weights=flags["weights"])
 

@@ -20,6 +20,7 @@ from perfgate.cli.common import (
     run_dir_and_command,
     say,
     scenario_from_flags,
+    scenario_options,
     show_markdown,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -36,20 +37,7 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 
 
 @click.command()
-@click.option(
-    "--scenario",
-    "scenario_path",
-    default=None,
-    metavar="FILE",
-    help="Scenario TOML file.",
-)
-@click.option(
-    "--model",
-    "builtin",
-    default=None,
-    metavar="NAME",
-    help="Built-in scenario NAME (scenarios/NAME.toml), e.g. gpt-oss-120b, demo-cpu.",
-)
+@scenario_options
 @click.option(
     "--starts",
     type=click.IntRange(min=1, max=limits.MAX_STARTS),
@@ -88,13 +76,22 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     default=None,
     help="Run directory. Default: reports/<scenario>-<time>.",
 )
-@click.option("--skip-accuracy", is_flag=True, help="Leave out the GPQA accuracy phase.")
 @click.option(
-    "--profile",
-    "profile",
+    "--no-accuracy",
+    "skip_accuracy",
     is_flag=True,
-    help="A profiled window at the end of every server start: device time per decode step "
-    "(gateable), kernel tables and the scenario's expect/forbid kernel assertions.",
+    help="Leave out the scenario's GPQA accuracy phase.",
+)
+@click.option(  # the earlier name of --no-accuracy
+    "--skip-accuracy", "skip_accuracy_alias", is_flag=True, hidden=True, help="--no-accuracy."
+)
+@click.option(
+    "--profile/--no-profile",
+    "profile",
+    default=None,
+    help="Turn on (or off) the profiled window at the end of every server start: device time "
+    "per decode step (gateable), kernel tables and the scenario's expect/forbid kernel "
+    "assertions. Default: the scenario's [profile].",
 )
 @ci_output_options
 @click.option(
@@ -120,8 +117,9 @@ def compare(
     repeats: str | None,
     out_dir: Path | None,
     skip_accuracy: bool,
+    skip_accuracy_alias: bool,
     gpqa_path: str | None,
-    profile: bool,
+    profile: bool | None,
     junit: Path | None,
     no_plots: bool,
     strict: bool,
@@ -156,7 +154,7 @@ def compare(
             repeats_per_start=repeats_per_start,
             budget=budget,
             seed=seed,
-            skip_accuracy=skip_accuracy,
+            skip_accuracy=skip_accuracy or skip_accuracy_alias,
             gpqa_path=gpqa_path,
             profile=profile,
         )

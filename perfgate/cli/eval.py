@@ -13,6 +13,8 @@ from perfgate.accuracy import evaluate
 from perfgate.cli.common import (
     err_console,
     fail,
+    served_model,
+    served_model_option,
     show_markdown,
 )
 from perfgate.decide.accuracy import compare_arms
@@ -36,7 +38,7 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 @click.option(
     "--candidate-url", default=None, help="A second server: compare the two, paired by question."
 )
-@click.option("--model", default=None, help="Served model name (default: the first listed).")
+@served_model_option
 @click.option(
     "--tokenizer",
     default=None,
@@ -120,6 +122,7 @@ def eval_(
     url: str,
     candidate_url: str | None,
     model: str | None,
+    model_alias: str | None,
     tokenizer: str | None,
     source: str,
     gpqa_path: str | None,
@@ -144,6 +147,7 @@ def eval_(
       perfgate eval --url http://127.0.0.1:8000 --out base.json
       perfgate eval --url http://127.0.0.1:8000 --candidate-url http://127.0.0.1:8001 --k 4
     """
+    model = served_model(model, model_alias)
     spec = AccuracySpec(
         source="local" if gpqa_path else source,
         path=gpqa_path,

@@ -20,6 +20,7 @@ from perfgate.cli.common import (
     run_dir_and_command,
     say,
     scenario_from_flags,
+    scenario_options,
     show_markdown,
 )
 from perfgate.documents.compare import EXIT_FOR, INVALID, PASS
@@ -36,8 +37,7 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
 
 
 @click.command()
-@click.option("--scenario", "scenario_path", default=None, metavar="FILE", help="Scenario TOML.")
-@click.option("--model", "builtin", default=None, metavar="NAME", help="Built-in scenario NAME.")
+@scenario_options
 @click.option(
     "--baseline",
     "baseline_path",
@@ -66,7 +66,12 @@ EXIT_PASS, EXIT_INVALID = EXIT_FOR[PASS], EXIT_FOR[INVALID]
     help="Run the scenario's baseline arm the same night as the reference (a full compare) "
     "instead of judging against the stored baseline's values.",
 )
-@click.option("--profile", "profile", is_flag=True, help="A profiled window on every start.")
+@click.option(
+    "--profile/--no-profile",
+    "profile",
+    default=None,
+    help="Turn on (or off) a profiled window on every start. Default: the scenario's [profile].",
+)
 @click.option(
     "--strict",
     is_flag=True,
@@ -100,7 +105,7 @@ def gate(
     date: str | None,
     starts: int | None,
     paired: bool,
-    profile: bool,
+    profile: bool | None,
     strict: bool,
     with_accuracy: bool,
     gpqa_path: str | None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from perfgate import baseline as bl
-from perfgate.cli.common import chosen_scenario, fail, printable
+from perfgate.cli.common import chosen_scenario, fail, printable, scenario_options
 from perfgate.decide.nightly import decide_night
 from perfgate.documents.compare import EXIT_FOR
 from perfgate.documents.io import ResultError
@@ -19,8 +19,7 @@ from perfgate.report.mdtext import md_text
 
 @click.command()
 @click.argument("history_path", metavar="HISTORY", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--scenario", "scenario_path", default=None, metavar="FILE", help="Scenario TOML.")
-@click.option("--model", "builtin", default=None, metavar="NAME", help="Built-in scenario NAME.")
+@scenario_options
 @click.option(
     "--baseline",
     "baseline_path",
@@ -42,7 +41,7 @@ def history(
 
     \b
     Examples:
-      perfgate history history/gpt-oss-120b.jsonl --model gpt-oss-120b
+      perfgate history history/gpt-oss-120b.jsonl --scenario gpt-oss-120b
       perfgate history reports/demo-cpu.jsonl --scenario my.toml --baseline baselines/demo.json
     """
     try:

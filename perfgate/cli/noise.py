@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from perfgate.cli.common import chosen_scenario, fail, printable
+from perfgate.cli.common import chosen_scenario, fail, printable, scenario_options
 from perfgate.decide.calibration import Calibration, calibrate, provenance
 from perfgate.decide.design import design_decidability
 from perfgate.documents.compare import StartNoise
@@ -102,14 +102,7 @@ def render(scenario: Scenario, rows: list[Calibration], source: str, notes: list
 @click.argument(
     "results", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RESULTS..."
 )
-@click.option(
-    "--scenario",
-    "scenario_path",
-    default=None,
-    metavar="FILE",
-    help="Scenario TOML whose gated metrics and design to judge (default: the first result's).",
-)
-@click.option("--model", "builtin", default=None, metavar="NAME", help="Built-in scenario NAME.")
+@scenario_options
 def noise(results: tuple[Path, ...], scenario_path: str | None, builtin: str | None) -> None:
     """Calibrate a scenario's start_noise from stored compare results (results.json,
     .json.xz, or run directories): each gated metric's between-start spread, pooled over
@@ -123,7 +116,7 @@ def noise(results: tuple[Path, ...], scenario_path: str | None, builtin: str | N
 
     \b
     Examples:
-      perfgate noise docs/gpu/results/h100-120b-*.json.xz --model gpt-oss-120b
+      perfgate noise docs/gpu/results/h100-120b-*.json.xz --scenario gpt-oss-120b
       perfgate noise reports/aa-night1 reports/aa-night2 --scenario my.toml
     """
     try:

@@ -63,7 +63,7 @@ class BenchError(Exception):
 
 # (command-line flag, scenario field) of each setting a message may name
 _NAMES = {
-    "model": ("--model", "served_model_name"),
+    "model": ("--served-model", "served_model_name"),
     "num_prompts": ("--num-prompts", "workload.num_prompts"),
     "input_len": ("--random-input-len", "workload.input_len"),
     "output_len": ("--random-output-len", "workload.output_len"),

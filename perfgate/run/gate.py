@@ -91,7 +91,7 @@ def check_reference_accuracy(scenario: Scenario, base: Baseline, where: Path) ->
         raise ScenarioError(
             f"{where} stores no accuracy answers, so --accuracy has nothing to judge tonight "
             "against: record the baseline from a run that measured accuracy (a compare without "
-            "--skip-accuracy), or leave out --accuracy"
+            "--no-accuracy), or leave out --accuracy"
         )
     stored = base.accuracy.spec
     now = scenario.accuracy

@@ -40,7 +40,7 @@ def preflight(scenario: Scenario) -> None:
         except ImportError:
             raise ScenarioError(
                 "the accuracy phase needs lm-eval: pip install 'perfgate[eval]' "
-                "(or pass --skip-accuracy)"
+                "(or pass --no-accuracy)"
             ) from None
     windowed = [t.metric for t in scenario.thresholds if registry.get(t.metric).from_window]
     if windowed and not scenario.profile.enabled:
@@ -56,8 +56,8 @@ def preflight(scenario: Scenario) -> None:
                     f"{scenario.source}: arms.{arm.name} is a running server (url) and "
                     "[profile] is on: set arms."
                     f"{arm.name}.trace_dir to the folder that server writes torch-profiler "
-                    "traces to (the torch_profiler_dir of its --profiler-config), or run "
-                    "without --profile"
+                    "traces to (the torch_profiler_dir of its --profiler-config), or pass "
+                    "--no-profile"
                 )
     if any(not a.model for a in needs_server) and scenario.model != BUILTIN_TINY:
         problem = model_problem(scenario.model)

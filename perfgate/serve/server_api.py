@@ -82,7 +82,7 @@ async def probe(
     session: aiohttp.ClientSession,
     base_url: str,
     model: str | None,
-    model_field: str = "--model",
+    model_field: str = "--served-model",
 ) -> ServerInfo:
     """Check the server answers and serves ``model`` (default: the first it lists).
     ``model_field`` is where the user set the name (a flag, or a scenario field)."""

@@ -133,9 +133,9 @@ def test_same_seed_builds_the_same_prompts(vllm_server, tmp_path):
 
 
 def test_wrong_model_names_what_is_served(vllm_server):
-    proc = perfgate("bench", "--url", vllm_server.url, "--model", "gpt-oss-120b")
+    proc = perfgate("bench", "--url", vllm_server.url, "--served-model", "gpt-oss-120b")
     assert proc.returncode == 2
-    assert "--model 'gpt-oss-120b' is not served" in proc.stderr and "tiny" in proc.stderr
+    assert "--served-model 'gpt-oss-120b' is not served" in proc.stderr and "tiny" in proc.stderr
 
 
 def test_request_longer_than_the_context_is_refused_before_sending(vllm_server):

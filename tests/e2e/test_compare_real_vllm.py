@@ -104,7 +104,7 @@ def test_a_genuinely_slower_candidate_is_a_regression(tiny_model, tmp_path):
     # Two sequences at a time against eight concurrent requests: the candidate serves them in
     # waves, so its throughput collapses and requests queue in the server. (Accuracy is the
     # identical-arms test's; here it would only add minutes of a slow candidate answering.)
-    proc = compare(run_dir, "--candidate-arg=--max-num-seqs=2", "--skip-accuracy")
+    proc = compare(run_dir, "--candidate-arg=--max-num-seqs=2", "--no-accuracy")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
     doc = results(run_dir)
     # within the default budget (at most 3 starts per arm), each arm's starts sampled
@@ -210,7 +210,7 @@ def test_profile_shows_kernel_tables_and_a_kernel_that_never_ran_invalidates_the
         "1",
         "--repeats-per-start",
         "1",
-        "--skip-accuracy",
+        "--no-accuracy",
         "--seed",
         "0",  # the baseline's window first: both arms' checks are recorded
         scenario=scenario,

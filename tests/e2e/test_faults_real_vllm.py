@@ -76,7 +76,7 @@ def assert_case(case_id, returncode, stderr):
 def test_a_server_killed_mid_repeat_is_named_and_the_baseline_kept(tiny_model, tmp_path):
     before = vllm_processes()
     # one round, baseline first (seed 0): repeats B C C B on both servers
-    run = Run(tmp_path / "killed", "--starts", "1", "--seed", "0", "--skip-accuracy")
+    run = Run(tmp_path / "killed", "--starts", "1", "--seed", "0", "--no-accuracy")
     port = run.wait_for(r"\[candidate\] healthy at http://127\.0\.0\.1:(\d+)").group(1)
     run.wait_for(r"\[candidate\] repeat 1, start 1")
     (api_server,) = [
@@ -119,7 +119,7 @@ def test_ctrl_c_during_profiling_keeps_every_timed_repeat(tiny_model, tmp_path):
         "1",
         "--seed",
         "0",
-        "--skip-accuracy",
+        "--no-accuracy",
         "--profile",
     )
     # both arms' timed repeats ran (a colocated round), then the profiled windows
