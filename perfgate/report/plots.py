@@ -1,6 +1,7 @@
-"""Pictures beside report.md (PNG, matplotlib, no display needed): per-arm latency CDFs and a
-per-request timeline for a compare run, and a trend chart per gated metric for the nightly
-gate. Each function writes one file and returns its name; report.md links what exists.
+"""Pictures beside report.md (PNG, matplotlib, no display needed): each gated metric's
+per-start values by arm, per-arm latency CDFs and a per-request timeline for a compare run,
+and a trend chart per gated metric for the nightly gate. Each function writes one file and
+returns its name; report.md links what exists.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from perfgate.documents.io import replacing
 from perfgate.documents.nightly import Detection, Night
 from perfgate.documents.records import RequestRecord
 from perfgate.documents.run import ARMS, CompareRun
+from perfgate.report import headline
 
 COLORS = {"baseline": "#1f77b4", "candidate": "#d62728"}
 
@@ -159,6 +161,48 @@ def _finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
 
+def start_strips(run: CompareRun, out_dir: Path) -> str | None:
+    """What decided the verdict: each gated metric's per-start values (the unit the decision
+    rule replicates), one column of points per arm, each arm's geometric mean as a bar, and
+    the row's verdict and change with its interval in the panel's title."""
+    rows = [
+        r
+        for r in run.comparison
+        if r.values_baseline
+        and r.values_candidate
+        and all(_finite(v) and v > 0 for v in (*r.values_baseline, *r.values_candidate))
+    ]
+    if not rows:
+        return None
+    plt = _pyplot()
+    cols = min(len(rows), 3)
+    lines = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3.6 * cols, 3.2 * lines), squeeze=False)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        for x, (arm, values) in enumerate(
+            (("baseline", row.values_baseline), ("candidate", row.values_candidate))
+        ):
+            n = len(values)
+            offsets = [(i - (n - 1) / 2) * min(0.5 / n, 0.08) for i in range(n)]
+            ax.scatter([x + o for o in offsets], values, color=COLORS[arm], s=22, zorder=3)
+            mean = math.exp(sum(math.log(v) for v in values) / n)
+            ax.hlines(mean, x - 0.25, x + 0.25, color=COLORS[arm], linewidth=2)
+        ax.set_xticks([0, 1], [f"baseline\n({len(row.values_baseline)} starts)",
+                               f"candidate\n({len(row.values_candidate)} starts)"])  # fmt: skip
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_title(f"{row.label}\n{row.verdict}: {headline.change(row)}", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.set_visible(False)
+    fig.suptitle("Per-start values of each gated metric (bars: each arm's geometric mean)")
+    fig.tight_layout()
+    name = "per-start.png"
+    with replacing(out_dir / name) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return name
+
+
 def compare_plots(run: CompareRun, out_dir: Path) -> list[str]:
     """The pictures of a compare run; [] without matplotlib (perfgate's own dependency, so only
     in a partial install)."""
@@ -166,4 +210,5 @@ def compare_plots(run: CompareRun, out_dir: Path) -> list[str]:
         import matplotlib  # noqa: F401
     except ImportError:
         return []
-    return [n for n in (latency_cdfs(run, out_dir), timeline(run, out_dir)) if n]
+    drawn = (start_strips(run, out_dir), latency_cdfs(run, out_dir), timeline(run, out_dir))
+    return [n for n in drawn if n]
