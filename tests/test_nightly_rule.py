@@ -152,3 +152,39 @@ def test_perfgate_history_judges_a_stored_history_running_nothing(tmp_path):
     scenario.write_text(scenario.read_text().replace("0.02", "0.04"))
     again = CliRunner().invoke(main, ["history", str(path), "--scenario", str(scenario)])
     assert "would say: ✅ **pass**" in again.output and "(exit 0)" in again.output, again.output
+
+
+def test_a_day_effect_the_nights_own_intervals_miss_widens_tonight_and_the_level():
+    """Unchanged nights whose ratios spread 1% while each night's own comparison claims 0.2%
+    (a shift shared by a night's starts: a day effect). Tonight at +5.5% against a 2%
+    tolerance looks certain on its own interval (2 x tolerance + 7 se); with the day effect
+    folded in it is pending, not failed at once. Without a day effect the same night fails."""
+    from perfgate.decide.nightly import night_effect
+
+    rng = np.random.default_rng(11)
+    logs = [*rng.normal(0, 0.01, 20), math.log(1.055)]
+    nights = history(logs, se=0.002, df=10)
+    d = judge(nights)
+    sigma = d.sigma[TPOT]
+    day = night_effect(nights, TPOT, [(i, x) for i, x in enumerate(logs)], sigma)
+    assert 0.006 < day < sigma  # sigma holds the day's share and the nights' own noise
+    assert not d.regressed and d.pending  # worse than the tolerance tonight, not certain
+
+    quiet = [*rng.normal(0, 0.0015, 20), math.log(1.055)]
+    q = judge(history(quiet, se=0.002, df=10))
+    (c,) = q.regressed
+    assert c.rule == AT_ONCE
+    nights_q = history(quiet, se=0.002, df=10)
+    assert night_effect(nights_q, TPOT, list(enumerate(quiet)), q.sigma[TPOT]) == 0.0
+
+
+def test_the_reference_days_own_offset_widens_the_level_interval():
+    """Every night shares the baseline day's offset: the level's interval is never narrower
+    than the day effect itself, however many nights it averages."""
+    rng = np.random.default_rng(12)
+    logs = rng.normal(0, 0.01, 30)
+    d = judge(history(logs, se=0.002, df=10))
+    (level,) = d.levels
+    half_width = (math.log1p(level.level_high) - math.log1p(level.level_low)) / 2
+    day = math.sqrt(d.sigma[TPOT] ** 2 - 0.002**2)
+    assert half_width >= 1.95 * day

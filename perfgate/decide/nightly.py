@@ -129,11 +129,13 @@ def judge_metric(
     first = _first_night([worse(x) - margin for x in logs], cuts)
     window = logs[first:]
     level = statistics.fmean(window)
-    se = sigma / math.sqrt(len(window)) if sigma > 0 else math.nan
+    day = night_effect(nights, metric, series, sigma)
+    # the level's mean over its nights, plus the reference's own day, which every night shares
+    se = math.sqrt(sigma**2 / len(window) + day**2) if sigma > 0 else math.nan
     z = stats.t_ppf(0.975, math.inf)
     p_level = stats.t_sf((worse(level) - margin) / se, math.inf) if se > 0 else math.nan
     tonight = series[-1][0] == len(nights) - 1
-    p_once = _p_at_once(nights[-1].metrics.get(metric), tolerance, higher_is_better)
+    p_once = _p_at_once(nights[-1].metrics.get(metric), tolerance, higher_is_better, day)
     at_once = tonight and p_once < AT_ONCE_ALPHA
     need = rule.min_nights
     by_level = len(window) >= need and p_level < LEVEL_ALPHA
@@ -180,13 +182,37 @@ def _first_night(beyond: Sequence[float], cuts: Sequence[int]) -> int:
     return cuts[-1] if cuts else 0
 
 
-def _p_at_once(m: NightMetric | None, tolerance: float, higher_is_better: bool) -> float:
-    """Tonight's own comparison against "worse by at most AT_ONCE_K x the tolerance"."""
+def night_effect(
+    nights: Sequence[Night], metric: str, series: Sequence[tuple[int, float]], sigma: float
+) -> float:
+    """The day effect: the SD of a shift shared by one night's (or the reference day's)
+    starts, which no night's own standard error sees. The night-to-night ``sigma`` holds it
+    and the nights' own comparisons' noise; what ``sigma`` has beyond their typical standard
+    error is the day's share (a random night effect; 0 where sigma is not larger, or
+    unknown)."""
+    own = [
+        m.se
+        for i, _ in series
+        if (m := nights[i].metrics.get(metric)) is not None
+        and m.se is not None
+        and math.isfinite(m.se)
+    ]
+    if not (sigma > 0 and own):
+        return 0.0
+    return math.sqrt(max(0.0, sigma**2 - statistics.median(own) ** 2))
+
+
+def _p_at_once(
+    m: NightMetric | None, tolerance: float, higher_is_better: bool, day: float = 0.0
+) -> float:
+    """Tonight's own comparison against "worse by at most AT_ONCE_K x the tolerance", its
+    standard error widened by tonight's day effect and the reference day's (``day`` each)."""
     if m is None or not m.ratio or m.ratio <= 0 or m.se is None or m.df is None:
         return math.nan
     if not (math.isfinite(m.se) and m.se > 0 and m.df > 0):
         return math.nan
-    interval = Interval(m.ratio - 1, m.low, m.high, math.nan, "night", df=m.df, se=m.se)
+    se = math.sqrt(m.se**2 + 2 * day**2)
+    interval = Interval(m.ratio - 1, m.low, m.high, math.nan, "night", df=m.df, se=se)
     return stats.p_worse_than(interval, AT_ONCE_K * tolerance, higher_is_better=higher_is_better)
 
 
