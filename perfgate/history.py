@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from perfgate import limits, registry
-from perfgate.decide.nightly import judge_metric
+from perfgate.decide.nightly import judge_metric, night_effect
 from perfgate.documents.io import ResultError, jsonable
 from perfgate.documents.nightly import Detection, Night
 from perfgate.documents.spec import ChangeRule, Threshold
@@ -214,6 +214,7 @@ def detect(
         logs = [x for _, x in series]
         sigma = rule.sigma if rule.sigma is not None else noise_sigma(logs)
         out.sigma[metric] = sigma
+        out.day[metric] = night_effect(nights, metric, series, sigma)
         cuts = change_points(logs, replace(rule, sigma=sigma if sigma > 0 else None))
         current, steps = judge_metric(nights, metric, series, cuts, sigma, tol, higher_better, rule)
         out.changes += steps
@@ -245,5 +246,6 @@ def judge_history(
         out.pending += d.pending
         out.levels += d.levels
         out.sigma.update(d.sigma)
+        out.day.update(d.day)
         out.missing.update(d.missing)
     return out

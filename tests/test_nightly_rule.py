@@ -169,6 +169,11 @@ def test_a_day_effect_the_nights_own_intervals_miss_widens_tonight_and_the_level
     day = night_effect(nights, TPOT, [(i, x) for i, x in enumerate(logs)], sigma)
     assert 0.006 < day < sigma  # sigma holds the day's share and the nights' own noise
     assert not d.regressed and d.pending  # worse than the tolerance tonight, not certain
+    assert d.day[TPOT] == day  # and the report says how large it is
+    from perfgate.report.gate import render_history_section
+
+    said = "\n".join(render_history_section(nights, d, [TPOT], RULE))
+    assert f"(day effect {day:.2%})" in said
 
     quiet = [*rng.normal(0, 0.0015, 20), math.log(1.055)]
     q = judge(history(quiet, se=0.002, df=10))

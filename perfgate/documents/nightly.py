@@ -199,6 +199,7 @@ class Detection:
     regressed: list[Change] = field(default_factory=list)
     pending: list[Change] = field(default_factory=list)
     sigma: dict[str, float] = field(default_factory=dict)
+    day: dict[str, float] = field(default_factory=dict)  # the day effect's SD, in sigma
     levels: list[Change] = field(default_factory=list)  # every metric's current level
     missing: dict[str, int] = field(default_factory=dict)  # metric -> nights missing to tonight
 

@@ -135,6 +135,7 @@ def render_history_section(
         )
     sigma = ", ".join(
         f"{md_text(registry.get(m).label)} {s:.2%}"
+        + (f" (day effect {d:.2%})" if (d := detection.day.get(m, 0.0)) > 0 else "")
         for m, s in detection.sigma.items()
         if math.isfinite(s)
     )
@@ -144,7 +145,8 @@ def render_history_section(
         f"comparison is certainly worse than {AT_ONCE_K:g} x its tolerance (p < "
         f"{AT_ONCE_ALPHA:g}); else when its level over the recent nights (the segment since "
         f"PELT's last change point, or the last {rule.min_nights} nights) is worse than the "
-        f"tolerance (p < {LEVEL_ALPHA:g}, sigma / sqrt(nights)); a level or a night worse than "
+        f"tolerance (p < {LEVEL_ALPHA:g}, at sqrt(sigma^2 / nights + day^2), the day effect "
+        f"being sigma's share beyond the nights' own errors); a level or a night worse than "
         f"the tolerance that is not yet established is pending (exit 3). Change points: PELT "
         f"on the log ratios (penalty {rule.penalty:g} x sigma^2 x log n, segments of at least "
         f"{rule.min_segment} nights). Night-to-night sigma: {sigma or 'not yet estimable'}.",
