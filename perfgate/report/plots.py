@@ -33,6 +33,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> str:
+    """Lay ``fig`` out, write it to ``path`` as PNG (whole or not at all), close it; the
+    file's name."""
+    fig.tight_layout()
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path.name
+    return path.name
+
+
 def latency_cdfs(run: CompareRun, out_dir: Path) -> str | None:
     """TTFT and TPOT, every measured request of every repeat, one curve per arm."""
     series: dict[str, dict[str, list[float]]] = {}
@@ -61,12 +72,7 @@ def latency_cdfs(run: CompareRun, out_dir: Path) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Latency CDFs, every measured request")
-    fig.tight_layout()
-    name = "latency-cdf.png"
-    with replacing(out_dir / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return name
+    return _save(plt, fig, out_dir / "latency-cdf.png")
 
 
 def timeline(run: CompareRun, out_dir: Path, most: int = 64) -> str | None:
@@ -108,10 +114,7 @@ def request_timeline(
         ax.invert_yaxis()
         ax.grid(alpha=0.3, axis="x")
     axes[-1, 0].set_xlabel("seconds from the first send")
-    fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def trend(
@@ -149,12 +152,7 @@ def trend(
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"trend-{metric}.png"
-    with replacing(out_dir / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return name
+    return _save(plt, fig, out_dir / f"trend-{metric}.png")
 
 
 def _finite(v: float | None) -> bool:
@@ -195,12 +193,7 @@ def start_strips(run: CompareRun, out_dir: Path) -> str | None:
     for ax in list(axes.flat)[len(rows) :]:
         ax.set_visible(False)
     fig.suptitle("Per-start values of each gated metric (bars: each arm's geometric mean)")
-    fig.tight_layout()
-    name = "per-start.png"
-    with replacing(out_dir / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return name
+    return _save(plt, fig, out_dir / "per-start.png")
 
 
 def compare_plots(run: CompareRun, out_dir: Path) -> list[str]:
