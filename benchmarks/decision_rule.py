@@ -23,7 +23,8 @@ Every rate is estimated over enough runs that its 95% interval is within +-1 pp 
 runs per cell), each cell with its own seed. Usage::
 
     python benchmarks/decision_rule.py            # every table of docs/statistics.md
-    python benchmarks/decision_rule.py --quick    # 1,000 runs per cell, a smoke test
+    python benchmarks/decision_rule.py --quick    # 1,000 runs per cell
+    python benchmarks/decision_rule.py --runs 20  # a smoke test (the test suite's)
 """
 
 from __future__ import annotations
@@ -242,6 +243,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1,000 runs per cell")
     ap.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs per cell in every table (a smoke test: the suite runs it with a few)",
+    )
+    ap.add_argument(
         "--part",
         choices=("all", "designs", "rerun", "accuracy", "guards"),
         default="all",
@@ -257,7 +264,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     part = args.part
-    most = 1000 if args.quick else 10_000
+    most = args.runs or (1000 if args.quick else 10_000)
     gpu_acc = Accuracy(questions=198, k=8, max_drop=0.01)
     cpu_acc = Accuracy(questions=24, k=2, max_drop=0.05)
     designs = [
@@ -291,11 +298,11 @@ def main() -> None:
         if part in ("all", "designs"):
             designs_table(pool, designs, changes, most)
         if part in ("all", "rerun"):
-            rerun_table(pool, args.quick)
+            rerun_table(pool, args.runs or (2000 if args.quick else 10_000))
         if part in ("all", "accuracy"):
-            accuracy_table(args.quick)
+            accuracy_table(args.runs or (2000 if args.quick else 10_000))
         if part in ("all", "guards"):
-            guards_table(pool, args.quick, args.e2e_noise)
+            guards_table(pool, args.runs or (1000 if args.quick else 4000), args.e2e_noise)
     print(f"\n({time.time() - began:.0f} s)")
 
 
@@ -318,7 +325,7 @@ def designs_table(pool, designs: list[Design], changes: tuple[float, ...], most:
     print()
 
 
-def rerun_table(pool, quick: bool) -> None:
+def rerun_table(pool, count: int) -> None:
     print(
         "Re-running inconclusive A/A runs with the plan's starts per arm (median TPOT row)\n\n"
         "| first run | re-run | inconclusive first runs | decided at the plan's N "
@@ -331,7 +338,6 @@ def rerun_table(pool, quick: bool) -> None:
         starts=3,
         primary=("median_tpot_ms",),
     )
-    count = 2000 if quick else 10_000
     parts = pool.map(_rerun, [(first, first, 7000 + i, count // 2) for i in range(2)])
     undecided = sum(p[0] for p in parts)
     planned, point, high = (sum(p[k] for p in parts) for k in (1, 2, 3))
@@ -343,7 +349,7 @@ def rerun_table(pool, quick: bool) -> None:
     print()
 
 
-def accuracy_table(quick: bool) -> None:
+def accuracy_table(runs: int) -> None:
     print(
         "Accuracy alone (198 questions x k = 8, temperature > 0, max_drop 1 pp; paired t "
         "against the margin)\n\n| true drop | runs | regressed | no change | improved "
@@ -352,7 +358,6 @@ def accuracy_table(quick: bool) -> None:
     for drop in (0.0, 0.005, 0.01, 0.05):
         acc = Accuracy(questions=198, k=8, max_drop=0.01, drop=drop)
         rng = np.random.default_rng(9000 + int(drop * 1000))
-        runs = 2000 if quick else 10_000
         verdicts = [draw_accuracy(rng, acc).verdict for _ in range(runs)]
         print(
             f"| {drop * 100:.1f} pp | {runs} | "
@@ -453,8 +458,7 @@ def _guard_batch(args: tuple[list[Gated], float, int, int, int]) -> list[tuple]:
     return [guarded_run(gated, change, most, rng) for _ in range(count)]
 
 
-def guards_table(pool, quick: bool, noises: list[float]) -> None:
-    runs = 1000 if quick else 4000
+def guards_table(pool, runs: int, noises: list[float]) -> None:
     for e2e in noises:
         gated, most = kernel_scenario(e2e)
         print(

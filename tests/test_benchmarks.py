@@ -53,3 +53,14 @@ def test_the_fidelity_benchmark_runs_in_its_quick_mode():
         events = int(row.split("|")[3])
         assert events == 400, row  # every scripted event was read and timed
     assert "Ceiling:" in proc.stdout
+
+
+def test_the_decision_rule_simulation_runs_in_its_smoke_mode():
+    """docs/statistics.md's tables, a handful of runs per cell: every table prints a row per
+    cell (the numbers are noise at this size; that the simulation still runs is the point)."""
+    proc = script("benchmarks/decision_rule.py", "--runs", "10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.count("| cpu budget 3 (demo-cpu) |") == 5  # one row per true change
+    assert "Re-running inconclusive A/A runs" in out and "Accuracy alone" in out
+    assert "Guards, scenarios/gpt-oss-120b.toml" in out
