@@ -186,11 +186,13 @@ def half_width(p: float, n: int) -> float:
 
 
 def run_cell(pool, d: Design, change: float, seed: int, most: int) -> dict:
-    """Batches of 500 runs (two at a time) until every rate is within +-1 pp."""
+    """Batches of 500 runs (two at a time; fewer when ``most`` is smaller) until every rate
+    is within +-1 pp or ``most`` runs are done."""
     results: list[tuple[str, int, str]] = []
     batch = 0
+    size = min(500, max(1, most // 2))
     while len(results) < most:
-        jobs = [(d, change, seed * 1000 + batch + i, 500) for i in range(2)]
+        jobs = [(d, change, seed * 1000 + batch + i, size) for i in range(2)]
         batch += 2
         for part in pool.map(_batch, jobs):
             results += part
