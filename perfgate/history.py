@@ -20,12 +20,14 @@ already perfgate's), and its penalty can be calibrated from measured noise
 signal-processing-algorithms) pin numpy versions perfgate cannot share and pull database
 clients or gevent.
 
-**The rule**: a metric has regressed when the most recent change point opens a segment that (a)
-reaches tonight, (b) is at least ``min_nights`` nights long (the change persists), and (c)
-whose level differs from the segment before it by more than the metric's tolerance in the bad
-direction. Such a change that is not yet ``min_nights`` long is **pending**. The report names the
-first night of that segment and the commit range to bisect
-(the last commit before it .. its first).
+**The rule** (``perfgate.decide.nightly``; docs/nightly.md, "The rule"): a metric fails the
+night when tonight's own comparison is certainly worse than twice its tolerance, or when its
+current level (the nights since PELT's last change point, or the trailing nights worse than
+the tolerance) is worse than the tolerance over at least ``min_nights`` nights; it is pending
+while such a level is not yet established. The report names the first night of that level
+and the commit range to bisect (the last commit before it .. its first). Every night records
+its reference (``Night.reference``): after a baseline is recorded again, the series is judged
+from the first night against the new one.
 """
 
 from __future__ import annotations
@@ -166,13 +168,44 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def noise_sigma(logs: Sequence[float]) -> float:
+def noise_sigma(logs: Sequence[float], breaks: Sequence[int] = ()) -> float:
     """Night-to-night SD of a series with possible steps: the median absolute successive
-    difference, scaled to an SD for normal noise (median |d| = 0.6745 * sqrt(2) * sigma)."""
-    if len(logs) < 3:
+    difference, scaled to an SD for normal noise (median |d| = 0.6745 * sqrt(2) * sigma).
+    ``breaks``: positions where the reference changed; the difference across one is left out
+    (it holds the two references' offset, not noise)."""
+    x = np.asarray(logs, dtype=float)
+    keep = np.ones(max(x.size - 1, 0), dtype=bool)
+    for b in breaks:
+        if 0 < b < x.size:
+            keep[b - 1] = False
+    diffs = np.abs(np.diff(x))[keep]
+    if diffs.size < 2:
         return math.nan
-    diffs = np.abs(np.diff(np.asarray(logs, dtype=float)))
     return float(np.median(diffs) / (0.6745 * math.sqrt(2)))
+
+
+def reference_since(nights: Sequence[Night]) -> int:
+    """The first night of the trailing run judged against tonight's reference: after the last
+    night that recorded another one (a baseline recorded again). Nights that recorded none
+    (before perfgate kept it) go with their neighbours."""
+    now = nights[-1].reference if nights else None
+    if now is None:
+        return 0
+    for i in range(len(nights) - 1, -1, -1):
+        if nights[i].reference not in (None, now):
+            return i + 1
+    return 0
+
+
+def _reference_breaks(nights: Sequence[Night], series: Sequence[tuple[int, float]]) -> list[int]:
+    """Positions in ``series`` whose night has a reference other than the night before it in
+    the series (both recorded)."""
+    out = []
+    for k in range(1, len(series)):
+        a, b = nights[series[k - 1][0]].reference, nights[series[k][0]].reference
+        if a is not None and b is not None and a != b:
+            out.append(k)
+    return out
 
 
 def change_points(logs: Sequence[float], rule: ChangeRule) -> list[int]:
@@ -200,21 +233,30 @@ def detect(
     """Per metric (``tolerances``: metric -> (tolerance, higher_is_better)): its series over
     the nights that measured it (a missing night is dropped from that metric's series, never
     switching the metric off; the nights missing up to tonight are counted), PELT's change
-    points with their steps, and its current level judged by ``decide.nightly.judge_metric``."""
+    points with their steps, and its current level judged by ``decide.nightly.judge_metric``.
+    Only the nights against tonight's reference are judged (``reference_since``): a
+    baseline recorded again moves every later ratio by the two recordings' difference, which
+    is no change of the build."""
     out = Detection()
+    since = reference_since(nights)
+    out.reference_since = since or None
     for metric, (tol, higher_better) in tolerances.items():
-        series = []
+        every = []
         for i, night in enumerate(nights):
             m = night.metrics.get(metric)
             if m is not None and m.ratio is not None and m.ratio > 0 and math.isfinite(m.ratio):
-                series.append((i, math.log(m.ratio)))
-        missing = len(nights) - 1 - series[-1][0] if series else len(nights)
+                every.append((i, math.log(m.ratio)))
+        missing = len(nights) - 1 - every[-1][0] if every else len(nights)
         if missing:
             out.missing[metric] = missing
-        logs = [x for _, x in series]
-        sigma = rule.sigma if rule.sigma is not None else noise_sigma(logs)
+        # the noise from every night (but not across a change of reference); the level and
+        # its change points from the nights against tonight's reference
+        breaks = _reference_breaks(nights, every)
+        sigma = rule.sigma if rule.sigma is not None else noise_sigma([x for _, x in every], breaks)
         out.sigma[metric] = sigma
-        out.day[metric] = night_effect(nights, metric, series, sigma)
+        out.day[metric] = night_effect(nights, metric, every, sigma)
+        series = [(i, x) for i, x in every if i >= since]
+        logs = [x for _, x in series]
         cuts = change_points(logs, replace(rule, sigma=sigma if sigma > 0 else None))
         current, steps = judge_metric(nights, metric, series, cuts, sigma, tol, higher_better, rule)
         out.changes += steps
@@ -248,4 +290,5 @@ def judge_history(
         out.sigma.update(d.sigma)
         out.day.update(d.day)
         out.missing.update(d.missing)
+        out.reference_since = d.reference_since
     return out

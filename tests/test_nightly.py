@@ -83,6 +83,8 @@ def test_a_baseline_from_a_stored_run_carries_per_start_values_and_the_machine()
     # merging another run of the same machine and scenario adds its starts
     merged = bl.merge(b, bl.from_run(doc, "candidate", "aa.json"), "b.json")
     assert len(merged.metrics["median_tpot_ms"].per_start) == 12
+    # its identity (what a night's ratios are relative to) survives a reading, not a merge
+    assert again.identity == b.identity and merged.identity != b.identity
 
 
 def test_a_baseline_from_another_machine_is_refused_naming_the_field():

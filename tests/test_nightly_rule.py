@@ -5,6 +5,7 @@ a step near the noise that must still wait; each judged night by night as the ga
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -193,3 +194,46 @@ def test_the_reference_days_own_offset_widens_the_level_interval():
     half_width = (math.log1p(level.level_high) - math.log1p(level.level_low)) / 2
     day = math.sqrt(d.sigma[TPOT] ** 2 - 0.002**2)
     assert half_width >= 1.95 * day
+
+
+def test_refreshing_the_baseline_does_not_create_a_false_step():
+    """An unchanged build, nightly against a baseline recorded on one day; the baseline is
+    recorded again on a day that read 1.5% faster, so every later ratio reads +1.5% (the
+    reference moved, not the build). From the refresh on the series is judged afresh: no
+    change point, and the report says where the reference changed. The same nights with no
+    reference recorded (as before perfgate kept it) show a step at the refresh night, which
+    a reader would bisect."""
+    rng = np.random.default_rng(13)
+    logs = np.r_[np.zeros(20), np.full(8, math.log(1.015))] + rng.normal(0, 0.002, 28)
+    nights = history(logs)
+    refreshed = [
+        replace(n, reference="baseline:aaaa" if i < 20 else "baseline:bbbb")
+        for i, n in enumerate(nights)
+    ]
+    d = judge(refreshed)
+    assert not d.regressed and not d.pending and not d.changes
+    assert d.reference_since == 20
+    (level,) = d.levels
+    assert level.night == 20  # judged over the new reference's nights only
+    assert d.sigma[TPOT] < 0.004  # the refresh's jump is not counted as night-to-night noise
+    from perfgate.report.gate import render_history_section
+
+    said = "\n".join(render_history_section(refreshed, d, [TPOT], RULE))
+    assert "the reference changed on night 21 (2026-12-21)" in said
+    # the same nights without their reference: the refresh reads as a step to bisect
+    (step,) = judge(nights).changes
+    assert step.night == 20 and step.step == pytest.approx(0.015, abs=0.004)
+    assert step.p_value < 1e-6
+
+
+def test_nights_before_perfgate_kept_the_reference_count_with_tonights():
+    """A history from before nights recorded their reference, continued by nights that do:
+    the unknown ones are not cut away (a change is found across them)."""
+    rng = np.random.default_rng(14)
+    logs = np.r_[np.zeros(10), np.full(6, math.log(1.10))] + rng.normal(0, 0.003, 16)
+    nights = history(logs)
+    nights = [n if i < 12 else replace(n, reference="baseline:aaaa") for i, n in enumerate(nights)]
+    d = judge(nights)
+    assert d.reference_since is None
+    (c,) = d.regressed
+    assert c.night == 10

@@ -6,6 +6,8 @@ runs a night."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 import time
@@ -68,6 +70,16 @@ class Baseline:
     night_noise: dict[str, float] = field(default_factory=dict)  # night-to-night SD of logs
     accuracy: ReferenceAccuracy | None = None  # the reference build's answers
     updated_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @property
+    def identity(self) -> str:
+        """What a night's ratios are relative to: a digest of the stored per-start values and
+        answers, so recording or merging the baseline again gives a new identity (the history
+        starts its series afresh there) and reading it again does not."""
+        values = {k: m.per_start for k, m in sorted(self.metrics.items())}
+        answers = None if self.accuracy is None else self.accuracy.arm.correct
+        text = json.dumps([values, answers], sort_keys=True, default=str)
+        return "baseline:" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +153,10 @@ class Night:
     verdict: str  # the night's own verdict against its reference
     run_dir: str | None = None
     schema: str = HISTORY_SCHEMA
+    # what the ratios are relative to (``Baseline.identity``, or ``SAME_NIGHT`` when a reference
+    # build runs beside the candidate): a change of it starts the series afresh. None in nights
+    # recorded before perfgate kept it (judged with the nights around them).
+    reference: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,9 +178,23 @@ class Night:
                 metrics=metrics,
                 verdict=d["verdict"],
                 run_dir=d.get("run_dir"),
+                reference=_reference(d.get("reference"), where),
             )
         except (KeyError, TypeError) as exc:
             raise ResultError(f"{where}: not a night record ({exc})") from None
+
+
+# ``Night.reference`` of a night whose reference build ran the same night (``--paired``)
+SAME_NIGHT = "same-night reference build"
+
+
+def _reference(value: Any, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and 0 < len(value) <= 200):
+        return value
+    raise ResultError(
+        f"{where}: reference must be a baseline's identity (a short string) or null, got "
+        f"{value!r:.80}; not a night perfgate wrote: remove that line to go on"
+    )
 
 
 # how a metric's change was judged (``Change.rule``)
@@ -202,6 +232,9 @@ class Detection:
     day: dict[str, float] = field(default_factory=dict)  # the day effect's SD, in sigma
     levels: list[Change] = field(default_factory=list)  # every metric's current level
     missing: dict[str, int] = field(default_factory=dict)  # metric -> nights missing to tonight
+    # the first night judged against tonight's reference, when an earlier night had another
+    # (a baseline recorded again): levels and change points are judged from there on
+    reference_since: int | None = None
 
 
 @dataclass

@@ -100,6 +100,14 @@ def render_history_section(
             f"⏳ **{md_text(registry.get(c.metric).label)}**: {md_text(pending_reason(c))}.",
             "",
         ]
+    if (since := detection.reference_since) is not None:
+        lines += [
+            f"ℹ️ the reference changed on night {since + 1} ({md_text(nights[since].date)}): "
+            f"the baseline was recorded again, or the nights switched between a stored "
+            f"baseline and a same-night reference build; levels and change points are judged "
+            f"over the {len(nights) - since} nights since.",
+            "",
+        ]
     for metric, count in detection.missing.items():
         lines += [
             f"⚠️ {md_text(registry.get(metric).label)}: not measured on the last {count} "

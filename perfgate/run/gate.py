@@ -44,7 +44,7 @@ from perfgate.documents.compare import (
     MetricComparison,
 )
 from perfgate.documents.io import write_text_private
-from perfgate.documents.nightly import Baseline, GateOutcome, Night, NightMetric
+from perfgate.documents.nightly import SAME_NIGHT, Baseline, GateOutcome, Night, NightMetric
 from perfgate.documents.spec import Scenario, ScenarioError
 from perfgate.history import append_night, check_history, judge_history, read_history
 from perfgate.report.gate import render_gate_markdown
@@ -215,6 +215,7 @@ def run_gate(
         },
         verdict=str(run.verdict),
         run_dir=str(run_dir),
+        reference=SAME_NIGHT if paired else base.identity,
     )
     append_night(history_path, night)
     nights = read_history(history_path)

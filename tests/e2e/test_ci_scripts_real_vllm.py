@@ -20,6 +20,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from perfgate.documents.nightly import Baseline
 from tests.e2e.conftest import ROOT, cpu_server_env, perfgate, vllm_processes
 
 SCENARIO = str(ROOT / "tests" / "e2e" / "nightly-cpu.toml")
@@ -165,6 +166,9 @@ def test_the_nightly_job_as_the_workflow_runs_it(tiny_model, tmp_path):
         reasons = ("pending:", "cannot rule out a drop")
         assert any(r in job.last for r in reasons), job.last
     assert git("show", "perfgate-history:nightly-cpu.jsonl", cwd=job.remote).count("\n") == 1
+    # the night names the baseline its ratios are relative to (a new recording starts afresh)
+    (first,) = (job.history / "nightly-cpu.jsonl").read_text().splitlines()
+    assert json.loads(first)["reference"] == Baseline.from_json(stored, "b").identity
     assert job.gh().get("issues", []) == []
     assert "Tonight is on the accuracy schedule" in job.summary.read_text()
     judged = json.loads((tmp_path / "out" / "results.json").read_text())["accuracy"]
