@@ -270,3 +270,36 @@ def test_a_running_servers_rounds_are_not_pooled_into_one_p99():
     (pooled,) = start_values(p99, url)
     geomean = math.exp(float(np.mean(np.log(per_start))))
     assert pooled == pytest.approx(geomean, rel=1e-9)  # the same data, the same value
+
+
+def test_a_budgeted_run_tests_accuracy_at_its_reserved_share_wherever_it_stops():
+    """Accuracy is measured once and tested once, when the run stops: a budgeted run that
+    stops at an interim look (2% of alpha) still tests it at alpha / (gated tests + 1), the
+    share the looks' Holm (with accuracy pending) never spent, not at the interim share."""
+    from perfgate.documents.compare import REGRESSED, AccuracyComparison
+
+    th = [Threshold("median_tpot_ms", 0.05), Threshold("p99_tpot_ms", 0.05)]
+    b, c = [1.00, 1.02, 0.98], [1.00, 1.01, 0.99]
+    rows = [compare_values(t, b, c, confidence=0.95) for t in th]
+    drop = AccuracyComparison(  # a drop beyond max_drop, p = 0.004 against it
+        n_questions=198, k_baseline=1, k_candidate=1, baseline=0.7, baseline_low=0.63,
+        baseline_high=0.76, candidate=0.5, candidate_low=0.43, candidate_high=0.57,
+        diff=-0.2, diff_low=-0.28, diff_high=-0.12, p_value=1e-6, test="paired t",
+        min_detectable_drop=0.08, max_drop=0.1, verdict=REGRESSED, k_to_decide=None,
+        p_margin=0.004,
+    )  # fmt: skip
+    interim = 0.05 * 0.02
+    # at the interim share, in the family's Holm: inconclusive (the old rule)
+    _, held = family.apply(rows, drop, alpha=interim)
+    assert held is not None and held.verdict == "inconclusive"
+    # at its reserved share, alpha / 3: regressed, its adjusted p the Bonferroni one
+    judged, acc = family.apply(rows, drop, alpha=interim, accuracy_alpha=0.05 / 3)
+    assert acc is not None and acc.verdict == REGRESSED
+    assert acc.p_adjusted == pytest.approx(0.004 * 3) and "once" in acc.adjusted_by
+    # the timed rows' Holm keeps accuracy's slot as pending, as at every look
+    alone, _ = family.apply(rows, None, alpha=interim, pending=1)
+    assert [r.p_adjusted for r in judged] == [r.p_adjusted for r in alone]
+    # beyond its share: inconclusive
+    weaker = replace(drop, p_margin=0.02)
+    _, weak = family.apply(rows, weaker, alpha=interim, accuracy_alpha=0.05 / 3)
+    assert weak is not None and weak.verdict == "inconclusive"

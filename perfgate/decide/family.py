@@ -41,12 +41,17 @@ def apply(
     *,
     alpha: float,
     pending: int = 0,
+    accuracy_alpha: float | None = None,
 ) -> tuple[list[MetricComparison], AccuracyComparison | None]:
     """The rows and accuracy with Holm-adjusted p-values and family-wise verdicts.
     ``pending``: tests of the family not run yet (accuracy, at a look before it is
-    measured); they count in the family's size."""
-    p = [r.p_regress for r in rows] + ([accuracy.p_margin] if accuracy is not None else [])
-    p += [float("nan")] * pending
+    measured); they count in the family's size. ``accuracy_alpha`` (a budgeted run):
+    accuracy is tested once, at that level, wherever the run stops, and the rows' Holm keeps
+    its slot pending as at every look (see ``accuracy_share``)."""
+    alone = accuracy_alpha is not None and accuracy is not None
+    in_holm = accuracy is not None and not alone
+    p = [r.p_regress for r in rows] + ([accuracy.p_margin] if in_holm else [])
+    p += [float("nan")] * (pending + alone)
     adjusted = stats.holm_adjusted(p)
     m = len(p)
     why = (
@@ -68,12 +73,34 @@ def apply(
                 f"metrics (Holm-adjusted p = {adj_better:.3g} >= {alpha / 2:.3g})",
             )
         out.append(replace(row, p_adjusted=adj, detectable_regression=_detectable(row, alpha / m)))
-    if accuracy is not None:
+    if accuracy is not None and accuracy_alpha is not None:
+        full = accuracy_alpha * m  # the family's alpha, of which accuracy holds 1 / m
+        adj = min(1.0, accuracy.p_margin * m) if math.isfinite(accuracy.p_margin) else math.nan
+        if accuracy.verdict == REGRESSED and not accuracy.p_margin < accuracy_alpha:
+            accuracy = replace(accuracy, verdict=INCONCLUSIVE)
+        accuracy = replace(
+            accuracy,
+            p_adjusted=adj,
+            adjusted_by=f"tested once at alpha / {m} of the run's {full:.3g}, wherever a "
+            "budgeted run stops (Bonferroni)",
+        )
+    elif accuracy is not None:
         adj = adjusted[len(rows)]
         if accuracy.verdict == REGRESSED and not adj < alpha:
             accuracy = replace(accuracy, verdict=INCONCLUSIVE)
         accuracy = replace(accuracy, p_adjusted=adj)
     return out, accuracy
+
+
+def accuracy_share(alpha: float, rows: int) -> float:
+    """The level a budgeted run tests accuracy at: alpha / (rows + 1). Accuracy is measured
+    once and tested once, when the run stops. Every look's Holm counts it as a pending member
+    of rows + 1 tests, so the timed metrics spend at most rows / (rows + 1) of each look's
+    share (Holm's first step with one null never rejected), and at most that of alpha over
+    all looks: the 1 / (rows + 1) left is accuracy's, whichever look stops the run. Testing
+    it at the stopping look's share instead (2% of alpha at an interim look) would make a
+    real drop inconclusive after an early stop."""
+    return alpha / (rows + 1)
 
 
 def _detectable(row: MetricComparison, alpha: float, power: float = 0.8) -> float:

@@ -93,8 +93,14 @@ def judge_run(run: CompareRun, *, accuracy: bool) -> None:
     it), Holm over the family, and the run's verdict."""
     compare_repeats(run)
     run.accuracy_comparison = compare_accuracy(run) if accuracy else None
+    budgeted = run.design.get("budget") is not None  # looked at after every round
     run.comparison, run.accuracy_comparison = family.apply(
-        run.comparison, run.accuracy_comparison, alpha=run.alpha
+        run.comparison,
+        run.accuracy_comparison,
+        alpha=run.alpha,
+        accuracy_alpha=family.accuracy_share(1 - run.scenario.confidence, len(run.comparison))
+        if budgeted and run.accuracy_comparison is not None
+        else None,
     )
     run.verdict = family.overall(run.comparison, run.accuracy_comparison)
     if all(run.windows[a] for a in ARMS):

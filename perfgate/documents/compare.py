@@ -93,7 +93,8 @@ class AccuracyComparison:
     # one-sided p-value against the margin: H0 drop <= max_drop, H1 drop > max_drop
     p_margin: float = math.nan
     questions_to_decide: int | None = None  # inconclusive: questions that would likely decide
-    p_adjusted: float = math.nan  # p_margin, Holm-adjusted over the run's family
+    p_adjusted: float = math.nan  # p_margin, adjusted over the run's family (``adjusted_by``)
+    adjusted_by: str = "Holm over the run's gated tests"
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def render_accuracy_section(
         f"a margin: {c.test}, p = {fmt(c.p_value, '{:.3f}')}. Smallest drop this "
         f"run detects (5% one-sided, 80% power): {c.min_detectable_drop * 100:.1f} pp. "
         + (
-            f"Holm-adjusted over the run's gated tests: p = {fmt(c.p_adjusted, '{:.3f}')}. "
+            f"Adjusted ({c.adjusted_by}): p = {fmt(c.p_adjusted, '{:.3f}')}. "
             if c.p_adjusted is not None and math.isfinite(c.p_adjusted)
             else ""
         )
