@@ -49,8 +49,9 @@ def apply(
     accuracy is tested once, at that level, wherever the run stops, and the rows' Holm keeps
     its slot pending as at every look (see ``accuracy_share``)."""
     alone = accuracy_alpha is not None and accuracy is not None
-    in_holm = accuracy is not None and not alone
-    p = [r.p_regress for r in rows] + ([accuracy.p_margin] if in_holm else [])
+    p = [r.p_regress for r in rows]
+    if accuracy is not None and not alone:
+        p.append(accuracy.p_margin)
     p += [float("nan")] * (pending + alone)
     adjusted = stats.holm_adjusted(p)
     m = len(p)
