@@ -237,3 +237,26 @@ def test_nights_before_perfgate_kept_the_reference_count_with_tonights():
     assert d.reference_since is None
     (c,) = d.regressed
     assert c.night == 10
+
+
+def test_the_day_effect_measured_on_real_cpu_nights_is_the_one_docs_nightly_states():
+    """Eight real A/A nights on CPU vLLM (tests/fixtures/nightly/, README there): the
+    night-to-night sigma and the day effect ``perfgate history`` measures from them are the
+    figures docs/nightly.md states, and the unchanged build is not failed on them."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from perfgate.cli.main import main
+
+    root = Path(__file__).resolve().parents[1]
+    fixture = root / "tests" / "fixtures" / "nightly" / "aa-nights-2026-12-07.jsonl"
+    scenario = root / "tests" / "e2e" / "nightly-cpu.toml"
+    result = CliRunner().invoke(main, ["history", str(fixture), "--scenario", str(scenario)])
+    assert result.exit_code == 0, result.output
+    assert "would say: ❌" not in result.output  # an unchanged build
+    (said,) = [x for x in result.output.splitlines() if "Night-to-night sigma:" in x]
+    measured = said.split("Night-to-night sigma: ")[1].rstrip(".")
+    assert "day effect" in measured  # every night kept its own standard error
+    doc = (root / "docs" / "nightly.md").read_text()
+    assert measured in " ".join(doc.split()), measured
