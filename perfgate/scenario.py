@@ -5,7 +5,7 @@ that name). Every field is validated here, and every error names the file, the f
 fix. Unknown keys are errors too, so a typo never silently falls back to a default.
 
     name = "demo-cpu"
-    model = "builtin:tiny-llama"          # a path, a hub id, or the locally built test model
+    model = "builtin:tiny-llama"          # a path, a hub id, or builtin:tiny-llama / tiny-taught
     served_model_name = "tiny"
     requires_gpu = false
 
@@ -88,6 +88,10 @@ from perfgate.scenario_fields import Fields, integer, parse_budget
 # into the package when it is built, so an installed perfgate finds them too.
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 BUILTIN_TINY = "builtin:tiny-llama"
+# the tiny model taught the bundled GPQA questions (``testmodels.taught``: right ~70% of the
+# time at temperature 1, taught in float32): a model whose accuracy means something
+BUILTIN_TAUGHT = "builtin:tiny-taught"
+BUILTIN_MODELS = (BUILTIN_TINY, BUILTIN_TAUGHT)
 
 
 def parse(doc: dict[str, Any], source: str) -> Scenario:

@@ -61,6 +61,7 @@ def test_the_decision_rule_simulation_runs_in_its_smoke_mode():
     proc = script("benchmarks/decision_rule.py", "--runs", "10")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert out.count("| cpu budget 3 (demo-cpu) |") == 5  # one row per true change
+    assert out.count("| cpu budget 3 (compare-cpu) |") == 5  # one row per true change
+    assert out.count("| cpu budget 4 (demo-cpu), start noise 8% |") == 5
     assert "Re-running inconclusive A/A runs" in out and "Accuracy alone" in out
     assert "Guards, scenarios/gpt-oss-120b.toml" in out

@@ -37,8 +37,9 @@ def bench_result(data):
 
 
 def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=None):
-    """A demo-cpu run of two starts per arm, one repeat each (``starts``: other starts)."""
-    scenario = load(ROOT / "scenarios" / "demo-cpu.toml")
+    """A run of the e2e tests' CPU scenario, two starts per arm, one repeat each (``starts``:
+    other starts)."""
+    scenario = load(ROOT / "tests" / "e2e" / "compare-cpu.toml")
     if thresholds is not None:
         scenario = replace(scenario, thresholds=tuple(thresholds))
     scenario = replace(scenario, seed=1)
@@ -46,7 +47,7 @@ def run_doc(cand_tpot, status="complete", error=None, starts=None, thresholds=No
     rng = np.random.default_rng(0)
     run = CompareRun(
         scenario=scenario,
-        command="perfgate compare --scenario scenarios/demo-cpu.toml",
+        command="perfgate compare --scenario tests/e2e/compare-cpu.toml",
         started_at="2026-01-01T00:00:00+0000",
         environment=ENV,
     )

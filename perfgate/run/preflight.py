@@ -9,9 +9,9 @@ from perfgate import accuracy as acc
 from perfgate import environment, registry
 from perfgate.documents.eval import AccuracyError
 from perfgate.documents.spec import Scenario, ScenarioError
-from perfgate.scenario import BUILTIN_TINY
+from perfgate.scenario import BUILTIN_MODELS, BUILTIN_TAUGHT, BUILTIN_TINY
 from perfgate.serve.server import model_problem
-from perfgate.testmodels import tinymodel
+from perfgate.testmodels import taught, tinymodel
 
 
 def tiny_model_dir() -> Path:
@@ -59,7 +59,7 @@ def preflight(scenario: Scenario) -> None:
                     "traces to (the torch_profiler_dir of its --profiler-config), or pass "
                     "--no-profile"
                 )
-    if any(not a.model for a in needs_server) and scenario.model != BUILTIN_TINY:
+    if any(not a.model for a in needs_server) and scenario.model not in BUILTIN_MODELS:
         problem = model_problem(scenario.model)
         if problem is not None:
             raise ScenarioError(f"{scenario.source}: model: {problem}")
@@ -68,7 +68,16 @@ def preflight(scenario: Scenario) -> None:
             raise ScenarioError(f"{scenario.source}: arms.{arm.name}.model: {problem}")
 
 
+def taught_model_dir() -> Path:
+    """Where ``builtin:tiny-taught`` is built: beside the tiny model it is taught from."""
+    return tiny_model_dir().parent / "taught-model"
+
+
 def resolve_model(scenario: Scenario) -> str:
+    """The scenario's model as vLLM takes it; a built-in test model is built on first use
+    (seconds for the tiny model, about a minute on CPU to teach it) and cached."""
     if scenario.model == BUILTIN_TINY:
         return str(tinymodel.build(tiny_model_dir()))
+    if scenario.model == BUILTIN_TAUGHT:
+        return str(taught.build_taught(tinymodel.build(tiny_model_dir()), taught_model_dir()))
     return scenario.model

@@ -15,7 +15,7 @@ import threading
 from tests.e2e.conftest import ROOT, cpu_server_env, own_processes, vllm_processes, wait_until
 from tests.fault_cases import BY_ID, REAL
 
-SCENARIO = "scenarios/demo-cpu.toml"
+SCENARIO = "tests/e2e/compare-cpu.toml"
 
 
 class Run:

@@ -27,7 +27,7 @@ def test_a_run_with_secrets_writes_none_of_them_and_its_reproduce_command_runs(
     argv = [
         "compare",
         "--scenario",
-        "scenarios/demo-cpu.toml",
+        "tests/e2e/compare-cpu.toml",
         "--out-dir",
         str(run_dir),
         "--starts",
